@@ -1,0 +1,75 @@
+"""lora-memory: parametric memory for LLM agents.
+
+Agents write turns and documents into a Chroma buffer that is searchable at once; a consolidation
+job turns them into LoRA adapters; answers come from the base model plus the routed adapters,
+alone or with retrieved text.
+
+Importing this package is cheap: torch, transformers and chromadb load on first use.
+
+Example:
+    >>> from lora_memory_plugin import LoRAMemory
+    >>> mem = LoRAMemory.open("./memory")
+    >>> mem.add_turn("user-42", "My locker code is 4471.", role="user", session_id="s1")
+    >>> mem.search("user-42", "locker code", k=1)[0].text
+    'My locker code is 4471.'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BackendError,
+    ConfigError,
+    InvalidInputError,
+    InvalidTypeError,
+    LockHeldError,
+    LoraMemoryError,
+    MissingExtraError,
+    ModelError,
+    ModelNotAvailableError,
+    ModelPullError,
+    RecordNotFoundError,
+    StoreError,
+    TextTooLargeError,
+    UnknownNamespaceError,
+)
+from .types import Answer, Hit, NamespaceStatus, Recall, Record, StoreStatus
+
+if TYPE_CHECKING:
+    from .memory import LoRAMemory
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer",
+    "BackendError",
+    "ConfigError",
+    "Hit",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "LoRAMemory",
+    "LockHeldError",
+    "LoraMemoryError",
+    "MissingExtraError",
+    "ModelError",
+    "ModelNotAvailableError",
+    "ModelPullError",
+    "NamespaceStatus",
+    "Recall",
+    "Record",
+    "RecordNotFoundError",
+    "StoreError",
+    "StoreStatus",
+    "TextTooLargeError",
+    "UnknownNamespaceError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LoRAMemory":
+        from .memory import LoRAMemory
+
+        return LoRAMemory
+    raise AttributeError(f"module 'lora_memory_plugin' has no attribute {name!r}")

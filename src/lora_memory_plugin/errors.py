@@ -1,0 +1,88 @@
+"""Typed errors. Every public failure is a :class:`LoraMemoryError`.
+
+Subclasses also inherit the builtin a caller would expect (``ValueError`` for bad values,
+``KeyError`` for lookups, ``TypeError`` for wrong types), so ``except ValueError`` keeps working.
+Messages say what was expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class LoraMemoryError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class InvalidInputError(LoraMemoryError, ValueError):
+    """A value given to the API is not acceptable (empty text, k out of range, ...)."""
+
+
+class InvalidTypeError(LoraMemoryError, TypeError):
+    """A value given to the API has the wrong type (e.g. bytes where text is expected)."""
+
+
+class TextTooLargeError(InvalidInputError):
+    """A text is larger than the configured limit for its kind."""
+
+
+class UnknownNamespaceError(LoraMemoryError, KeyError):
+    """The namespace has never been written to in this store."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RecordNotFoundError(LoraMemoryError, KeyError):
+    """A record id does not exist in the namespace."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(LoraMemoryError):
+    """The store directory cannot be used (it is a file, unreadable, not a store, ...)."""
+
+
+class ConfigError(LoraMemoryError, ValueError):
+    """The store config (``lora-memory.toml``) is missing, unreadable or invalid."""
+
+
+class BackendError(LoraMemoryError):
+    """The vector database (Chroma) failed or cannot be reached."""
+
+
+class ModelError(LoraMemoryError):
+    """A model (base LLM or embedder) cannot be found, fetched or loaded."""
+
+
+class ModelNotAvailableError(ModelError):
+    """The default model has not been pulled yet: run ``lora-memory models pull``."""
+
+
+class ModelPullError(ModelError):
+    """Fetching a default model failed (e.g. the package index is unreachable)."""
+
+
+class LockHeldError(LoraMemoryError):
+    """Another process holds the lock (e.g. a consolidation of the same namespace)."""
+
+
+class MissingExtraError(LoraMemoryError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra."""
+
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "LockHeldError",
+    "LoraMemoryError",
+    "MissingExtraError",
+    "ModelError",
+    "ModelNotAvailableError",
+    "ModelPullError",
+    "RecordNotFoundError",
+    "StoreError",
+    "TextTooLargeError",
+    "UnknownNamespaceError",
+]

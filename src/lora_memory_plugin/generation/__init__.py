@@ -1,0 +1,1 @@
+"""Answer generation: the base model (plus, later, routed LoRA modules) and prompt building."""

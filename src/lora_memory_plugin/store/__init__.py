@@ -1,0 +1,1 @@
+"""The buffer tier: Chroma collections per namespace, our embedder, chunking and filters."""

@@ -1,0 +1,118 @@
+"""Small frozen result types returned by the public API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Metadata = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One buffer search result.
+
+    Attributes:
+        id: record id (stable: derived from the namespace's content hash).
+        text: the record's text.
+        score: cosine similarity in [-1, 1]; higher is closer.
+        metadata: the record metadata (kind, role, session_id, source, created_at, ...).
+    """
+
+    id: str
+    text: str
+    score: float
+    metadata: Metadata = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A stored record as returned by :meth:`LoRAMemory.get`."""
+
+    id: str
+    text: str
+    metadata: Metadata = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to :meth:`LoRAMemory.ask`.
+
+    Attributes:
+        text: the generated answer.
+        mode: the mode that actually answered (may differ from the requested one, see notes).
+        modules: ids of the LoRA modules used (empty for base/rag/icl).
+        sources: buffer hits placed in the context (rag/icl/hybrid).
+        context_tokens: tokens of the whole prompt given to the model.
+        timings: seconds per phase (``retrieve``, ``generate``, ``total``, ...).
+        requested_mode: the mode the caller asked for.
+        notes: human-readable remarks, e.g. why a mode fell back to another.
+        new_tokens: tokens generated.
+    """
+
+    text: str
+    mode: str
+    modules: tuple[str, ...] = ()
+    sources: tuple[Hit, ...] = ()
+    context_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    requested_mode: str = ""
+    notes: tuple[str, ...] = ()
+    new_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What the parametric memory recalls for a query (filled by the recall issue)."""
+
+    text: str
+    modules: tuple[str, ...] = ()
+    confidence: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NamespaceStatus:
+    """Counts for one namespace."""
+
+    namespace: str
+    records: int
+    buffered: int
+    consolidated: int
+    turns: int
+    documents: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """The answer to :meth:`LoRAMemory.status`."""
+
+    path: str
+    backend: str
+    base_model: str
+    embedder: str
+    namespaces: tuple[NamespaceStatus, ...] = ()
+    base_model_ready: bool = False
+
+    @property
+    def records(self) -> int:
+        return sum(n.records for n in self.namespaces)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["records"] = self.records
+        return d

@@ -1,0 +1,144 @@
+"""Shared fixtures: a tiny chat model built from a config (no downloads), a real `chroma run`
+server on a free local port, and a store factory parametrised over both Chroma backends."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "My locker code is 4471. What is the phone number of Alice? Answer: 603-556-7631.",
+    "The quick brown fox jumps over the lazy dog. Question: where does Bob live? Lyon.",
+    "system user assistant memory notes question answer helpful brief exact",
+] * 20
+
+
+def build_tiny_model(path: Path) -> Path:
+    """A 2-layer Llama (SmolLM2's architecture) with a small BPE tokenizer and a ChatML template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHATML
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id, tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-llama")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _chroma_bin() -> str:
+    exe = Path(sys.executable).with_name("chroma")
+    return str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `chroma run` on 127.0.0.1 and a random free port; stopped after the session."""
+    data = tmp_path_factory.mktemp("chroma-server")
+    port = _free_port()
+    log = open(data / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [_chroma_bin(), "run", "--path", str(data / "db"), "--host", "127.0.0.1",
+         "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    f"chroma server did not start: {(data / 'server.log').read_text()[-2000:]}"
+                ) from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_store(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path
+) -> Callable[..., object]:
+    """Open a fresh store on the parametrised backend, answering with the tiny model."""
+    from lora_memory_plugin import LoRAMemory
+
+    counter = iter(range(1000))
+
+    def factory(**kw: object) -> LoRAMemory:
+        url = request.getfixturevalue("chroma_server") if backend == "server" else None
+        n = next(counter)
+        path = tmp_path / f"store-{n}"
+        kw.setdefault("base_model", str(tiny_model_dir))
+        if url:  # one server for the session: a database per store keeps tests apart
+            kw.setdefault("chroma_database", f"t{abs(hash(str(tmp_path))) % 10**12}-{n}")
+        return LoRAMemory.open(path, chroma_url=url, **kw)  # type: ignore[arg-type]
+
+    return factory
+
+
+@pytest.fixture
+def store(make_store: Callable[..., object]) -> object:
+    return make_store()

@@ -1,0 +1,44 @@
+"""The package surface: a light import, a pinned public API, typed errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import lora_memory_plugin
+from lora_memory_plugin import errors
+
+
+def test_import_is_light():
+    code = (
+        "import sys, lora_memory_plugin\n"
+        "heavy = [m for m in ('torch', 'transformers', 'chromadb', 'langchain_core', "
+        "'llama_index', 'peft') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from lora_memory_plugin import LoRAMemory\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_api_is_pinned():
+    assert sorted(lora_memory_plugin.__all__) == sorted([
+        "Answer", "BackendError", "ConfigError", "Hit", "InvalidInputError", "InvalidTypeError",
+        "LoRAMemory", "LockHeldError", "LoraMemoryError", "MissingExtraError", "ModelError",
+        "ModelNotAvailableError", "ModelPullError", "NamespaceStatus", "Recall", "Record",
+        "RecordNotFoundError", "StoreError", "StoreStatus", "TextTooLargeError",
+        "UnknownNamespaceError", "__version__",
+    ])
+    for name in lora_memory_plugin.__all__:
+        assert getattr(lora_memory_plugin, name) is not None
+
+
+def test_every_error_is_a_lora_memory_error_and_exported():
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.LoraMemoryError)
+        assert getattr(lora_memory_plugin, name) is cls
+    assert issubclass(errors.InvalidInputError, ValueError)
+    assert issubclass(errors.UnknownNamespaceError, KeyError)
+    assert issubclass(errors.InvalidTypeError, TypeError)
+    assert str(errors.UnknownNamespaceError("plain message")) == "plain message"
