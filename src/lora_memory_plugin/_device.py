@@ -67,10 +67,10 @@ class quiet_loading:  # noqa: N801 - used like a function: `with quiet_loading()
         from transformers.utils import logging as hf_logging
 
         self._was = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
     def __exit__(self, *exc: object) -> None:
         from transformers.utils import logging as hf_logging
 
         if self._was:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]

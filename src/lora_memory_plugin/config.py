@@ -37,16 +37,22 @@ class ModelConfig:
     )
     embedder: str = field(
         default=DEFAULT_EMBEDDER,
-        metadata={"help": "'default' (all-MiniLM-L6-v2, offline) or a local sentence-encoder path."},
+        metadata={
+            "help": "'default' (all-MiniLM-L6-v2, offline) or a local sentence-encoder path."
+        },
     )
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', 'mps'."})
+    device: str = field(
+        default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', 'mps'."}
+    )
     dtype: str = field(
         default="auto", metadata={"help": "'auto' (bf16 on GPU, fp32 on CPU), 'bfloat16', ..."}
     )
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_model, str) or not self.base_model.strip():
-            raise ConfigError(f"models.base_model must be a non-empty string, got {self.base_model!r}")
+            raise ConfigError(
+                f"models.base_model must be a non-empty string, got {self.base_model!r}"
+            )
         if not isinstance(self.embedder, str) or not self.embedder.strip():
             raise ConfigError(f"models.embedder must be a non-empty string, got {self.embedder!r}")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
@@ -95,13 +101,20 @@ class BufferConfig:
 class GenerationConfig:
     max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per answer."})
     rag_k: int = field(default=4, metadata={"help": "Buffer hits placed in context (rag)."})
+    rag_min_score: float = field(
+        default=0.25,
+        metadata={
+            "help": "Hits below this cosine similarity stay out of the context: with "
+            "MiniLM, unrelated text scores < 0.25 and only distracts a small model."
+        },
+    )
     context_budget: int = field(
         default=1536, metadata={"help": "Most prompt tokens for icl/rag context."}
     )
     system_prompt: str = field(
         default=(
-            "You are a helpful assistant with a long-term memory. Answer briefly and exactly; "
-            "when memory notes are given, answer from them."
+            "You are a helpful assistant. Answer the question using the notes when they are "
+            "given. Reply with a short answer."
         ),
         metadata={"help": "Always sent, so chat templates never insert their own default."},
     )
@@ -111,6 +124,10 @@ class GenerationConfig:
             raise ConfigError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.rag_k < 1:
             raise ConfigError(f"generation.rag_k must be >= 1, got {self.rag_k}")
+        if not -1.0 <= self.rag_min_score <= 1.0:
+            raise ConfigError(
+                f"generation.rag_min_score must be in [-1, 1], got {self.rag_min_score}"
+            )
         if self.context_budget < 64:
             raise ConfigError(f"generation.context_budget must be >= 64, got {self.context_budget}")
 
@@ -137,12 +154,18 @@ class StoreConfig:
         known = {f.name: f for f in fields(cls)}
         for key, value in data.items():
             if key not in known:
-                logger.warning("%s: unknown key %r ignored (written by a newer version?)", source, key)
+                logger.warning(
+                    "%s: unknown key %r ignored (written by a newer version?)", source, key
+                )
                 continue
             if key == "version":
                 sections[key] = str(value)
                 continue
-            section_cls = {"models": ModelConfig, "buffer": BufferConfig, "generation": GenerationConfig}[key]
+            section_cls = {
+                "models": ModelConfig,
+                "buffer": BufferConfig,
+                "generation": GenerationConfig,
+            }[key]
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__}")
             sections[key] = _build_section(section_cls, value, f"{source}: [{key}]")
@@ -161,7 +184,12 @@ def _build_section(section_cls: type[Any], data: dict[str, Any], where: str) -> 
             logger.warning("%s: unknown key %r ignored", where, key)
             continue
         default = f.default
-        if default is not None and not isinstance(value, type(default)):
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # noqa: PLW2901 - TOML writes 1 for 1.0
+        if default is not None and (
+            not isinstance(value, type(default))
+            or isinstance(value, bool) != isinstance(default, bool)
+        ):
             raise ConfigError(
                 f"{where} {key} must be {type(default).__name__}, got {type(value).__name__} "
                 f"({value!r}); fix it in {CONFIG_NAME}"

@@ -175,7 +175,7 @@ class LoRAMemory:
         """Store one conversation turn; returns its record id (the same id for a duplicate).
 
         Example:
-            >>> mem.add_turn("user-42", "I moved to Lyon.", role="user", session_id="s1")  # doctest: +SKIP
+            >>> mem.add_turn("user-42", "I moved to Lyon.", session_id="s1")  # doctest: +SKIP
             't-...'
         """
         rec = self._turn_record(content, role, session_id, metadata, created_at)
@@ -212,8 +212,13 @@ class LoRAMemory:
                 raise InvalidInputError(f"turns[{i}] has no 'content'")
             try:
                 records.append(
-                    self._turn_record(t["content"], t.get("role", "user"), t.get("session_id"),
-                                      t.get("metadata"), t.get("created_at"))
+                    self._turn_record(
+                        t["content"],
+                        t.get("role", "user"),
+                        t.get("session_id"),
+                        t.get("metadata"),
+                        t.get("created_at"),
+                    )
                 )
             except LoraMemoryError as e:
                 raise type(e)(f"turns[{i}]: {e}") from e
@@ -244,8 +249,9 @@ class LoRAMemory:
 
         ns = self._ns(namespace)
         limit = self.config.buffer.max_document_chars
-        text = check_text(text, what="document text", limit=limit,
-                          hint="Split it into several documents.")
+        text = check_text(
+            text, what="document text", limit=limit, hint="Split it into several documents."
+        )
         src = check_label(source, what="source")
         sid = check_label(session_id, what="session_id")
         extra = check_extra(dict(metadata) if metadata is not None else None)
@@ -255,8 +261,15 @@ class LoRAMemory:
         if not chunks:
             raise InvalidInputError("document text has no tokens the embedder can read")
         records = [
-            NewRecord(c.text, "document", source=src, session_id=sid, chunk_index=c.index,
-                      created_at=ts, extra=extra)
+            NewRecord(
+                c.text,
+                "document",
+                source=src,
+                session_id=sid,
+                chunk_index=c.index,
+                created_at=ts,
+                extra=extra,
+            )
             for c in chunks
         ]
         return self._buffer.add(ns, records)
@@ -288,8 +301,15 @@ class LoRAMemory:
         ns = self._ns(namespace)
         query = check_text(query, what="query", limit=MAX_QUERY_CHARS)
         k = _check_k(k)
-        w = build_where(kind=kind, session_id=session_id, role=role, status=status,
-                        since=since, until=until, where=where)
+        w = build_where(
+            kind=kind,
+            session_id=session_id,
+            role=role,
+            status=status,
+            since=since,
+            until=until,
+            where=where,
+        )
         return self._buffer.search(ns, query, k, w)
 
     def get(
@@ -307,13 +327,15 @@ class LoRAMemory:
         from .store.filters import build_where
 
         ns = self._ns(namespace)
-        if ids is not None:
-            if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
-                raise InvalidTypeError("ids must be a list of str record ids")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if ids is not None and (isinstance(ids, str) or not all(isinstance(i, str) for i in ids)):
+            raise InvalidTypeError("ids must be a list of str record ids")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
             raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
-        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)
-                                   or offset < 0):
+        if offset is not None and (
+            isinstance(offset, bool) or not isinstance(offset, int) or offset < 0
+        ):
             raise InvalidInputError(f"offset must be an int >= 0, got {offset!r}")
         w = build_where(kind=kind, session_id=session_id, status=status)
         return self._buffer.get(ns, ids=ids, where=w, limit=limit, offset=offset)
@@ -397,17 +419,27 @@ class LoRAMemory:
         return validate_namespace(namespace)
 
     def _turn_record(
-        self, content: object, role: object, session_id: object, metadata: object, created_at: object
+        self,
+        content: object,
+        role: object,
+        session_id: object,
+        metadata: object,
+        created_at: object,
     ) -> Any:
         from .store.records import ROLES, NewRecord, check_extra, check_label, check_text
 
-        text = check_text(content, what="turn content", limit=self.config.buffer.max_turn_chars,
-                          hint="Store long texts with add_document(), which chunks them.")
+        text = check_text(
+            content,
+            what="turn content",
+            limit=self.config.buffer.max_turn_chars,
+            hint="Store long texts with add_document(), which chunks them.",
+        )
         r = check_label(role, what="role", allowed=ROLES)
         sid = check_label(session_id, what="session_id")
         extra = check_extra(dict(metadata) if isinstance(metadata, Mapping) else metadata)
-        return NewRecord(text, "turn", role=r, session_id=sid, created_at=_check_time(created_at),
-                         extra=extra)
+        return NewRecord(
+            text, "turn", role=r, session_id=sid, created_at=_check_time(created_at), extra=extra
+        )
 
     def _base_model_ready(self) -> bool:
         bm = self.config.models.base_model
@@ -446,7 +478,9 @@ def _make_client(root: Path, url: str, database: str) -> Any:
         try:
             return chromadb.PersistentClient(path=str(root / "chroma"), settings=settings)
         except Exception as e:
-            raise StoreError(f"cannot open the embedded Chroma store in {root / 'chroma'}: {e}") from e
+            raise StoreError(
+                f"cannot open the embedded Chroma store in {root / 'chroma'}: {e}"
+            ) from e
     from urllib.parse import urlparse
 
     u = urlparse(url)
@@ -455,20 +489,33 @@ def _make_client(root: Path, url: str, database: str) -> Any:
     port = u.port or (443 if u.scheme == "https" else 8000)
     try:
         try:
-            return chromadb.HttpClient(host=u.hostname, port=port, ssl=u.scheme == "https",
-                                       database=database, settings=settings)
+            return chromadb.HttpClient(
+                host=u.hostname,
+                port=port,
+                ssl=u.scheme == "https",
+                database=database,
+                settings=settings,
+            )
         except Exception as e:
             if "not found" not in str(e).lower():
                 raise
             admin = chromadb.AdminClient(
-                Settings(anonymized_telemetry=False,
-                         chroma_api_impl="chromadb.api.fastapi.FastAPI",
-                         chroma_server_host=u.hostname, chroma_server_http_port=port,
-                         chroma_server_ssl_enabled=u.scheme == "https")
+                Settings(
+                    anonymized_telemetry=False,
+                    chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                    chroma_server_host=u.hostname,
+                    chroma_server_http_port=port,
+                    chroma_server_ssl_enabled=u.scheme == "https",
+                )
             )
             admin.create_database(database)
-            return chromadb.HttpClient(host=u.hostname, port=port, ssl=u.scheme == "https",
-                                       database=database, settings=settings)
+            return chromadb.HttpClient(
+                host=u.hostname,
+                port=port,
+                ssl=u.scheme == "https",
+                database=database,
+                settings=settings,
+            )
     except Exception as e:
         raise BackendError(
             f"cannot reach the Chroma server at {url} ({e}). Start one with "

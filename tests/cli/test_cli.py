@@ -29,20 +29,36 @@ def store_dir(tmp_path, tiny_model_dir, capsys):
 def test_init_is_idempotent_and_refuses_changes(store_dir, capsys):
     code, out, _ = run(capsys, "init", store_dir, "--json")
     assert code == 0 and json.loads(out)["created"] is False
-    code, out, err = run(capsys, "init", store_dir, "--base-model", "other", "--json")
+    code, out, _err = run(capsys, "init", store_dir, "--base-model", "other", "--json")
     assert code == 1 and json.loads(out)["error"] == "InvalidInputError"
 
 
 def test_add_search_status(store_dir, tmp_path, capsys):
-    assert run(capsys, "add", store_dir, "-n", "u1", "--text", "My locker code is 4471.",
-               "--session", "s1")[0] == 0
+    assert (
+        run(
+            capsys,
+            "add",
+            store_dir,
+            "-n",
+            "u1",
+            "--text",
+            "My locker code is 4471.",
+            "--session",
+            "s1",
+        )[0]
+        == 0
+    )
     doc = tmp_path / "handbook.md"
     doc.write_text("The office opens at 8am. Parking is in the basement.")
     code, out, _ = run(capsys, "add", store_dir, "-n", "u1", "--file", doc, "--json")
     assert code == 0 and json.loads(out)["records"] == 1
     jl = tmp_path / "turns.jsonl"
-    jl.write_text("\n".join(json.dumps({"content": f"turn {i}", "role": "assistant"})
-                            for i in range(5)) + "\n" + json.dumps({"text": "a doc line"}) + "\n")
+    jl.write_text(
+        "\n".join(json.dumps({"content": f"turn {i}", "role": "assistant"}) for i in range(5))
+        + "\n"
+        + json.dumps({"text": "a doc line"})
+        + "\n"
+    )
     code, out, _ = run(capsys, "add", store_dir, "-n", "u1", "--jsonl", jl, "--json")
     assert code == 0 and json.loads(out)["records"] == 6
 
@@ -72,13 +88,25 @@ def test_bad_jsonl_writes_nothing(store_dir, tmp_path, capsys):
 
 def test_ask_json(store_dir, capsys):
     run(capsys, "add", store_dir, "-n", "u1", "--text", "My locker code is 4471.")
-    code, out, _ = run(capsys, "ask", store_dir, "-n", "u1", "locker code?", "--mode", "rag",
-                       "--max-new-tokens", "2", "--json")
+    code, out, _ = run(
+        capsys,
+        "ask",
+        store_dir,
+        "-n",
+        "u1",
+        "locker code?",
+        "--mode",
+        "rag",
+        "--max-new-tokens",
+        "2",
+        "--json",
+    )
     ans = json.loads(out)
     assert code == 0 and ans["mode"] == "rag" and ans["sources"][0]["text"].startswith("My locker")
     assert set(ans["timings"]) >= {"generate", "total"}
-    code, out, err = run(capsys, "ask", store_dir, "-n", "u1", "locker code?",
-                         "--max-new-tokens", "2")
+    code, out, err = run(
+        capsys, "ask", store_dir, "-n", "u1", "locker code?", "--max-new-tokens", "2"
+    )
     assert code == 0 and "note:" in err and "consolidate" in err  # hybrid fell back to rag
 
 
@@ -105,10 +133,16 @@ def test_console_script_subprocess(store_dir):
     exe = os.path.join(os.path.dirname(sys.executable), "lora-memory")
     r = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert r.stdout.startswith("lora-memory ")
-    r = subprocess.run([exe, "status", str(store_dir), "--json"], capture_output=True, text=True)
+    r = subprocess.run(
+        [exe, "status", str(store_dir), "--json"], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0 and json.loads(r.stdout)["records"] == 0
-    r = subprocess.run([exe, "status", str(store_dir / "missing"), "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [exe, "status", str(store_dir / "missing"), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     r = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
     for cmd in ("init", "add", "search", "ask", "status", "models"):

@@ -44,8 +44,16 @@ def test_icl_uses_whole_namespace_in_time_order(store):
 
 def test_icl_truncates_to_budget_and_says_so(store):
     store.config.generation.context_budget = 64
-    store.add_turns("ns", [{"content": f"a fairly long memory line number {i} about things",
-                            "created_at": 1000.0 + i} for i in range(40)])
+    store.add_turns(
+        "ns",
+        [
+            {
+                "content": f"a fairly long memory line number {i} about things",
+                "created_at": 1000.0 + i,
+            }
+            for i in range(40)
+        ],
+    )
     ans = store.ask("ns", "What happened?", mode="icl", max_new_tokens=2)
     assert 0 < len(ans.sources) < 40
     assert ans.sources[-1].text.endswith("number 39 about things")  # most recent kept
@@ -62,8 +70,10 @@ def test_lora_modes_fall_back_to_rag_until_modules_exist(store, mode):
 
 def test_system_prompt_is_always_sent(store):
     gen = store.generator()
-    msgs = [{"role": "system", "content": store.config.generation.system_prompt},
-            {"role": "user", "content": "hi"}]
+    msgs = [
+        {"role": "system", "content": store.config.generation.system_prompt},
+        {"role": "user", "content": "hi"},
+    ]
     prompt = gen.render(msgs)
     assert prompt.startswith("<|im_start|>system\n" + store.config.generation.system_prompt)
     assert prompt.endswith("<|im_start|>assistant\n")

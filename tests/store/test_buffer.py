@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -51,8 +52,10 @@ def test_add_document_chunks_with_overlap_and_order(store):
     assert len(ids) > 3
     recs = store.get("docs", ids)
     assert [r.metadata["chunk_index"] for r in recs] == list(range(len(ids)))
-    assert all(r.metadata["source"] == "rooms.md" and r.metadata["kind"] == "document" for r in recs)
-    for a, b in zip(recs, recs[1:]):  # neighbours overlap: b starts inside a
+    assert all(
+        r.metadata["source"] == "rooms.md" and r.metadata["kind"] == "document" for r in recs
+    )
+    for a, b in itertools.pairwise(recs):  # neighbours overlap: b starts inside a
         assert b.text[:20] in a.text
     joined = " ".join(r.text for r in recs)
     for s in sentences:
@@ -67,13 +70,18 @@ def test_search_filters(store):
     store.add_turn("ns", "Bob lives in Rome.", session_id="b", role="assistant", created_at=t0)
     store.add_document("ns", "Carol lives in Oslo.", source="c.txt")
     assert {h.text for h in store.search("ns", "lives", k=5, kind="turn")} == {
-        "Alice lives in Paris.", "Bob lives in Rome."}
+        "Alice lives in Paris.",
+        "Bob lives in Rome.",
+    }
     assert [h.text for h in store.search("ns", "lives", k=5, session_id="b")] == [
-        "Bob lives in Rome."]
+        "Bob lives in Rome."
+    ]
     assert [h.text for h in store.search("ns", "lives", k=5, role="assistant")] == [
-        "Bob lives in Rome."]
+        "Bob lives in Rome."
+    ]
     assert [h.text for h in store.search("ns", "lives", k=5, kind="document")] == [
-        "Carol lives in Oslo."]
+        "Carol lives in Oslo."
+    ]
     old = store.search("ns", "lives", k=5, until=t0 - 50)
     assert [h.text for h in old] == ["Alice lives in Paris."]
     assert len(store.search("ns", "lives", k=5, since=t0 - 50)) == 2
@@ -108,8 +116,11 @@ def test_namespaces_are_isolated_and_any_string_works(store):
 
 def test_unknown_namespace_is_a_typed_error(store):
     store.add_turn("known", "hello there")
-    for call in (lambda: store.search("unknown", "q"), lambda: store.get("unknown"),
-                 lambda: store.count("unknown")):
+    for call in (
+        lambda: store.search("unknown", "q"),
+        lambda: store.get("unknown"),
+        lambda: store.count("unknown"),
+    ):
         with pytest.raises(UnknownNamespaceError) as ei:
             call()
         assert "unknown" in str(ei.value) and isinstance(ei.value, KeyError)

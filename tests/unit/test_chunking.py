@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from lora_memory_plugin.store.chunking import chunk_text
@@ -23,7 +25,7 @@ def test_chunks_respect_size_overlap_and_cover_text(tokenizer):
     for c in chunks:
         assert c.tokens <= 64
         assert text[c.start_char : c.end_char] == c.text  # sliced from the original
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b.start_char < a.end_char  # overlap
     assert chunks[0].start_char == 0 and chunks[-1].end_char == len(text)
     # most cuts land after a sentence end

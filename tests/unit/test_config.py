@@ -27,16 +27,19 @@ def test_unknown_keys_are_dropped_with_a_warning(tmp_path, caplog):
     assert "future" in caplog.text and "new_knob" in caplog.text
 
 
-@pytest.mark.parametrize("body", [
-    "this is not toml = = =",
-    "[buffer]\nchunk_tokens = 'big'\n",
-    "[buffer]\nchunk_tokens = 4\n",
-    "[buffer]\nchunk_overlap = 500\n",
-    "[models]\ndtype = 'float8'\n",
-    "[buffer]\nchroma_url = 'ftp://x'\n",
-    "models = 3\n",
-    b"\xff\xfe\x00garbage",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "this is not toml = = =",
+        "[buffer]\nchunk_tokens = 'big'\n",
+        "[buffer]\nchunk_tokens = 4\n",
+        "[buffer]\nchunk_overlap = 500\n",
+        "[models]\ndtype = 'float8'\n",
+        "[buffer]\nchroma_url = 'ftp://x'\n",
+        "models = 3\n",
+        b"\xff\xfe\x00garbage",
+    ],
+)
 def test_bad_config_is_a_config_error_that_names_the_file(tmp_path, body):
     p = tmp_path / CONFIG_NAME
     p.write_bytes(body if isinstance(body, bytes) else body.encode())

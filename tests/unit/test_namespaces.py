@@ -27,15 +27,38 @@ def test_encoding_is_safe_and_reversible_through_pack(ns):
 
 
 def test_no_collisions_on_tricky_names():
-    names = ["a", "A", "../a", "..a", "a/", "a\\", "a\x00", "a ", " a", "名", "x" * 4096,
-             "x" * 4095 + "y", "user-42", "user_42", "user 42", "\ud800"]
+    names = [
+        "a",
+        "A",
+        "../a",
+        "..a",
+        "a/",
+        "a\\",
+        "a\x00",
+        "a ",
+        " a",
+        "名",
+        "x" * 4096,
+        "x" * 4095 + "y",
+        "user-42",
+        "user_42",
+        "user 42",
+        "\ud800",
+    ]
     encoded = {encode_namespace(n) for n in names}
     assert len(encoded) == len(names)
 
 
-@pytest.mark.parametrize(("bad", "err"), [("", InvalidInputError), ("x" * 5000, InvalidInputError),
-                                          (None, InvalidTypeError), (42, InvalidTypeError),
-                                          (b"ns", InvalidTypeError)])
+@pytest.mark.parametrize(
+    ("bad", "err"),
+    [
+        ("", InvalidInputError),
+        ("x" * 5000, InvalidInputError),
+        (None, InvalidTypeError),
+        (42, InvalidTypeError),
+        (b"ns", InvalidTypeError),
+    ],
+)
 def test_invalid_namespaces(bad, err):
     with pytest.raises(err):
         encode_namespace(bad)

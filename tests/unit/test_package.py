@@ -22,13 +22,32 @@ def test_import_is_light():
 
 
 def test_public_api_is_pinned():
-    assert sorted(lora_memory_plugin.__all__) == sorted([
-        "Answer", "BackendError", "ConfigError", "Hit", "InvalidInputError", "InvalidTypeError",
-        "LoRAMemory", "LockHeldError", "LoraMemoryError", "MissingExtraError", "ModelError",
-        "ModelNotAvailableError", "ModelPullError", "NamespaceStatus", "Recall", "Record",
-        "RecordNotFoundError", "StoreError", "StoreStatus", "TextTooLargeError",
-        "UnknownNamespaceError", "__version__",
-    ])
+    assert sorted(lora_memory_plugin.__all__) == sorted(
+        [
+            "Answer",
+            "BackendError",
+            "ConfigError",
+            "Hit",
+            "InvalidInputError",
+            "InvalidTypeError",
+            "LoRAMemory",
+            "LockHeldError",
+            "LoraMemoryError",
+            "MissingExtraError",
+            "ModelError",
+            "ModelNotAvailableError",
+            "ModelPullError",
+            "NamespaceStatus",
+            "Recall",
+            "Record",
+            "RecordNotFoundError",
+            "StoreError",
+            "StoreStatus",
+            "TextTooLargeError",
+            "UnknownNamespaceError",
+            "__version__",
+        ]
+    )
     for name in lora_memory_plugin.__all__:
         assert getattr(lora_memory_plugin, name) is not None
 

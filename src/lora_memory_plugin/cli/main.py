@@ -59,10 +59,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         "base_model": mem.config.models.base_model,
         "chroma": mem.chroma_url or "embedded",
     }
-    _emit(args, payload, lambda: print(
-        f"{'created' if not existed else 'exists:'} store {mem.path} "
-        f"(base model {payload['base_model']}, chroma {payload['chroma']})"
-    ))
+    _emit(
+        args,
+        payload,
+        lambda: print(
+            f"{'created' if not existed else 'exists:'} store {mem.path} "
+            f"(base model {payload['base_model']}, chroma {payload['chroma']})"
+        ),
+    )
     return EXIT_OK
 
 
@@ -95,8 +99,11 @@ def cmd_add(args: argparse.Namespace) -> int:
             text = Path(args.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise InvalidInputError(f"cannot read {args.file} as UTF-8 text: {e}") from e
-        ids.extend(mem.add_document(ns, text, source=args.source or Path(args.file).name,
-                                    session_id=args.session))
+        ids.extend(
+            mem.add_document(
+                ns, text, source=args.source or Path(args.file).name, session_id=args.session
+            )
+        )
     else:
         # Validate the whole file before writing anything: a bad line 900 must not leave
         # 899 records imported.
@@ -121,21 +128,29 @@ def cmd_add(args: argparse.Namespace) -> int:
         bar = _progress(len(turns) + len(docs), "adding", sys.stderr.isatty() and not args.json)
         ids.extend(mem.add_turns(ns, turns, progress=bar.update))
         for d in docs:
-            ids.extend(mem.add_document(ns, d["text"], source=d.get("source"),
-                                        session_id=d.get("session_id"),
-                                        metadata=d.get("metadata")))
+            ids.extend(
+                mem.add_document(
+                    ns,
+                    d["text"],
+                    source=d.get("source"),
+                    session_id=d.get("session_id"),
+                    metadata=d.get("metadata"),
+                )
+            )
             bar.update(1)
         bar.close()
     unique = len(set(ids))
-    _emit(args, {"namespace": ns, "ids": ids, "records": len(ids), "unique": unique},
-          lambda: print(f"added {len(ids)} record(s) to {ns!r} ({unique} unique)"))
+    _emit(
+        args,
+        {"namespace": ns, "ids": ids, "records": len(ids), "unique": unique},
+        lambda: print(f"added {len(ids)} record(s) to {ns!r} ({unique} unique)"),
+    )
     return EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     mem = _open(args)
-    hits = mem.search(args.namespace, args.query, k=args.k, kind=args.kind,
-                      session_id=args.session)
+    hits = mem.search(args.namespace, args.query, k=args.k, kind=args.kind, session_id=args.session)
 
     def human() -> None:
         if not hits:
@@ -151,15 +166,19 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     mem = _open(args)
-    ans = mem.ask(args.namespace, args.question, mode=args.mode, k=args.k,
-                  max_new_tokens=args.max_new_tokens)
+    ans = mem.ask(
+        args.namespace, args.question, mode=args.mode, k=args.k, max_new_tokens=args.max_new_tokens
+    )
 
     def human() -> None:
         print(ans.text)
         t = ans.timings
-        print(f"-- mode {ans.mode} (asked {ans.requested_mode}), {ans.context_tokens} prompt "
-              f"tokens, {len(ans.sources)} sources, generate {t.get('generate', 0):.2f}s, "
-              f"total {t.get('total', 0):.2f}s", file=sys.stderr)
+        print(
+            f"-- mode {ans.mode} (asked {ans.requested_mode}), {ans.context_tokens} prompt "
+            f"tokens, {len(ans.sources)} sources, generate {t.get('generate', 0):.2f}s, "
+            f"total {t.get('total', 0):.2f}s",
+            file=sys.stderr,
+        )
         for n in ans.notes:
             print(f"-- note: {n}", file=sys.stderr)
 
@@ -172,12 +191,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     st = mem.status()
 
     def human() -> None:
-        print(f"store    {st.path}\nchroma   {st.backend}\nmodel    {st.base_model} "
-              f"({'ready' if st.base_model_ready else 'not pulled: lora-memory models pull'})\n"
-              f"embedder {st.embedder}\nrecords  {st.records}")
+        print(
+            f"store    {st.path}\nchroma   {st.backend}\nmodel    {st.base_model} "
+            f"({'ready' if st.base_model_ready else 'not pulled: lora-memory models pull'})\n"
+            f"embedder {st.embedder}\nrecords  {st.records}"
+        )
         for n in st.namespaces:
-            print(f"  {n.namespace!r}: {n.records} records ({n.buffered} buffered, "
-                  f"{n.consolidated} consolidated; {n.turns} turns, {n.documents} chunks)")
+            print(
+                f"  {n.namespace!r}: {n.records} records ({n.buffered} buffered, "
+                f"{n.consolidated} consolidated; {n.turns} turns, {n.documents} chunks)"
+            )
 
     _emit(args, st.to_dict(), human)
     return EXIT_OK
@@ -191,9 +214,13 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         force=args.force, progress=None if quiet else lambda s: print(s, file=sys.stderr)
     )
     payload = report.__dict__ if not hasattr(report, "to_dict") else report.to_dict()
-    _emit(args, dict(payload), lambda: print(
-        f"base model ready: {report.base_model_dir}\nembedder ready:   {report.embedder_dir}"
-    ))
+    _emit(
+        args,
+        dict(payload),
+        lambda: print(
+            f"base model ready: {report.base_model_dir}\nembedder ready:   {report.embedder_dir}"
+        ),
+    )
     return EXIT_OK
 
 
@@ -211,18 +238,35 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser, ns: bool = True) -> None:
         sp.add_argument("dir", metavar="DIR", help="the store directory")
         if ns:
-            sp.add_argument("-n", "--namespace", required=True, metavar="NS",
-                            help="namespace (any string, e.g. a user id)")
-        sp.add_argument("--chroma-url", default=None, metavar="URL",
-                        help="use this Chroma server instead of the store's configured one")
+            sp.add_argument(
+                "-n",
+                "--namespace",
+                required=True,
+                metavar="NS",
+                help="namespace (any string, e.g. a user id)",
+            )
+        sp.add_argument(
+            "--chroma-url",
+            default=None,
+            metavar="URL",
+            help="use this Chroma server instead of the store's configured one",
+        )
         sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     sp = sub.add_parser("init", help="create a store directory")
     sp.add_argument("dir", metavar="DIR")
-    sp.add_argument("--base-model", default=None, metavar="ID|PATH",
-                    help="'default' (SmolLM2-135M-Instruct), a Hugging Face id or a local path")
-    sp.add_argument("--chroma-url", default=None, metavar="URL",
-                    help="keep the buffer in this Chroma server (http://host:port)")
+    sp.add_argument(
+        "--base-model",
+        default=None,
+        metavar="ID|PATH",
+        help="'default' (SmolLM2-135M-Instruct), a Hugging Face id or a local path",
+    )
+    sp.add_argument(
+        "--chroma-url",
+        default=None,
+        metavar="URL",
+        help="keep the buffer in this Chroma server (http://host:port)",
+    )
     sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_init)
 
@@ -231,11 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", metavar="T", help="one conversation turn")
     src.add_argument("--file", metavar="F", help="a UTF-8 text document (chunked)")
-    src.add_argument("--jsonl", metavar="F",
-                     help="one JSON object per line: {'content', 'role', 'session_id'} for a "
-                          "turn or {'text', 'source'} for a document; '-' reads stdin")
-    sp.add_argument("--role", default="user", choices=["user", "assistant", "system", "tool"],
-                    help="role of a --text turn (default: user)")
+    src.add_argument(
+        "--jsonl",
+        metavar="F",
+        help="one JSON object per line: {'content', 'role', 'session_id'} for a "
+        "turn or {'text', 'source'} for a document; '-' reads stdin",
+    )
+    sp.add_argument(
+        "--role",
+        default="user",
+        choices=["user", "assistant", "system", "tool"],
+        help="role of a --text turn (default: user)",
+    )
     sp.add_argument("--session", default=None, metavar="ID", help="session id")
     sp.add_argument("--source", default=None, help="source label of a --file document")
     sp.set_defaults(func=cmd_add)
@@ -251,8 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ask", help="answer a question from memory")
     common(sp)
     sp.add_argument("question", metavar="QUESTION")
-    sp.add_argument("--mode", default="hybrid", choices=["hybrid", "lora", "rag", "icl", "base"],
-                    help="hybrid/lora use consolidated modules (rag until there are any)")
+    sp.add_argument(
+        "--mode",
+        default="hybrid",
+        choices=["hybrid", "lora", "rag", "icl", "base"],
+        help="hybrid/lora use consolidated modules (rag until there are any)",
+    )
     sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
     sp.add_argument("--max-new-tokens", type=int, default=None)
     sp.set_defaults(func=cmd_ask)

@@ -36,7 +36,9 @@ def answer(
     if max_new_tokens is None:
         max_new_tokens = gcfg.max_new_tokens
     elif isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise InvalidTypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
+        raise InvalidTypeError(
+            f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}"
+        )
     elif not 1 <= max_new_tokens <= 4096:
         raise InvalidInputError(f"max_new_tokens must be in [1, 4096], got {max_new_tokens}")
     if not mem.buffer.has_namespace(namespace):
@@ -62,13 +64,22 @@ def answer(
     window = gen.context_window
     budget = min(
         gcfg.context_budget,
-        window - max_new_tokens - gen.count_tokens(question) - gen.count_tokens(gcfg.system_prompt)
+        window
+        - max_new_tokens
+        - gen.count_tokens(question)
+        - gen.count_tokens(gcfg.system_prompt)
         - _PROMPT_RESERVE,
     )
     t0 = time.perf_counter()
     context: list[Hit] = []
     if effective == "rag":
-        hits = mem.search(namespace, question, k=k)
+        found = mem.search(namespace, question, k=k)
+        hits = [h for h in found if h.score >= gcfg.rag_min_score]
+        if len(hits) < len(found):
+            notes.append(
+                f"rag: {len(found) - len(hits)} of {len(found)} hits scored below "
+                f"rag_min_score={gcfg.rag_min_score} and were left out"
+            )
         context, _ = fit_context(hits, max(budget, 0), gen.count_tokens)
         if len(context) < len(hits):
             notes.append(f"rag: {len(context)} of {len(hits)} hits fit the {budget}-token budget")

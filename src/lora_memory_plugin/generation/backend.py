@@ -67,6 +67,8 @@ class Generator:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         t0 = time.perf_counter()
+        self.tokenizer: Any
+        self.model: Any
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,8 +93,9 @@ class Generator:
             )
         self.load_seconds = time.perf_counter() - t0
         self._lock = threading.Lock()
-        logger.info("loaded %s on %s (%s) in %.1fs", self.path, self.device, self.dtype,
-                    self.load_seconds)
+        logger.info(
+            "loaded %s on %s (%s) in %.1fs", self.path, self.device, self.dtype, self.load_seconds
+        )
 
     @property
     def context_window(self) -> int:
@@ -127,7 +130,7 @@ class Generator:
             )
         seconds = time.perf_counter() - t0
         new = out[0, input_ids.shape[1] :]
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        text = str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
         return Generation(text, int(input_ids.shape[1]), int(new.shape[0]), seconds)
 
 

@@ -180,7 +180,11 @@ class Buffer:
         return [
             Hit(id=i, text=d or "", score=1.0 - float(dist), metadata=dict(m or {}))
             for i, d, m, dist in zip(
-                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0]
+                res["ids"][0],
+                res["documents"][0],
+                res["metadatas"][0],
+                res["distances"][0],
+                strict=True,
             )
         ]
 
@@ -205,7 +209,7 @@ class Buffer:
             raise BackendError(f"Chroma get failed in {namespace!r}: {e}") from e
         records = [
             Record(id=i, text=d or "", metadata=dict(m or {}))
-            for i, d, m in zip(res["ids"], res["documents"], res["metadatas"])
+            for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)
         ]
         if ids is not None:
             by_id = {r.id: r for r in records}

@@ -24,7 +24,9 @@ class Chunk:
     tokens: int
 
 
-def chunk_text(text: str, tokenizer: Any, chunk_tokens: int = 200, overlap: int = 32) -> list[Chunk]:
+def chunk_text(
+    text: str, tokenizer: Any, chunk_tokens: int = 200, overlap: int = 32
+) -> list[Chunk]:
     """Split ``text`` into overlapping chunks of at most ``chunk_tokens`` tokens.
 
     Args:

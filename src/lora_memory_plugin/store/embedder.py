@@ -102,7 +102,7 @@ def _encoder(path: Path, device: str, max_tokens: int) -> _Encoder:
         return enc
 
 
-@register_embedding_function  # type: ignore[untyped-decorator]
+@register_embedding_function
 class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
     """Chroma embedding function over all-MiniLM-L6-v2 (or another BERT-style encoder dir).
 
@@ -126,7 +126,7 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
     def _enc(self) -> _Encoder:
         return _encoder(self.path, self.device, self.max_tokens)
 
-    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - Chroma's signature
+    def __call__(self, input: Documents) -> Embeddings:
         return list(self._enc().encode(list(input)))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -22,7 +22,9 @@ def _to_epoch(value: TimeLike, what: str) -> float | None:
         return value.timestamp()
     if isinstance(value, (int, float)):
         return float(value)
-    raise InvalidTypeError(f"{what} must be a datetime or epoch seconds, got {type(value).__name__}")
+    raise InvalidTypeError(
+        f"{what} must be a datetime or epoch seconds, got {type(value).__name__}"
+    )
 
 
 def build_where(

@@ -19,8 +19,18 @@ STATUS_BUFFERED = "buffered"
 STATUS_CONSOLIDATED = "consolidated"
 MAX_META_STR = 1024
 RESERVED_KEYS = frozenset(
-    {"kind", "role", "session_id", "source", "chunk_index", "created_at", "content_hash",
-     "status", "module_id", "namespace"}
+    {
+        "kind",
+        "role",
+        "session_id",
+        "source",
+        "chunk_index",
+        "created_at",
+        "content_hash",
+        "status",
+        "module_id",
+        "namespace",
+    }
 )
 
 
@@ -112,11 +122,13 @@ def check_extra(extra: object) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in extra.items():
         if not isinstance(k, str) or not k or len(k) > 128:
-            raise InvalidInputError(f"metadata keys must be non-empty str up to 128 chars; got {k!r}")
+            raise InvalidInputError(
+                f"metadata keys must be non-empty str up to 128 chars; got {k!r}"
+            )
         if k in RESERVED_KEYS:
             raise InvalidInputError(
-                f"metadata key {k!r} is reserved (set by lora-memory: {', '.join(sorted(RESERVED_KEYS))}); "
-                "rename it"
+                f"metadata key {k!r} is reserved (set by lora-memory: "
+                f"{', '.join(sorted(RESERVED_KEYS))}); rename it"
             )
         if not isinstance(v, (str, int, float, bool)) or (isinstance(v, str) and len(v) > 4096):
             raise InvalidInputError(

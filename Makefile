@@ -1,0 +1,58 @@
+# lora-memory: `make demo` (set up + end-to-end demo) and `make test` (lint + all tests).
+# Both do their own set-up on a fresh machine: a .venv, torch first (a CPU wheel; see
+# TORCH_SPEC), the package with its dev extras, and the offline default models.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Install torch before anything that depends on it: a bare `torch` requirement would pull a
+# multi-GB CUDA build. GPU users: make TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>".
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: help venv install models demo test test-fast lint format bench clean
+
+help:
+	@echo "make demo       set up .venv, pull the default models, run examples/quickstart.py"
+	@echo "make test       lint + type-check + unit, store (embedded and server) and integration tests"
+	@echo "make test-fast  tests without the real default model"
+	@echo "make lint       ruff check, ruff format --check, mypy"
+	@echo "make bench      write-path benchmark -> docs/benchmarks/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+venv install: $(VENV)/.installed
+
+models: $(VENV)/.installed
+	$(BIN)/lora-memory models pull
+
+demo: models
+	$(BIN)/python examples/quickstart.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint models
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+bench: models
+	$(BIN)/python benchmarks/write_path.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-memory
