@@ -9,7 +9,7 @@ Quick check (sizes 1k and 10k, fewer calls and queries):
     .venv/bin/python benchmarks/write_path.py --quick
 
 Options: --sizes 1000,10000,100000  --queries 200  --out docs/benchmarks  --seed 1337
-         --single-calls 300  --batched-turns 2048
+         --single-calls 300  --batched-turns 2048  --pool 2048
 
 Ours and raw Chroma run side by side in the same process and are interleaved call by call
 (A B B A ...), so drift on a noisy machine hits both equally and the ratios stay meaningful.
@@ -17,8 +17,10 @@ Both use the same MiniLM embedder instance. "Raw" is what a user writing to Chro
 would do: ``embed(texts)`` then ``collection.add(ids, documents, metadatas, embeddings)`` into
 a cosine collection, and ``embed([query])`` then ``collection.query(n_results=5)``.
 
-To reach 100k records in reasonable time, the search stores are filled with the same
-precomputed (real, batched MiniLM) embeddings: raw through ``collection.add``, ours through
+MiniLM manages only a few dozen texts/s on 2 CPU cores, so embedding 100k texts would take
+most of an hour. The search stores are therefore filled with the same precomputed vectors:
+the first ``--pool`` records get their real MiniLM embeddings and later records noisy copies
+of those (see :func:`fill_vectors`). Raw goes through ``collection.add``, ours through
 ``mem.buffer.add`` (the path ``add_turns`` uses) with its embedder swapped for a lookup of
 those vectors. The fill is timed and reported too, as throughput excluding embedding.
 

@@ -65,18 +65,16 @@ class LoRAMemory:
         '4471'
     """
 
-    def __init__(self, path: Path, config: StoreConfig, client: Any, chroma_url: str) -> None:
+    def __init__(self, path: Path, config: StoreConfig, provider: Any, chroma_url: str) -> None:
         from .store.buffer import Buffer
         from .store.embedder import MiniLMEmbeddingFunction
 
         self.path = path
         self.config = config
         self.chroma_url = chroma_url
-        self._client = client
         emb = config.models.embedder
         self.embedder = MiniLMEmbeddingFunction(model_path=None if emb == "default" else emb)
-        lock = None if chroma_url else path / "locks" / "buffer.lock"
-        self._buffer = Buffer(client, self.embedder, lock_path=lock)
+        self._buffer = Buffer(provider, self.embedder)
 
     # ---- opening -----------------------------------------------------------------------
     @classmethod
@@ -144,12 +142,13 @@ class LoRAMemory:
             except OSError as e:
                 raise StoreError(f"cannot create a store at {root}: {e}") from e
         url = chroma_url if chroma_url is not None else config.buffer.chroma_url
-        client = _make_client(root, url, config.buffer.chroma_database)
-        return cls(root, config, client, url)
+        from .store.client import make_provider
+
+        provider = make_provider(root, url, config.buffer.chroma_database)
+        return cls(root, config, provider, url)
 
     def close(self) -> None:
-        """Release the Chroma client (the process may exit without calling this)."""
-        self._client = None
+        """Nothing to release today (clients are shared per store); kept for `with` blocks."""
 
     def __enter__(self) -> LoRAMemory:
         return self
@@ -465,59 +464,3 @@ def _check_time(created_at: object) -> float:
             f"created_at must be epoch seconds (float), got {type(created_at).__name__}"
         )
     return float(created_at)
-
-
-def _make_client(root: Path, url: str, database: str) -> Any:
-    import chromadb
-    from chromadb.config import Settings
-
-    from .errors import BackendError
-
-    settings = Settings(anonymized_telemetry=False)
-    if not url:
-        try:
-            return chromadb.PersistentClient(path=str(root / "chroma"), settings=settings)
-        except Exception as e:
-            raise StoreError(
-                f"cannot open the embedded Chroma store in {root / 'chroma'}: {e}"
-            ) from e
-    from urllib.parse import urlparse
-
-    u = urlparse(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise InvalidInputError(f"chroma_url must look like http://host:port, got {url!r}")
-    port = u.port or (443 if u.scheme == "https" else 8000)
-    try:
-        try:
-            return chromadb.HttpClient(
-                host=u.hostname,
-                port=port,
-                ssl=u.scheme == "https",
-                database=database,
-                settings=settings,
-            )
-        except Exception as e:
-            if "not found" not in str(e).lower():
-                raise
-            admin = chromadb.AdminClient(
-                Settings(
-                    anonymized_telemetry=False,
-                    chroma_api_impl="chromadb.api.fastapi.FastAPI",
-                    chroma_server_host=u.hostname,
-                    chroma_server_http_port=port,
-                    chroma_server_ssl_enabled=u.scheme == "https",
-                )
-            )
-            admin.create_database(database)
-            return chromadb.HttpClient(
-                host=u.hostname,
-                port=port,
-                ssl=u.scheme == "https",
-                database=database,
-                settings=settings,
-            )
-    except Exception as e:
-        raise BackendError(
-            f"cannot reach the Chroma server at {url} ({e}). Start one with "
-            f"`chroma run --path DIR --host {u.hostname} --port {port}` or fix chroma_url."
-        ) from e

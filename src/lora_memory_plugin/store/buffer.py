@@ -1,16 +1,14 @@
 """The buffer: one Chroma collection per namespace holding turns and document chunks.
 
 Embeddings are computed here (batched, with our MiniLM function) and handed to Chroma, so
-Chroma's own default embedder is never invoked. Writes to an embedded store hold an
-inter-process file lock, so an agent process and a cron job can write to one directory.
+Chroma's own default embedder is never invoked. The Chroma client comes from a provider
+(:mod:`.client`) that keeps an embedded store coherent when several processes share it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BackendError, RecordNotFoundError, UnknownNamespaceError
@@ -31,35 +29,36 @@ class Buffer:
     """Namespace-aware record store over a Chroma client.
 
     Args:
-        client: a ``chromadb`` client (PersistentClient or HttpClient).
+        provider: an ``EmbeddedChroma`` or ``ServerChroma`` from :func:`.client.make_provider`.
         embedder: the embedding function (also attached to each collection).
-        lock_path: a file to lock around writes (embedded stores), or None.
     """
 
-    def __init__(
-        self, client: Any, embedder: MiniLMEmbeddingFunction, lock_path: Path | None = None
-    ) -> None:
-        self.client = client
+    def __init__(self, provider: Any, embedder: MiniLMEmbeddingFunction) -> None:
+        self.provider = provider
         self.embedder = embedder
-        self.lock_path = lock_path
         self._collections: dict[str, Any] = {}
+        self._generation = -1
 
     # ---- collections -------------------------------------------------------------------
-    def _collection(self, namespace: str, *, create: bool) -> Any:
+    def _collection(self, namespace: str, *, create: bool, client: Any = None) -> Any:
+        client = client if client is not None else self.provider.client()
+        if self._generation != self.provider.generation:  # the client was reopened
+            self._collections.clear()
+            self._generation = self.provider.generation
         col = self._collections.get(namespace)
         if col is not None:
             return col
         name = encode_namespace(namespace)
         try:
             if create:
-                col = self.client.get_or_create_collection(
+                col = client.get_or_create_collection(
                     name,
                     metadata={NS_META_KEY: pack_namespace(namespace), ROLE_META_KEY: ROLE_BUFFER},
                     embedding_function=self.embedder,
                     configuration={"hnsw": {"space": "cosine"}},
                 )
             else:
-                col = self.client.get_collection(name, embedding_function=self.embedder)
+                col = client.get_collection(name, embedding_function=self.embedder)
         except Exception as e:
             if not create and _is_not_found(e):
                 raise UnknownNamespaceError(
@@ -79,7 +78,7 @@ class Buffer:
 
     def namespaces(self) -> list[str]:
         try:
-            cols = self.client.list_collections()
+            cols = self.provider.client().list_collections()
         except Exception as e:
             raise BackendError(f"Chroma failed to list collections: {e}") from e
         out = []
@@ -88,16 +87,6 @@ class Buffer:
             if meta.get(ROLE_META_KEY) == ROLE_BUFFER and NS_META_KEY in meta:
                 out.append(unpack_namespace(meta[NS_META_KEY]))
         return sorted(out)
-
-    @contextlib.contextmanager
-    def write_lock(self) -> Iterator[None]:
-        if self.lock_path is None:
-            yield
-            return
-        from .._filelock import file_lock
-
-        with file_lock(self.lock_path, what="the store write lock"):
-            yield
 
     # ---- writes ------------------------------------------------------------------------
     def add(self, namespace: str, records: Sequence[NewRecord]) -> list[str]:
@@ -111,8 +100,8 @@ class Buffer:
             unique.setdefault(r.id, r)
         new = list(unique.values())
         embeddings = self.embedder.embed([r.text for r in new])
-        with self.write_lock():
-            col = self._collection(namespace, create=True)
+        with self.provider.writing() as client:
+            col = self._collection(namespace, create=True, client=client)
             try:
                 existing = set(col.get(ids=[r.id for r in new], include=[])["ids"])
             except Exception as e:
@@ -140,8 +129,8 @@ class Buffer:
         """Set ``patch`` keys on the given records (e.g. status after consolidation)."""
         if not ids:
             return
-        with self.write_lock():
-            col = self._collection(namespace, create=False)
+        with self.provider.writing() as client:
+            col = self._collection(namespace, create=False, client=client)
             try:
                 got = col.get(ids=list(ids), include=["metadatas"])
                 metas = [{**(m or {}), **patch} for m in got["metadatas"]]
@@ -152,8 +141,8 @@ class Buffer:
     def delete(self, namespace: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        with self.write_lock():
-            col = self._collection(namespace, create=False)
+        with self.provider.writing() as client:
+            col = self._collection(namespace, create=False, client=client)
             try:
                 found = col.get(ids=list(ids), include=[])["ids"]
                 if found:

@@ -1,0 +1,189 @@
+"""Chroma clients: a server (HttpClient) or embedded Chroma shared safely between processes.
+
+Embedded Chroma keeps each collection's vector index in the memory of the process that opened
+it: when another process (say, the cron job) writes to the same directory, this process's
+searches do not see those records, and a write from a stale process could persist an old index.
+:class:`EmbeddedChroma` closes that gap. Every write holds an inter-process lock and leaves a
+stamp (``DIR/locks/buffer.stamp``) naming the writing process; before each operation a process
+compares the stamp (one small file read) and, when another process has written since, reopens
+its Chroma system under the lock. Reopening costs ~40 ms and happens only after foreign writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from .._filelock import file_lock
+from ..errors import BackendError, InvalidInputError, StoreError
+
+logger = logging.getLogger(__name__)
+
+_NONCE = uuid.uuid4().hex[:12]
+_counter = itertools.count(1)
+
+
+def _process_token() -> str:
+    return f"{os.getpid()}-{_NONCE}"  # pid first: a forked child gets a new token
+
+
+def _settings(**kw: Any) -> Any:
+    from chromadb.config import Settings
+
+    return Settings(anonymized_telemetry=False, **kw)
+
+
+class ServerChroma:
+    """A Chroma server reached over HTTP; the server serialises concurrent writers itself."""
+
+    generation = 0
+
+    def __init__(self, url: str, database: str) -> None:
+        self.url = url
+        self._client = _http_client(url, database)
+
+    def client(self) -> Any:
+        return self._client
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Any]:
+        yield self._client
+
+
+class EmbeddedChroma:
+    """One embedded Chroma per store directory per process, kept coherent across processes."""
+
+    _registry: ClassVar[dict[str, EmbeddedChroma]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "chroma"
+        self.lock_path = root / "locks" / "buffer.lock"
+        self.stamp_path = root / "locks" / "buffer.stamp"
+        self.generation = 0
+        self._lock = threading.RLock()
+        self._client: Any = None
+        self._seen: str | None = None
+
+    @classmethod
+    def for_store(cls, root: Path) -> EmbeddedChroma:
+        key = str(root.resolve())
+        with cls._registry_lock:
+            inst = cls._registry.get(key)
+            if inst is None:
+                inst = cls._registry[key] = cls(root)
+            return inst
+
+    def client(self) -> Any:
+        """The client for a read; reopened first if another process wrote since we looked."""
+        with self._lock:
+            stamp = self._read_stamp()
+            if self._client is None or self._is_foreign(stamp):
+                with file_lock(self.lock_path, what="the store write lock"):
+                    self._reopen()
+            return self._client
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Any]:
+        """Hold the inter-process write lock, with a fresh client, and stamp the write."""
+        with self._lock, file_lock(self.lock_path, what="the store write lock"):
+            if self._client is None or self._is_foreign(self._read_stamp()):
+                self._reopen()
+            try:
+                yield self._client
+            finally:  # stamp even on a failed write: part of a batch may have landed
+                self._write_stamp(f"{_process_token()}:{next(_counter)}")
+
+    # ---- internals -----------------------------------------------------------------------
+    def _is_foreign(self, stamp: str | None) -> bool:
+        if stamp == self._seen:
+            return False
+        return stamp is not None and not stamp.startswith(_process_token() + ":")
+
+    def _read_stamp(self) -> str | None:
+        try:
+            return self.stamp_path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return "unreadable"  # treat as foreign: reopening is always safe
+
+    def _write_stamp(self, token: str) -> None:
+        tmp = self.stamp_path.with_name(f".{self.stamp_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(token, encoding="ascii")
+        os.replace(tmp, self.stamp_path)
+        self._seen = token
+
+    def _reopen(self) -> None:
+        import chromadb
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        if self._client is not None:
+            # Drop this path's cached system so PersistentClient loads the directory afresh.
+            system = SharedSystemClient._identifier_to_system.pop(str(self.path), None)
+            SharedSystemClient._identifier_to_refcount.pop(str(self.path), None)
+            if system is not None:
+                with contextlib.suppress(Exception):
+                    system.stop()
+            logger.debug(
+                "reopening embedded Chroma at %s after a write by another process", self.path
+            )
+        try:
+            self._client = chromadb.PersistentClient(path=str(self.path), settings=_settings())
+        except Exception as e:
+            raise StoreError(f"cannot open the embedded Chroma store in {self.path}: {e}") from e
+        self._seen = self._read_stamp()
+        self.generation += 1
+
+
+def _http_client(url: str, database: str) -> Any:
+    import chromadb
+
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise InvalidInputError(f"chroma_url must look like http://host:port, got {url!r}")
+    host, ssl = u.hostname, u.scheme == "https"
+    port = u.port or (443 if ssl else 8000)
+    try:
+        try:
+            return chromadb.HttpClient(
+                host=host, port=port, ssl=ssl, database=database, settings=_settings()
+            )
+        except Exception as e:
+            if "not found" not in str(e).lower():
+                raise
+            admin = chromadb.AdminClient(
+                _settings(
+                    chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                    chroma_server_host=host,
+                    chroma_server_http_port=port,
+                    chroma_server_ssl_enabled=ssl,
+                )
+            )
+            admin.create_database(database)
+            return chromadb.HttpClient(
+                host=host, port=port, ssl=ssl, database=database, settings=_settings()
+            )
+    except Exception as e:
+        raise BackendError(
+            f"cannot reach the Chroma server at {url} ({e}). Start one with "
+            f"`chroma run --path DIR --host {host} --port {port}` or fix chroma_url."
+        ) from e
+
+
+def make_provider(root: Path, url: str, database: str) -> ServerChroma | EmbeddedChroma:
+    """The client provider for a store: a server when ``url`` is set, else embedded."""
+    if url:
+        return ServerChroma(url, database)
+    (root / "locks").mkdir(parents=True, exist_ok=True)
+    provider = EmbeddedChroma.for_store(root)
+    provider.client()  # open now: a broken directory fails at open(), not at first search
+    return provider
