@@ -73,7 +73,9 @@ class LoRAMemory:
         self.config = config
         self.chroma_url = chroma_url
         emb = config.models.embedder
-        self.embedder = MiniLMEmbeddingFunction(model_path=None if emb == "default" else emb)
+        self.embedder = MiniLMEmbeddingFunction(
+            model_path=None if emb == "default" else emb, device=config.models.device
+        )
         self._buffer = Buffer(provider, self.embedder)
 
     # ---- opening -----------------------------------------------------------------------

@@ -114,7 +114,7 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         384
     """
 
-    def __init__(self, model_path: str | None = None, device: str = "cpu", max_tokens: int = 256):
+    def __init__(self, model_path: str | None = None, device: str = "auto", max_tokens: int = 256):
         self.model_path = model_path
         self.device = device
         self.max_tokens = max_tokens
