@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BackendError,
+    BaseModelMismatchError,
     ConfigError,
     InvalidInputError,
     InvalidTypeError,
@@ -29,6 +30,7 @@ from .errors import (
     ModelError,
     ModelNotAvailableError,
     ModelPullError,
+    ModuleIntegrityError,
     RecordNotFoundError,
     StoreError,
     TextTooLargeError,
@@ -44,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Answer",
     "BackendError",
+    "BaseModelMismatchError",
     "ConfigError",
     "Hit",
     "InvalidInputError",
@@ -55,6 +58,7 @@ __all__ = [
     "ModelError",
     "ModelNotAvailableError",
     "ModelPullError",
+    "ModuleIntegrityError",
     "NamespaceStatus",
     "Recall",
     "Record",

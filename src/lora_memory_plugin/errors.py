@@ -66,12 +66,21 @@ class LockHeldError(LoraMemoryError):
     """Another process holds the lock (e.g. a consolidation of the same namespace)."""
 
 
+class ModuleIntegrityError(LoraMemoryError):
+    """A LoRA module on disk is incomplete, corrupt or was swapped (hash mismatch)."""
+
+
+class BaseModelMismatchError(ModuleIntegrityError):
+    """A LoRA module was trained on a different base model than the one loaded."""
+
+
 class MissingExtraError(LoraMemoryError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
 
 
 __all__ = [
     "BackendError",
+    "BaseModelMismatchError",
     "ConfigError",
     "InvalidInputError",
     "InvalidTypeError",
@@ -81,6 +90,7 @@ __all__ = [
     "ModelError",
     "ModelNotAvailableError",
     "ModelPullError",
+    "ModuleIntegrityError",
     "RecordNotFoundError",
     "StoreError",
     "TextTooLargeError",

@@ -26,6 +26,7 @@ def test_public_api_is_pinned():
         [
             "Answer",
             "BackendError",
+            "BaseModelMismatchError",
             "ConfigError",
             "Hit",
             "InvalidInputError",
@@ -37,6 +38,7 @@ def test_public_api_is_pinned():
             "ModelError",
             "ModelNotAvailableError",
             "ModelPullError",
+            "ModuleIntegrityError",
             "NamespaceStatus",
             "Recall",
             "Record",

@@ -1,0 +1,237 @@
+"""The module registry: each namespace's LoRA modules as plain PEFT directories plus our manifest.
+
+::
+
+    DIR/modules/<encoded namespace>/<module-id>/
+        adapter_config.json          plain PEFT (vLLM and peft load the dir as is)
+        adapter_model.safetensors
+        manifest.json                ours: record ids, base-model fingerprint, rank, probes, ...
+
+A module is written under ``.tmp-<module-id>-<pid>`` in the same folder, fsynced, and renamed
+into place: the rename is the commit, so a reader sees a whole module or none. Nothing saved holds
+a machine-specific path (peft writes the base model's path into ``adapter_config.json``; it is
+replaced by the base model's portable name), so a store directory can be moved or shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .._fsutil import fsync_dir, fsync_tree, remove_path
+from ..errors import BaseModelMismatchError, ModuleIntegrityError
+from ..store.namespaces import encode_namespace, pack_namespace
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MANIFEST_FORMAT = 1
+TMP_PREFIX = ".tmp-"
+STALE_TMP_SECONDS = 6 * 3600
+
+
+@dataclass(frozen=True)
+class ModuleManifest:
+    """What a committed module holds and how it was made.
+
+    Attributes:
+        module_id: ``m-<utc time>-<random>``; sorts by creation time.
+        namespace: the namespace (packed as ASCII JSON on disk).
+        record_ids: the buffer records trained into this module (its source of truth).
+        base_model: the base model's portable name ('default', a hub id, a dir name).
+        base_fingerprint: sha256 identifying the base weights the adapter was trained on.
+        rank, alpha, target_modules: the LoRA shape.
+        knowledge_tokens: tokens of knowledge the module holds (for capacity planning).
+        probes: held-in questions with their expected answers (verification and routing).
+        metrics: training and verification numbers (recall, drift, steps, seconds, ...).
+        adapter_sha256: hash of ``adapter_model.safetensors`` (checked at load).
+    """
+
+    module_id: str
+    namespace: str
+    record_ids: tuple[str, ...]
+    base_model: str
+    base_fingerprint: str
+    rank: int
+    alpha: int
+    target_modules: tuple[str, ...] | str = "all-linear"
+    knowledge_tokens: int = 0
+    probes: tuple[dict[str, str], ...] = ()
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    adapter_sha256: str = ""
+    format: int = MANIFEST_FORMAT
+    library_version: str = ""
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["namespace"] = pack_namespace(self.namespace)
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = MANIFEST) -> ModuleManifest:
+        try:
+            data = json.loads(text)
+            data["namespace"] = json.loads(data["namespace"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModuleIntegrityError(f"{source} is not a valid module manifest: {e}") from e
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            logger.warning("%s: unknown manifest keys %s ignored", source, extra)
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for key in ("record_ids", "probes"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        if isinstance(kwargs.get("target_modules"), list):
+            kwargs["target_modules"] = tuple(kwargs["target_modules"])
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ModuleIntegrityError(f"{source} misses manifest fields: {e}") from e
+
+
+def modules_root(store_dir: Path, namespace: str) -> Path:
+    """``DIR/modules/<encoded namespace>`` (the namespace is never used raw in a path)."""
+    return store_dir / "modules" / encode_namespace(namespace)
+
+
+def new_module_id() -> str:
+    return f"m-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def commit_module(
+    store_dir: Path, namespace: str, adapter_dir: Path, manifest: ModuleManifest
+) -> Path:
+    """Copy a saved PEFT adapter into the registry atomically, with its manifest.
+
+    Args:
+        store_dir: the store directory.
+        namespace: the module's namespace (must match ``manifest.namespace``).
+        adapter_dir: a directory holding ``adapter_config.json`` and
+            ``adapter_model.safetensors`` (e.g. from peft ``save_pretrained``).
+        manifest: the manifest; ``adapter_sha256`` is filled in here.
+
+    Returns:
+        The committed module directory.
+    """
+    if manifest.namespace != namespace:
+        raise ValueError(f"manifest is for {manifest.namespace!r}, not {namespace!r}")
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (adapter_dir / name).is_file():
+            raise ModuleIntegrityError(f"{adapter_dir} has no {name}: not a saved PEFT adapter")
+    root = modules_root(store_dir, namespace)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / manifest.module_id
+    if final.exists():
+        raise ModuleIntegrityError(f"module {manifest.module_id} already exists in {root}")
+    tmp = root / f"{TMP_PREFIX}{manifest.module_id}-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        shutil.copyfile(adapter_dir / ADAPTER_WEIGHTS, tmp / ADAPTER_WEIGHTS)
+        config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = manifest.base_model  # never a local absolute path
+        (tmp / ADAPTER_CONFIG).write_text(
+            json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        from .. import __version__
+
+        sealed = replace(
+            manifest,
+            adapter_sha256=sha256_file(tmp / ADAPTER_WEIGHTS),
+            created_at=manifest.created_at or time.time(),
+            library_version=__version__,
+        )
+        (tmp / MANIFEST).write_text(sealed.to_json(), encoding="utf-8")
+        fsync_tree(tmp)
+        os.rename(tmp, final)  # the commit
+        fsync_dir(root)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return final
+
+
+def list_modules(store_dir: Path, namespace: str) -> list[ModuleManifest]:
+    """The committed modules of a namespace, oldest first (temp and broken dirs are skipped)."""
+    root = modules_root(store_dir, namespace)
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            out.append(read_manifest(entry))
+        except ModuleIntegrityError as e:
+            logger.warning("skipping module %s: %s", entry, e)
+    return sorted(out, key=lambda m: (m.created_at, m.module_id))
+
+
+def read_manifest(module_dir: Path) -> ModuleManifest:
+    path = module_dir / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ModuleIntegrityError(f"cannot read {path}: {e}") from e
+    return ModuleManifest.from_json(text, source=str(path))
+
+
+def verify_module(module_dir: Path, base_fingerprint: str | None = None) -> ModuleManifest:
+    """Check a module before loading it: files present, weights hash, base model.
+
+    Raises:
+        ModuleIntegrityError: a file is missing or the weights do not match the manifest hash.
+        BaseModelMismatchError: the module was trained on other base weights.
+    """
+    manifest = read_manifest(module_dir)
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (module_dir / name).is_file():
+            raise ModuleIntegrityError(f"module {manifest.module_id} lacks {name}")
+    actual = sha256_file(module_dir / ADAPTER_WEIGHTS)
+    if actual != manifest.adapter_sha256:
+        raise ModuleIntegrityError(
+            f"module {manifest.module_id}: {ADAPTER_WEIGHTS} hash {actual[:12]} does not match "
+            f"its manifest ({manifest.adapter_sha256[:12]}); the file is corrupt or was swapped"
+        )
+    if base_fingerprint is not None and base_fingerprint != manifest.base_fingerprint:
+        raise BaseModelMismatchError(
+            f"module {manifest.module_id} was trained on base weights "
+            f"{manifest.base_fingerprint[:12]} ({manifest.base_model}), but the loaded base model "
+            f"is {base_fingerprint[:12]}; re-consolidate the namespace for this base model"
+        )
+    return manifest
+
+
+def remove_stale_temp(
+    store_dir: Path, namespace: str, older_than: float = STALE_TMP_SECONDS
+) -> int:
+    """Delete temp module dirs left by killed runs; returns how many were removed."""
+    root = modules_root(store_dir, namespace)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    now = time.time()
+    for entry in root.iterdir():
+        if entry.name.startswith(TMP_PREFIX) and now - entry.stat().st_mtime > older_than:
+            remove_path(entry)
+            removed += 1
+    return removed

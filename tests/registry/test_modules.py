@@ -1,0 +1,126 @@
+"""The module registry: atomic commit, listing, integrity and base-model checks, portability."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lora_memory_plugin import BaseModelMismatchError, ModuleIntegrityError
+from lora_memory_plugin.registry import modules as reg
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, tiny_model_dir):
+    """A real PEFT adapter saved from the tiny model (peft writes its absolute base path)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=4, target_modules="all-linear"))
+    out = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(out)
+    assert str(tiny_model_dir) in (out / "adapter_config.json").read_text()
+    return out
+
+
+def manifest(ns="user-42", **kw):
+    base = dict(
+        module_id=reg.new_module_id(),
+        namespace=ns,
+        record_ids=("t-1", "t-2"),
+        base_model="default",
+        base_fingerprint="f" * 64,
+        rank=4,
+        alpha=4,
+        probes=({"question": "q?", "answer": "a", "record_id": "t-1"},),
+        metrics={"recall": 1.0},
+    )
+    base.update(kw)
+    return reg.ModuleManifest(**base)
+
+
+def test_commit_list_verify_roundtrip(tmp_path, adapter_dir):
+    m = manifest(ns="../../名前")
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    assert path.parent == reg.modules_root(tmp_path, m.namespace)
+    assert tmp_path in path.parents  # the namespace cannot escape the store
+    listed = reg.list_modules(tmp_path, m.namespace)
+    assert [x.module_id for x in listed] == [m.module_id]
+    got = reg.verify_module(path, "f" * 64)
+    assert got.record_ids == ("t-1", "t-2") and got.namespace == "../../名前"
+    assert got.adapter_sha256 and got.created_at > 0 and got.library_version
+    assert reg.list_modules(tmp_path, "other") == []
+
+
+def test_saved_files_hold_no_machine_paths(tmp_path, adapter_dir, tiny_model_dir):
+    m = manifest()
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    for f in path.iterdir():
+        if f.suffix == ".json":
+            text = f.read_text()
+            assert str(tiny_model_dir) not in text and str(tmp_path) not in text
+    cfg = json.loads((path / reg.ADAPTER_CONFIG).read_text())
+    assert cfg["base_model_name_or_path"] == "default"
+
+
+def test_peft_loads_the_committed_dir(tmp_path, adapter_dir, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    m = manifest()
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, path)
+    assert model.peft_config["default"].r == 4
+
+
+def test_corrupt_or_swapped_weights_are_detected(tmp_path, adapter_dir):
+    m = manifest()
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    w = path / reg.ADAPTER_WEIGHTS
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ModuleIntegrityError, match="corrupt or was swapped"):
+        reg.verify_module(path)
+
+
+def test_base_model_mismatch_is_refused(tmp_path, adapter_dir):
+    m = manifest()
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    with pytest.raises(BaseModelMismatchError, match="re-consolidate"):
+        reg.verify_module(path, "0" * 64)
+
+
+def test_failed_commit_leaves_nothing_visible(tmp_path, adapter_dir, monkeypatch):
+    def boom(_path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(reg, "fsync_tree", boom)
+    m = manifest()
+    with pytest.raises(OSError, match="disk full"):
+        reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    assert reg.list_modules(tmp_path, m.namespace) == []
+    assert list(reg.modules_root(tmp_path, m.namespace).iterdir()) == []
+
+
+def test_listing_skips_temp_and_broken_dirs(tmp_path, adapter_dir):
+    m = manifest()
+    reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    root = reg.modules_root(tmp_path, m.namespace)
+    (root / ".tmp-m-half-123").mkdir()
+    (root / "m-broken").mkdir()
+    (root / "m-broken" / reg.MANIFEST).write_text("{not json")
+    assert [x.module_id for x in reg.list_modules(tmp_path, m.namespace)] == [m.module_id]
+    assert reg.remove_stale_temp(tmp_path, m.namespace, older_than=0) == 1
+
+
+def test_manifest_from_a_newer_version_still_reads(tmp_path):
+    m = manifest()
+    data = json.loads(m.to_json())
+    data["future_field"] = 1
+    again = reg.ModuleManifest.from_json(json.dumps(data))
+    assert again.module_id == m.module_id and again.probes == m.probes
+    with pytest.raises(ModuleIntegrityError):
+        reg.ModuleManifest.from_json("[]")
