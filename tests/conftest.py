@@ -162,3 +162,33 @@ def make_store(
 @pytest.fixture
 def store(make_store: Callable[..., object]) -> object:
     return make_store()
+
+
+@pytest.fixture(scope="session")
+def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its final norm scaled x10: a random 32-dim model has logits within
+    about +-0.6, so no adapter can make it confident; a trained LM's output scale can."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("sharp") / "tiny-sharp"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(10.0)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models' matmuls are too small for two threads: one is faster and steadier."""
+    import torch
+
+    from lora_memory_plugin._device import configure_cpu_threads
+
+    configure_cpu_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

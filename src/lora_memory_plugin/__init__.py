@@ -36,7 +36,15 @@ from .errors import (
     TextTooLargeError,
     UnknownNamespaceError,
 )
-from .types import Answer, Hit, NamespaceStatus, Recall, Record, StoreStatus
+from .types import (
+    Answer,
+    ConsolidationReport,
+    Hit,
+    NamespaceStatus,
+    Recall,
+    Record,
+    StoreStatus,
+)
 
 if TYPE_CHECKING:
     from .memory import LoRAMemory
@@ -48,6 +56,7 @@ __all__ = [
     "BackendError",
     "BaseModelMismatchError",
     "ConfigError",
+    "ConsolidationReport",
     "Hit",
     "InvalidInputError",
     "InvalidTypeError",

@@ -21,7 +21,7 @@ from .config import (
     save_config,
 )
 from .errors import InvalidInputError, InvalidTypeError, LoraMemoryError, StoreError
-from .types import Answer, Hit, NamespaceStatus, Record, StoreStatus
+from .types import Answer, ConsolidationReport, Hit, NamespaceStatus, Record, StoreStatus
 
 logger = logging.getLogger(__name__)
 
@@ -411,6 +411,35 @@ class LoRAMemory:
         ns = self._ns(namespace)
         return answer(self, ns, question, mode, k=k, max_new_tokens=max_new_tokens)
 
+    # ---- consolidation -----------------------------------------------------------------
+    def consolidate(
+        self, namespace: str | None = None, *, progress: bool = False, **options: Any
+    ) -> list[ConsolidationReport]:
+        """Train the buffered records of ``namespace`` (or of every namespace) into LoRA modules.
+
+        Options: ``min_records``, ``max_minutes``, ``target`` (probe exact match the gate
+        needs), ``rank``, ``lr``, ``max_steps``, ``seed``. Raises LockHeldError when another
+        process consolidates the same namespace.
+        """
+        from .consolidation.engine import ConsolidationOptions, consolidate_namespace
+
+        try:
+            opts = ConsolidationOptions(**options)
+        except TypeError as e:
+            raise InvalidInputError(f"unknown consolidation option: {e}") from e
+        targets = [self._ns(namespace)] if namespace is not None else self.namespaces()
+        if namespace is not None and not self._buffer.has_namespace(namespace):
+            from .errors import UnknownNamespaceError
+
+            raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
+        return [consolidate_namespace(self, ns, opts, progress=progress) for ns in targets]
+
+    def modules(self, namespace: str) -> list[Any]:
+        """The committed LoRA modules of ``namespace`` (manifests, oldest first)."""
+        from .registry.modules import list_modules
+
+        return list_modules(self.path, self._ns(namespace))
+
     # ---- async twins -------------------------------------------------------------------
     aadd_turn = _async_twin(add_turn)
     aadd_turns = _async_twin(add_turns)
@@ -421,6 +450,7 @@ class LoRAMemory:
     anamespaces = _async_twin(namespaces)
     astatus = _async_twin(status)
     aask = _async_twin(ask)
+    aconsolidate = _async_twin(consolidate)
 
     # ---- internals ---------------------------------------------------------------------
     @property

@@ -116,3 +116,36 @@ class StoreStatus:
         d = asdict(self)
         d["records"] = self.records
         return d
+
+
+@dataclass(frozen=True)
+class ConsolidationReport:
+    """The answer to :meth:`LoRAMemory.consolidate` for one namespace.
+
+    Attributes:
+        namespace: the namespace.
+        status: 'consolidated', 'nothing_to_do' or 'kept_buffered' (the gate failed).
+        records_in: buffered records this run selected.
+        modules_created: ids of the modules committed by this run.
+        modules_replaced: ids of modules this run retrained into the new one and removed.
+        train_tokens, steps, seconds, tokens_per_second: training cost.
+        recall: teacher-forced recall on the module's QA examples after training.
+        probe_recall: exact-match recall of greedy generation on the probes (the gate).
+        notes: why something was skipped or kept buffered.
+    """
+
+    namespace: str
+    status: str
+    records_in: int = 0
+    modules_created: tuple[str, ...] = ()
+    modules_replaced: tuple[str, ...] = ()
+    train_tokens: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    recall: float | None = None
+    probe_recall: float | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

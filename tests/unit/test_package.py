@@ -28,6 +28,7 @@ def test_public_api_is_pinned():
             "BackendError",
             "BaseModelMismatchError",
             "ConfigError",
+            "ConsolidationReport",
             "Hit",
             "InvalidInputError",
             "InvalidTypeError",

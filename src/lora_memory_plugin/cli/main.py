@@ -1,4 +1,4 @@
-"""``lora-memory``: init, add, search, ask, status, models pull.
+"""``lora-memory``: init, add, search, ask, consolidate, modules, status, models pull.
 
 Exit codes (for cron): 0 done (or nothing to do), 1 failed, 2 bad usage, 3 a lock is held.
 ``--json`` prints one machine-readable object on stdout; human output and progress go to stderr
@@ -186,6 +186,67 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    options: dict[str, Any] = {"min_records": args.min_records}
+    if args.max_minutes is not None:
+        options["max_minutes"] = args.max_minutes
+    if args.rank is not None:
+        options["rank"] = args.rank
+    ns = None if args.all else args.namespace
+    reports = mem.consolidate(ns, progress=sys.stderr.isatty() and not args.json, **options)
+
+    def human() -> None:
+        if not reports:
+            print("no namespaces to consolidate")
+        for r in reports:
+            line = f"{r.namespace!r}: {r.status}, {r.records_in} record(s) in"
+            if r.modules_created:
+                line += (
+                    f", module {r.modules_created[0]}, {r.steps} steps, {r.seconds:.1f}s, "
+                    f"{r.tokens_per_second:.0f} tok/s, probe recall {r.probe_recall}"
+                )
+            print(line)
+            for n in r.notes:
+                print(f"  note: {n}")
+
+    failed = [r for r in reports if r.status == "kept_buffered"]
+    _emit(args, {"reports": [r.to_dict() for r in reports], "failed": len(failed)}, human)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_modules(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    names = [args.namespace] if args.namespace else mem.namespaces()
+    rows = []
+    for ns in names:
+        for m in mem.modules(ns):
+            rows.append(
+                {
+                    "namespace": ns,
+                    "module_id": m.module_id,
+                    "records": len(m.record_ids),
+                    "rank": m.rank,
+                    "knowledge_tokens": m.knowledge_tokens,
+                    "probe_recall": m.metrics.get("probe_recall"),
+                    "created_at": m.created_at,
+                    "base_model": m.base_model,
+                }
+            )
+
+    def human() -> None:
+        if not rows:
+            print("no modules")
+        for r in rows:
+            print(
+                f"{r['namespace']!r} {r['module_id']}: {r['records']} records, rank "
+                f"{r['rank']}, {r['knowledge_tokens']} tokens, probe recall {r['probe_recall']}"
+            )
+
+    _emit(args, {"modules": rows}, human)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     mem = _open(args)
     st = mem.status()
@@ -311,6 +372,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
     sp.add_argument("--max-new-tokens", type=int, default=None)
     sp.set_defaults(func=cmd_ask)
+
+    sp = sub.add_parser(
+        "consolidate", help="train buffered records into LoRA modules (cron: --all --json)"
+    )
+    sp.add_argument("dir", metavar="DIR", help="the store directory")
+    who = sp.add_mutually_exclusive_group(required=True)
+    who.add_argument("-n", "--namespace", metavar="NS", help="one namespace")
+    who.add_argument("--all", action="store_true", help="every namespace in the store")
+    sp.add_argument(
+        "--min-records",
+        type=int,
+        default=1,
+        metavar="N",
+        help="do nothing for a namespace with fewer buffered records (default 1)",
+    )
+    sp.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="training wall-time budget per namespace",
+    )
+    sp.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16)")
+    sp.add_argument("--chroma-url", default=None, metavar="URL")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp.set_defaults(func=cmd_consolidate)
+
+    sp = sub.add_parser("modules", help="list the committed LoRA modules")
+    sp.add_argument("dir", metavar="DIR", help="the store directory")
+    sp.add_argument("-n", "--namespace", default=None, metavar="NS")
+    sp.add_argument("--chroma-url", default=None, metavar="URL")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp.set_defaults(func=cmd_modules)
 
     sp = sub.add_parser("status", help="namespaces, record counts, model readiness")
     common(sp, ns=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, InvalidTypeError, UnknownNamespaceError
 from ..types import Answer, Hit
@@ -11,6 +13,8 @@ from .prompts import MODES, build_messages, fit_context
 
 if TYPE_CHECKING:
     from ..memory import LoRAMemory
+
+logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 8192
 _PROMPT_RESERVE = 64  # chat-template wrapper tokens around system + user
@@ -54,12 +58,15 @@ def answer(
     timings["load"] = time.perf_counter() - t_start
 
     effective = mode
+    adapter: tuple[str, Path] | None = None
     if mode in ("lora", "hybrid"):
-        notes.append(
-            f"mode {mode!r} answers from consolidated LoRA modules; namespace {namespace!r} has "
-            "none yet (run `lora-memory consolidate`), so this answer used rag"
-        )
-        effective = "rag"
+        adapter, why = _pick_module(mem, namespace, gen)
+        if adapter is None:
+            notes.append(
+                f"mode {mode!r} answers from consolidated LoRA modules; {why}, so "
+                "this answer used rag"
+            )
+            effective = "rag"
 
     window = gen.context_window
     budget = min(
@@ -72,7 +79,7 @@ def answer(
     )
     t0 = time.perf_counter()
     context: list[Hit] = []
-    if effective == "rag":
+    if effective in ("rag", "hybrid"):
         found = mem.search(namespace, question, k=k)
         hits = [h for h in found if h.score >= gcfg.rag_min_score]
         if len(hits) < len(found):
@@ -97,13 +104,13 @@ def answer(
     timings["retrieve"] = time.perf_counter() - t0
 
     messages = build_messages(gcfg.system_prompt, question, context)
-    g = gen.chat(messages, max_new_tokens=max_new_tokens)
+    g = gen.chat(messages, max_new_tokens=max_new_tokens, adapter=adapter)
     timings["generate"] = g.seconds
     timings["total"] = time.perf_counter() - t_start
     return Answer(
         text=g.text,
         mode=effective,
-        modules=(),
+        modules=(adapter[0],) if adapter else (),
         sources=tuple(context),
         context_tokens=g.prompt_tokens,
         timings=timings,
@@ -111,3 +118,22 @@ def answer(
         notes=tuple(notes),
         new_tokens=g.new_tokens,
     )
+
+
+def _pick_module(mem: LoRAMemory, namespace: str, gen: Any) -> tuple[tuple[str, Path] | None, str]:
+    """The namespace's module to answer with (the newest; routing across many is issue 4)."""
+    from ..consolidation.engine import base_fingerprint
+    from ..errors import ModuleIntegrityError
+    from ..registry import modules as registry
+
+    found = registry.list_modules(mem.path, namespace)
+    if not found:
+        return None, f"namespace {namespace!r} has none yet (run `lora-memory consolidate`)"
+    newest = found[-1]
+    path = registry.modules_root(mem.path, namespace) / newest.module_id
+    try:
+        registry.verify_module(path, base_fingerprint(gen))
+    except ModuleIntegrityError as e:
+        logger.warning("module %s not used: %s", newest.module_id, e)
+        return None, f"module {newest.module_id} failed its integrity check ({e})"
+    return (newest.module_id, path), ""

@@ -112,7 +112,13 @@ class Generator:
         )
         return str(out)
 
-    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 64) -> Generation:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        max_new_tokens: int = 64,
+        adapter: tuple[str, Path] | None = None,
+    ) -> Generation:
+        """Greedy answer to ``messages``; with ``adapter=(module_id, dir)`` that LoRA is active."""
         import torch
 
         prompt = self.render(messages)
@@ -121,6 +127,7 @@ class Generator:
         attn = enc["attention_mask"].to(self.device)
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
+            self._use_adapter(adapter)
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attn,
@@ -132,6 +139,36 @@ class Generator:
         new = out[0, input_ids.shape[1] :]
         text = str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
         return Generation(text, int(input_ids.shape[1]), int(new.shape[0]), seconds)
+
+    def _use_adapter(self, adapter: tuple[str, Path] | None) -> None:
+        """Activate one loaded LoRA module (loading it once), or run the bare base model."""
+        loaded: set[str] = getattr(self, "_adapters", set())
+        if adapter is None:
+            if loaded:
+                self.model.disable_adapters()
+            return
+        name, path = adapter
+        if name not in loaded:
+            with _quiet():
+                self.model.load_adapter(str(path), adapter_name=name)
+            loaded.add(name)
+            self._adapters = loaded
+        self.model.set_adapter(name)
+        self.model.enable_adapters()
+
+    def forget_adapter(self, name: str) -> None:
+        """Drop a loaded module (e.g. after it was replaced on disk)."""
+        loaded: set[str] = getattr(self, "_adapters", set())
+        if name in loaded:
+            with self._lock:
+                self.model.delete_adapter(name)
+                loaded.discard(name)
+
+
+def _quiet() -> Any:
+    from .._device import quiet_loading
+
+    return quiet_loading()
 
 
 _CACHE: dict[tuple[str, str, str], Generator] = {}

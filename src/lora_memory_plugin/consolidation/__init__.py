@@ -1,0 +1,1 @@
+"""Consolidation: turning buffered memories into trained LoRA modules."""

@@ -1,0 +1,61 @@
+"""Buffer records -> training examples.
+
+The paper ranks training formats QA > summary > rewrite > original and finds mixtures best.
+This module holds the strategies that need no generator model:
+
+- ``qa``: records that already are question/answer shaped ("Question: ... Answer: ...", as in
+  PhoneBook, or an agent's own FAQ entries) train as QA pairs, loss on the answer only, prompted
+  exactly as ``ask`` prompts (same system prompt, same chat template);
+- ``original``: any other record trains as a plain passage (loss on every token).
+
+Generated strategies (atomic facts from turns, synthetic QA, summaries, rewrites) plug in here
+through a generator interface: see the consolidation issue.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..types import Record
+from .trainer import Example
+
+_QA_RE = re.compile(r"^\s*Question:\s*(?P<q>.+?)\s*Answer:\s*(?P<a>.+?)\s*$", re.S | re.I)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A held-in question with its expected answer, kept in the module manifest."""
+
+    question: str
+    answer: str
+    record_id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"question": self.question, "answer": self.answer, "record_id": self.record_id}
+
+
+def parse_qa(text: str) -> tuple[str, str] | None:
+    """``"Question: Q Answer: A"`` -> ``(Q, A)``; None for any other text."""
+    m = _QA_RE.match(text)
+    if m is None:
+        return None
+    return m.group("q").strip(), m.group("a").strip()
+
+
+def build_examples(
+    records: Sequence[Record], system_prompt: str
+) -> tuple[list[Example], list[Probe]]:
+    """Training examples and probes for ``records`` (QA-shaped -> qa, others -> original)."""
+    examples: list[Example] = []
+    probes: list[Probe] = []
+    for rec in records:
+        qa = parse_qa(rec.text)
+        if qa is not None:
+            question, answer = qa
+            examples.append(Example.qa(question, answer, system=system_prompt))
+            probes.append(Probe(question, answer, rec.id))
+        else:
+            examples.append(Example.text(rec.text))
+    return examples, probes

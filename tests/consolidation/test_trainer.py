@@ -1,0 +1,268 @@
+"""The LoRA knowledge trainer on the tiny model: labels, bucketing, exact prefix sharing,
+convergence that greedy generation confirms, budgets, adapter files, config validation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lora_memory_plugin.consolidation.trainer import (
+    IGNORE,
+    Example,
+    TrainConfig,
+    TrainResult,
+    _Item,
+    collate,
+    end_of_turn,
+    make_batches,
+    save_adapter,
+    supervised_logits,
+    tokenize,
+    train_lora,
+)
+from lora_memory_plugin.errors import InvalidInputError
+from lora_memory_plugin.generation.backend import Generator
+
+SYSTEM = "You are helpful."
+CODES = ["4471", "603", "5567", "7631", "1234", "990", "3141", "2718"]
+EXAMPLES = [
+    Example.qa(f"What is the code of box {i}?", c, system=SYSTEM) for i, c in enumerate(CODES)
+]
+# converges in ~70-130 steps on the sharpened tiny model (seed 0)
+FAST = {"rank": 16, "lr": 1e-2, "batch_size": 8, "max_steps": 400}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The tiny model's matmuls are too small for two threads: one is faster and steadier."""
+    import torch
+
+    from lora_memory_plugin._device import configure_cpu_threads
+
+    configure_cpu_threads()  # so a Generator does not raise the count again
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its final norm scaled x10. A random 32-dim model has logits within
+    about +-0.6, so no adapter can make it confident; a trained LM's output scale can."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("sharp") / "tiny-sharp"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(10.0)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gen(sharp_model_dir: Path) -> Generator:
+    return Generator(str(sharp_model_dir))
+
+
+@pytest.fixture(scope="module")
+def trained(sharp_model_dir: Path) -> TrainResult:
+    return train_lora(sharp_model_dir, EXAMPLES, TrainConfig(**FAST), progress=False)  # type: ignore[arg-type]
+
+
+def test_end_of_turn_is_chatml_im_end(gen: Generator) -> None:
+    assert end_of_turn(gen) == "<|im_end|>"
+
+
+def test_labels_mask_prompt_and_pads(gen: Generator) -> None:
+    exs = [Example.qa("box 1?", "4471", system=SYSTEM), Example.qa("What is in box 22?", "7")]
+    items = tokenize(gen, exs)
+    for ex, item in zip(exs, items, strict=True):
+        prompt = gen.tokenizer(gen.render(ex.messages()), add_special_tokens=False)["input_ids"]
+        answer = gen.tokenizer(ex.answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        assert item.ids == prompt + answer
+        assert item.labels == [IGNORE] * len(prompt) + answer
+        assert item.labels[-1] == gen.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad_id = gen.tokenizer.pad_token_id
+    batch = collate(items, pad_id, share_prefix=False, device="cpu")
+    width = max(len(it.ids) for it in items)
+    assert tuple(batch.ids.shape) == (2, width)
+    for row, item in enumerate(items):
+        n = len(item.ids)
+        assert batch.ids[row, :n].tolist() == item.ids
+        assert batch.labels[row, :n].tolist() == item.labels
+        assert batch.ids[row, n:].eq(pad_id).all() and batch.labels[row, n:].eq(IGNORE).all()
+        assert batch.mask[row, :n].eq(1).all() and batch.mask[row, n:].eq(0).all()
+    assert batch.tokens == sum(len(it.ids) for it in items)
+    assert batch.pads == 2 * width - batch.tokens
+
+
+def test_text_examples_supervise_every_token(gen: Generator) -> None:
+    (item,) = tokenize(gen, [Example.text("My locker code is 4471.")])
+    assert item.labels == item.ids and not item.qa
+    assert "<|im_start|>" not in gen.tokenizer.decode(item.ids)
+
+
+def test_bucketing_groups_similar_lengths_and_shuffles_batches() -> None:
+    lengths = [random.Random(1).randint(2, 60) for _ in range(40)]
+    items = [_Item(list(range(n)), list(range(n)), qa=True) for n in lengths]
+    rng = random.Random(0)
+    epochs = [make_batches(items, 8, rng) for _ in range(3)]
+    for batches in epochs:
+        assert sorted(i for b in batches for i in b) == list(range(40))
+        spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
+        for (_, hi), (lo, _) in itertools.pairwise(spans):  # buckets do not interleave
+            assert hi <= lo
+    assert len({tuple(map(tuple, b)) for b in epochs}) > 1  # batch order reshuffled
+
+
+def test_shared_prefix_matches_full_forward(gen: Generator) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    items = tokenize(gen, EXAMPLES[:4])
+    pad_id = gen.tokenizer.pad_token_id
+    shared = collate(items, pad_id, share_prefix=True, device="cpu")
+    plain = collate(items, pad_id, share_prefix=False, device="cpu")
+    assert shared.prefix > len(gen.tokenizer(SYSTEM)["input_ids"]) and plain.prefix == 0
+    grads = []
+    for batch in (shared, plain):
+        gen.model.zero_grad()
+        logits, targets, rows = supervised_logits(gen.model, batch)
+        F.cross_entropy(logits, targets).backward()
+        grads.append([p.grad.clone() for p in gen.model.parameters()])
+        assert rows.tolist() == sorted(rows.tolist())
+    gen.model.zero_grad(set_to_none=True)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_trains_to_full_recall_and_greedy_generation_agrees(
+    trained: TrainResult, sharp_model_dir: Path
+) -> None:
+    assert trained.stopped_because == "target", trained.recall_history
+    assert trained.recall == 1.0 and trained.steps < FAST["max_steps"]
+    assert trained.recall_history[-1][0] == trained.steps
+    assert trained.train_tokens > 0 and trained.tokens_per_second > 0
+    assert 0.0 <= trained.padding_fraction < 0.2
+    reader = Generator(str(sharp_model_dir))
+    reader.model = trained.model
+    answers = [reader.chat(ex.messages(), max_new_tokens=8).text for ex in EXAMPLES]
+    assert answers == CODES
+
+
+def test_budgets_stop_training_and_say_why(sharp_model_dir: Path) -> None:
+    steps = train_lora(
+        sharp_model_dir, EXAMPLES, TrainConfig(**{**FAST, "max_steps": 3}), progress=False
+    )
+    assert steps.stopped_because == "max_steps" and steps.steps == 3
+    assert steps.recall is not None and steps.recall < 1.0
+    assert steps.recall_history[-1][0] == 3
+    cfg = TrainConfig(**{**FAST, "max_seconds": 1e-3, "batch_size": 2})
+    secs = train_lora(sharp_model_dir, EXAMPLES, cfg, progress=False)
+    assert secs.stopped_because == "max_seconds" and secs.steps == 1 and secs.epochs == 1
+
+
+def test_save_adapter_reloads_with_identical_outputs(
+    trained: TrainResult, sharp_model_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = save_adapter(trained, tmp_path / "adapter")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    for path in out.glob("*.json"):
+        text = path.read_text()
+        assert str(sharp_model_dir) not in text and str(tmp_path) not in text
+        assert '"/' not in text  # no absolute path anywhere
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == "local:tiny-sharp"
+    assert cfg["r"] == FAST["rank"] and cfg["lora_alpha"] == FAST["rank"]
+    base = AutoModelForCausalLM.from_pretrained(sharp_model_dir)
+    reloaded = PeftModel.from_pretrained(base, str(out)).eval()
+    ids = torch.tensor([[1, 5, 9, 42, 7, 3, 2]])
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            reloaded(input_ids=ids).logits, trained.model(input_ids=ids).logits
+        )
+
+
+def test_generator_is_trained_in_place_and_restored(sharp_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    gen = Generator(str(sharp_model_dir))  # its own: this test loads a module into it
+    before = {k: v.clone() for k, v in gen.model.state_dict().items()}
+    result = train_lora(gen, EXAMPLES[:2], TrainConfig(**{**FAST, "max_steps": 2}), progress=False)
+    assert result.model is None and result.adapter_state
+    after = gen.model.state_dict()
+    assert before.keys() == after.keys()  # no LoRA layers left behind
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not gen.model.training
+    out = save_adapter(result, tmp_path)
+    gen.chat(EXAMPLES[0].messages(), max_new_tokens=2, adapter=("m1", out))  # loads LoRA layers
+    try:
+        with pytest.raises(InvalidInputError, match=re.escape("train_lora(gen.path")):
+            train_lora(gen, EXAMPLES[:2], TrainConfig(max_steps=1), progress=False)
+    finally:
+        gen.forget_adapter("m1")
+
+
+def test_text_only_training_has_no_recall(sharp_model_dir: Path) -> None:
+    cfg = TrainConfig(**{**FAST, "max_steps": 2})
+    result = train_lora(
+        sharp_model_dir, [Example.text("The quick brown fox.")], cfg, progress=False
+    )
+    assert result.recall is None and result.recall_history == []
+    assert result.stopped_because == "max_steps"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rank": 0}, "rank must be > 0, got 0"),
+        ({"alpha": -1}, "alpha must be > 0"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"batch_size": 0}, "batch_size must be > 0"),
+        ({"max_steps": -5}, "max_steps must be > 0, got -5"),
+        ({"max_seconds": 0}, "max_seconds must be > 0 or None"),
+        ({"target_recall": 1.5}, "target_recall must be in (0, 1]"),
+        ({"eval_every_epochs": 0}, "eval_every_epochs must be > 0"),
+        ({"warmup_steps": -1}, "warmup_steps must be >= 0"),
+        ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
+        ({"max_grad_norm": 0}, "max_grad_norm must be > 0 or None"),
+        ({"target_modules": ()}, "target_modules must be 'all-linear' or module names"),
+    ],
+)
+def test_config_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        TrainConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_example_validation(sharp_model_dir: Path) -> None:
+    with pytest.raises(InvalidInputError, match="kind must be"):
+        Example(answer="x", prompt=(("user", "q"),), kind="poem")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="answer must be a non-empty string"):
+        Example.qa("q", "  ")
+    with pytest.raises(InvalidInputError, match="needs prompt messages"):
+        Example(answer="x")
+    with pytest.raises(InvalidInputError, match="takes no prompt"):
+        Example(answer="x", prompt=(("user", "q"),), kind="text")
+    as_dicts = Example(answer="a", prompt=({"role": "user", "content": "q"},))  # type: ignore[arg-type]
+    assert as_dicts == Example.qa("q", "a") and as_dicts.messages() == [
+        {"role": "user", "content": "q"}
+    ]
+    with pytest.raises(InvalidInputError, match="examples must not be empty"):
+        train_lora(sharp_model_dir, [], progress=False)
