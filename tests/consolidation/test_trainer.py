@@ -145,6 +145,28 @@ def test_shared_prefix_matches_full_forward(gen: Generator) -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_shared_prefix_stops_before_the_first_supervised_logit(gen: Generator) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    same = [Example.qa("Same?", "12", system=SYSTEM), Example.qa("Same?", "1", system=SYSTEM)]
+    items = tokenize(gen, same)
+    n_prompt = next(j for j, label in enumerate(items[0].labels) if label != IGNORE)
+    pad_id = gen.tokenizer.pad_token_id
+    shared = collate(items, pad_id, share_prefix=True, device="cpu")
+    assert shared.prefix == n_prompt - 1  # the last prompt position predicts the answer
+    plain = collate(items, pad_id, share_prefix=False, device="cpu")
+    with torch.inference_mode():
+        losses = [F.cross_entropy(*supervised_logits(gen.model, b)[:2]) for b in (shared, plain)]
+        n_targets = [supervised_logits(gen.model, b)[1].numel() for b in (shared, plain)]
+    assert (
+        n_targets[0] == n_targets[1] == sum(label != IGNORE for it in items for label in it.labels)
+    )
+    torch.testing.assert_close(losses[0], losses[1])
+    (text,) = tokenize(gen, [Example.text("My locker code is 4471.")])
+    assert collate([text, text], pad_id, share_prefix=True, device="cpu").prefix == 0
+
+
 def test_trains_to_full_recall_and_greedy_generation_agrees(
     trained: TrainResult, sharp_model_dir: Path
 ) -> None:
@@ -171,6 +193,7 @@ def test_budgets_stop_training_and_say_why(sharp_model_dir: Path) -> None:
     assert secs.stopped_because == "max_seconds" and secs.steps == 1 and secs.epochs == 1
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 def test_save_adapter_reloads_with_identical_outputs(
     trained: TrainResult, sharp_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -238,7 +238,8 @@ def make_batches(
 
 def shared_prefix(rows: Sequence[_Item]) -> int:
     """Tokens common to all rows, ending before the first position whose logit is supervised."""
-    limit = min(next(j for j in range(1, len(r.labels)) if r.labels[j] != IGNORE) for r in rows)
+    # the logit at position t predicts label t + 1: the prefix must stop before first label - 1
+    limit = min(next(j for j in range(1, len(r.labels)) if r.labels[j] != IGNORE) for r in rows) - 1
     n = 0
     for column in zip(*(r.ids for r in rows), strict=False):  # up to the shortest row
         if n >= limit or any(t != column[0] for t in column):
