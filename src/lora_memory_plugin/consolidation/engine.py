@@ -206,14 +206,20 @@ def probe_exact_match(
 
 def base_fingerprint(gen: Any) -> str:
     """The base weights' identity: our marker's sha256 for pulled models, else a hash of them."""
+    cached: str | None = getattr(gen, "_lm_fingerprint", None)
+    if cached is not None:  # hashing a large base model once per process is enough
+        return cached
     from ..models.pull import fingerprint_model_dir
 
     path = Path(gen.path)
     if path.is_dir():
-        return fingerprint_model_dir(path)
-    import hashlib
+        fp = fingerprint_model_dir(path)
+    else:
+        import hashlib
 
-    return hashlib.sha256(f"hub:{gen.path}".encode()).hexdigest()
+        fp = hashlib.sha256(f"hub:{gen.path}".encode()).hexdigest()
+    gen._lm_fingerprint = fp
+    return fp
 
 
 def _targets(lora_config: Any) -> tuple[str, ...] | str:

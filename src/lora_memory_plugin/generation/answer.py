@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 8192
+_VERIFIED: set[tuple[str, int, int]] = set()
 _PROMPT_RESERVE = 64  # chat-template wrapper tokens around system + user
 
 
@@ -131,8 +132,15 @@ def _pick_module(mem: LoRAMemory, namespace: str, gen: Any) -> tuple[tuple[str, 
         return None, f"namespace {namespace!r} has none yet (run `lora-memory consolidate`)"
     newest = found[-1]
     path = registry.modules_root(mem.path, namespace) / newest.module_id
+    weights = path / registry.ADAPTER_WEIGHTS
     try:
-        registry.verify_module(path, base_fingerprint(gen))
+        st = weights.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in _VERIFIED:  # hash the adapter once per file version, not per question
+            registry.verify_module(path, base_fingerprint(gen))
+            _VERIFIED.add(key)
+    except OSError as e:
+        return None, f"module {newest.module_id} cannot be read ({e})"
     except ModuleIntegrityError as e:
         logger.warning("module %s not used: %s", newest.module_id, e)
         return None, f"module {newest.module_id} failed its integrity check ({e})"
