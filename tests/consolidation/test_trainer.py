@@ -53,22 +53,6 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with its final norm scaled x10. A random 32-dim model has logits within
-    about +-0.6, so no adapter can make it confident; a trained LM's output scale can."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("sharp") / "tiny-sharp"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    with torch.no_grad():
-        model.model.norm.weight.mul_(10.0)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def gen(sharp_model_dir: Path) -> Generator:
     return Generator(str(sharp_model_dir))
 
