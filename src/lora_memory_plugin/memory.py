@@ -20,7 +20,13 @@ from .config import (
     load_config,
     save_config,
 )
-from .errors import InvalidInputError, InvalidTypeError, LoraMemoryError, StoreError
+from .errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    LockHeldError,
+    LoraMemoryError,
+    StoreError,
+)
 from .types import Answer, ConsolidationReport, Hit, NamespaceStatus, Record, StoreStatus
 
 logger = logging.getLogger(__name__)
@@ -418,8 +424,9 @@ class LoRAMemory:
         """Train the buffered records of ``namespace`` (or of every namespace) into LoRA modules.
 
         Options: ``min_records``, ``max_minutes``, ``target`` (probe exact match the gate
-        needs), ``rank``, ``lr``, ``max_steps``, ``seed``. Raises LockHeldError when another
-        process consolidates the same namespace.
+        needs), ``rank``, ``lr``, ``max_steps``, ``seed``. For one namespace, raises
+        LockHeldError when another process consolidates it; with ``namespace=None`` such a
+        namespace is skipped and reported with status ``"locked"``.
         """
         from .consolidation.engine import ConsolidationOptions, consolidate_namespace
 
@@ -432,7 +439,15 @@ class LoRAMemory:
             from .errors import UnknownNamespaceError
 
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
-        return [consolidate_namespace(self, ns, opts, progress=progress) for ns in targets]
+        if namespace is not None:
+            return [consolidate_namespace(self, targets[0], opts, progress=progress)]
+        reports = []
+        for ns in targets:  # --all: a namespace another process is consolidating is skipped
+            try:
+                reports.append(consolidate_namespace(self, ns, opts, progress=progress))
+            except LockHeldError as e:
+                reports.append(ConsolidationReport(ns, "locked", notes=(str(e),)))
+        return reports
 
     def modules(self, namespace: str) -> list[Any]:
         """The committed LoRA modules of ``namespace`` (manifests, oldest first)."""

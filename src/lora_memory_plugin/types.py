@@ -124,7 +124,8 @@ class ConsolidationReport:
 
     Attributes:
         namespace: the namespace.
-        status: 'consolidated', 'nothing_to_do' or 'kept_buffered' (the gate failed).
+        status: 'consolidated', 'nothing_to_do', 'kept_buffered' (the gate failed) or
+            'locked' (another process holds the namespace; only with namespace=None).
         records_in: buffered records this run selected.
         modules_created: ids of the modules committed by this run.
         modules_replaced: ids of modules this run retrained into the new one and removed.

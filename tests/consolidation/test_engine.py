@@ -110,8 +110,11 @@ def test_cli_consolidate_modules_and_lock(store, capsys):
     d = str(store.path)
     lock = store.path / "locks" / f"consolidate-{encode_namespace('ns')}.lock"
     with file_lock(lock):
-        assert main(["consolidate", d, "--all", "--json"]) == 3
-    assert json.loads(capsys.readouterr().out)["error"] == "LockHeldError"
+        assert main(["consolidate", d, "-n", "ns", "--json"]) == 3
+        assert json.loads(capsys.readouterr().out)["error"] == "LockHeldError"
+        assert main(["consolidate", d, "--all", "--json"]) == 3  # skipped, reported
+        out = json.loads(capsys.readouterr().out)
+        assert out["locked"] == 1 and out["reports"][0]["status"] == "locked"
     assert main(["consolidate", d, "-n", "ns", "--rank", "8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["failed"] == 0 and out["reports"][0]["status"] == "consolidated"

@@ -211,8 +211,14 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
                 print(f"  note: {n}")
 
     failed = [r for r in reports if r.status == "kept_buffered"]
-    _emit(args, {"reports": [r.to_dict() for r in reports], "failed": len(failed)}, human)
-    return EXIT_FAILED if failed else EXIT_OK
+    locked = [r for r in reports if r.status == "locked"]
+    payload = {
+        "reports": [r.to_dict() for r in reports],
+        "failed": len(failed),
+        "locked": len(locked),
+    }
+    _emit(args, payload, human)
+    return EXIT_FAILED if failed else EXIT_LOCKED if locked else EXIT_OK
 
 
 def cmd_modules(args: argparse.Namespace) -> int:
