@@ -12,7 +12,8 @@ as a plain PEFT directory. What makes it fast:
   projection is a fifth of SmolLM2's weights and most positions are prompt.
 - Batches are length-bucketed (little padding), and the token prefix shared by every row of a
   batch (system prompt, the question's opening words) runs once; its KV cache is repeated over
-  the batch. That is exact, gradients included, and halves the tokens on PhoneBook.
+  the batch. That is exact, gradients included: on PhoneBook (61 tokens a row, 38 shared) a
+  batch of 16 runs 406 tokens instead of 976, and a step is 2.6x faster than a plain one.
 - Early stopping on teacher-forced recall: an example is recalled iff the argmax at every answer
   position is the answer token, i.e. what greedy decoding will produce. The training forward
   passes estimate it for free (up to one epoch stale); the exact eval pass (eval mode, inference
