@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._failpoints import failpoint
 from .._filelock import file_lock
 from .._fsutil import remove_path
 from ..errors import InvalidInputError
@@ -91,6 +92,7 @@ def _run(
     old_ids = [rid for m in previous for rid in m.record_ids]
     old = mem.get(namespace, ids=old_ids) if old_ids else []
     records = old + buffered
+    failpoint("selected")
     system = mem.config.generation.system_prompt
     examples, probes = build_examples(records, system)
 
@@ -106,9 +108,11 @@ def _run(
         device=mem.config.models.device,
     )
     result = train_lora(gen.path, examples, config, progress=progress)
+    failpoint("trained")
     module_id = registry.new_module_id()
     with tempfile.TemporaryDirectory(prefix=".train-", dir=mem.path) as tmp:
         adapter_dir = save_adapter(result, Path(tmp) / "adapter")
+        failpoint("saved")
         probe_recall = probe_exact_match(gen, (module_id, adapter_dir), probes, system)
         gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
         report = ConsolidationReport(
@@ -153,7 +157,10 @@ def _run(
             },
         )
         registry.commit_module(mem.path, namespace, adapter_dir, manifest)  # the commit
+    failpoint("committed")
     mark(mem, namespace, [r.id for r in buffered], module_id)
+    failpoint("marking")
+    failpoint("marked")
     for m in previous:  # their records now live in the new module
         mark(mem, namespace, list(m.record_ids), module_id)
         remove_path(registry.modules_root(mem.path, namespace) / m.module_id)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .._failpoints import failpoint
 from .._fsutil import fsync_dir, fsync_tree, remove_path
 from ..errors import BaseModelMismatchError, ModuleIntegrityError
 from ..store.namespaces import encode_namespace, pack_namespace
@@ -162,6 +163,7 @@ def commit_module(
         )
         (tmp / MANIFEST).write_text(sealed.to_json(), encoding="utf-8")
         fsync_tree(tmp)
+        failpoint("module_written")
         os.rename(tmp, final)  # the commit
         fsync_dir(root)
     except BaseException:
