@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +133,86 @@ class GenerationConfig:
 
 
 @dataclass
+class ConsolidationConfig:
+    mixture: str = field(
+        default="qa+original",
+        metadata={
+            "help": "Training data strategies joined by '+': original, qa, summary, rewrite "
+            "(or 'all'). Chosen by measurement: docs/benchmarks/mixtures.md."
+        },
+    )
+    writer: str = field(
+        default="local",
+        metadata={
+            "help": "Who writes synthetic data: 'local' (the base model) or 'none' (writer-free "
+            "strategies only). A LangChain chat model can be passed to consolidate(writer=...)."
+        },
+    )
+    rank: int = field(
+        default=0, metadata={"help": "LoRA rank of new modules; 0: the calibrated choice."}
+    )
+    capacity_tokens: dict[str, int] = field(
+        default_factory=dict,
+        metadata={"help": "rank -> knowledge tokens a module holds (`lora-memory calibrate`)."},
+    )
+    capacity_margin: float = field(
+        default=0.9, metadata={"help": "Fill calibrated modules to this share of capacity."}
+    )
+    target: float = field(
+        default=0.95, metadata={"help": "Probe exact match a module needs to be committed."}
+    )
+    drift_max: float = field(
+        default=0.25,
+        metadata={
+            "help": "Largest relative perplexity rise on the built-in control text (0.25 = "
+            "+25%) before a gentler retry, then keeping the records buffered."
+        },
+    )
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    max_steps: int = field(default=2000, metadata={"help": "Training steps per module."})
+
+    def __post_init__(self) -> None:
+        from .consolidation.mixture import parse_mixture_names
+
+        try:
+            parse_mixture_names(self.mixture)
+        except ValueError as e:
+            raise ConfigError(f"consolidation.mixture: {e}") from e
+        if self.writer not in {"local", "none"}:
+            raise ConfigError(
+                f"consolidation.writer must be 'local' or 'none', got {self.writer!r}"
+            )
+        if self.rank < 0:
+            raise ConfigError(f"consolidation.rank must be >= 0, got {self.rank}")
+        for key, value in self.capacity_tokens.items():
+            if not str(key).isdigit() or int(key) < 1 or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    "consolidation.capacity_tokens maps a rank to tokens, both positive ints; "
+                    f"got {key!r} = {value!r} (re-run `lora-memory calibrate`)"
+                )
+        if not 0.0 < self.capacity_margin <= 1.0:
+            raise ConfigError(
+                f"consolidation.capacity_margin must be in (0, 1], got {self.capacity_margin}"
+            )
+        if not 0.0 < self.target <= 1.0:
+            raise ConfigError(f"consolidation.target must be in (0, 1], got {self.target}")
+        if self.drift_max <= 0:
+            raise ConfigError(f"consolidation.drift_max must be > 0, got {self.drift_max}")
+        if self.lr <= 0 or self.max_steps < 1:
+            raise ConfigError("consolidation.lr must be > 0 and max_steps >= 1")
+
+    def capacity_table(self) -> dict[int, int]:
+        return {int(k): int(v) for k, v in self.capacity_tokens.items()}
+
+
+@dataclass
 class StoreConfig:
     """Everything ``lora-memory.toml`` holds."""
 
     models: ModelConfig = field(default_factory=ModelConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
     version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +239,7 @@ class StoreConfig:
                 "models": ModelConfig,
                 "buffer": BufferConfig,
                 "generation": GenerationConfig,
+                "consolidation": ConsolidationConfig,
             }[key]
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__}")
@@ -183,7 +258,12 @@ def _build_section(section_cls: type[Any], data: dict[str, Any], where: str) -> 
         if f is None:
             logger.warning("%s: unknown key %r ignored", where, key)
             continue
-        default = f.default
+        if f.default is not MISSING:
+            default: Any = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:  # pragma: no cover - every config field has a default
+            default = None
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # noqa: PLW2901 - TOML writes 1 for 1.0
         if default is not None and (

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -448,6 +448,48 @@ class LoRAMemory:
             except LockHeldError as e:
                 reports.append(ConsolidationReport(ns, "locked", notes=(str(e),)))
         return reports
+
+    def calibrate(
+        self, ranks: Sequence[int] = (4, 16), *, progress: bool = False, **options: Any
+    ) -> Any:
+        """Measure how many knowledge tokens a module of each rank holds; save it in the config.
+
+        A PhoneBook-style sweep on the configured base model (see
+        :func:`~lora_memory_plugin.consolidation.capacity.calibrate` for ``start_facts``,
+        ``max_facts``, ``target``, ``max_epochs``, ``max_minutes``, ``seed``, ``save``).
+        Consolidation then packs records into modules under that capacity. Returns a
+        ``CalibrationReport``.
+        """
+        from .consolidation.capacity import calibrate
+
+        try:
+            return calibrate(self, ranks, progress=progress, **options)
+        except TypeError as e:
+            raise InvalidInputError(f"unknown calibration option: {e}") from e
+
+    def update_config(self, **sections: Mapping[str, Any]) -> StoreConfig:
+        """Change saved settings, e.g. ``update_config(consolidation={"mixture": "all"})``.
+
+        Validated like the file (ConfigError names a bad key), written atomically under the
+        store's config lock, re-read first so a concurrent update is not lost.
+        """
+        from ._filelock import file_lock
+
+        with file_lock(self.path / "locks" / "config.lock", what="config update"):
+            data = load_config(self.path).to_dict()
+            for name, values in sections.items():
+                if name not in data or not isinstance(data[name], dict):
+                    raise InvalidInputError(f"unknown config section {name!r}")
+                if not isinstance(values, Mapping):
+                    raise InvalidTypeError(f"[{name}] values must be a mapping")
+                for key in values:
+                    if key not in data[name]:
+                        raise InvalidInputError(f"unknown key {key!r} in [{name}]")
+                data[name].update(values)
+            config = StoreConfig.from_dict(data, source="update_config")
+            save_config(self.path, config)
+        self.config = config
+        return config
 
     def modules(self, namespace: str) -> list[Any]:
         """The committed LoRA modules of ``namespace`` (manifests, oldest first)."""

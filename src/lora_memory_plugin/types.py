@@ -124,20 +124,27 @@ class ConsolidationReport:
 
     Attributes:
         namespace: the namespace.
-        status: 'consolidated', 'nothing_to_do', 'kept_buffered' (the gate failed) or
-            'locked' (another process holds the namespace; only with namespace=None).
+        status: 'consolidated' (every planned module committed), 'partial' (some were, the
+            others' records stay buffered), 'kept_buffered' (none passed the gate),
+            'nothing_to_do', or 'locked' (another process holds the namespace; only with
+            namespace=None).
         records_in: buffered records this run selected.
+        records_consolidated: of those, how many a committed module now holds.
         modules_created: ids of the modules committed by this run.
-        modules_replaced: ids of modules this run retrained into the new one and removed.
-        train_tokens, steps, seconds, tokens_per_second: training cost.
-        recall: teacher-forced recall on the module's QA examples after training.
-        probe_recall: exact-match recall of greedy generation on the probes (the gate).
+        modules_replaced: ids of modules this run extended (retrained into a new one) and removed.
+        train_tokens, steps, seconds, tokens_per_second: training cost (all modules).
+        recall: lowest teacher-forced recall of a committed module after training.
+        probe_recall: lowest greedy-generation exact match on a committed module's probes.
+        drift: highest relative perplexity rise on the control text (0.1 = +10%).
+        capacity: the module shape used: rank, alpha, tokens, budget, calibrated.
+        modules: one summary per planned module (records, tokens, steps, recall, drift, ...).
         notes: why something was skipped or kept buffered.
     """
 
     namespace: str
     status: str
     records_in: int = 0
+    records_consolidated: int = 0
     modules_created: tuple[str, ...] = ()
     modules_replaced: tuple[str, ...] = ()
     train_tokens: int = 0
@@ -146,6 +153,9 @@ class ConsolidationReport:
     tokens_per_second: float = 0.0
     recall: float | None = None
     probe_recall: float | None = None
+    drift: float | None = None
+    capacity: dict[str, Any] = field(default_factory=dict)
+    modules: tuple[dict[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``lora-memory``: init, add, search, ask, consolidate, modules, status, models pull.
+"""``lora-memory``: init, add, search, ask, consolidate, calibrate, modules, status, models pull.
 
 Exit codes (for cron): 0 done (or nothing to do), 1 failed, 2 bad usage, 3 a lock is held.
 ``--json`` prints one machine-readable object on stdout; human output and progress go to stderr
@@ -189,10 +189,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_consolidate(args: argparse.Namespace) -> int:
     mem = _open(args)
     options: dict[str, Any] = {"min_records": args.min_records}
-    if args.max_minutes is not None:
-        options["max_minutes"] = args.max_minutes
-    if args.rank is not None:
-        options["rank"] = args.rank
+    for name in ("max_minutes", "rank", "target", "max_steps", "mixture", "writer"):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = value
     ns = None if args.all else args.namespace
     reports = mem.consolidate(ns, progress=sys.stderr.isatty() and not args.json, **options)
 
@@ -203,14 +203,23 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
             line = f"{r.namespace!r}: {r.status}, {r.records_in} record(s) in"
             if r.modules_created:
                 line += (
-                    f", module {r.modules_created[0]}, {r.steps} steps, {r.seconds:.1f}s, "
-                    f"{r.tokens_per_second:.0f} tok/s, probe recall {r.probe_recall}"
+                    f", {r.records_consolidated} consolidated into {len(r.modules_created)} "
+                    f"module(s), {r.steps} steps, {r.seconds:.1f}s, "
+                    f"{r.tokens_per_second:.0f} tok/s"
                 )
             print(line)
+            for m in r.modules:
+                verb = "extends " + m["extends"] if m["extends"] else "new"
+                state = m["module_id"] if m["committed"] else "not committed"
+                print(
+                    f"  {state} ({verb}): {m['records']} records, {m['knowledge_tokens']} "
+                    f"tokens, {m['steps']} steps, probe recall {_pct(m['probe_recall'])}, "
+                    f"drift {_pct(m['drift'], signed=True)}"
+                )
             for n in r.notes:
                 print(f"  note: {n}")
 
-    failed = [r for r in reports if r.status == "kept_buffered"]
+    failed = [r for r in reports if r.status in ("kept_buffered", "partial")]
     locked = [r for r in reports if r.status == "locked"]
     payload = {
         "reports": [r.to_dict() for r in reports],
@@ -219,6 +228,51 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
     }
     _emit(args, payload, human)
     return EXIT_FAILED if failed else EXIT_LOCKED if locked else EXIT_OK
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    try:
+        ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
+    except ValueError as e:
+        raise InvalidInputError(f"--ranks takes comma-separated ints, got {args.ranks!r}") from e
+
+    def show(p: Any) -> None:
+        if not args.json:
+            print(
+                f"r={p.rank}: {p.facts} facts ({p.tokens} tokens) -> {p.recall:.1%} recall, "
+                f"{p.steps} steps, {p.seconds:.0f}s",
+                file=sys.stderr,
+            )
+
+    report = mem.calibrate(
+        ranks,
+        start_facts=args.start_facts,
+        max_facts=args.max_facts,
+        target=args.target,
+        max_minutes=args.max_minutes,
+        save=not args.dry_run,
+        progress=sys.stderr.isatty() and not args.json,
+        on_point=show,
+    )
+
+    def human() -> None:
+        for rank in ranks:
+            tokens = report.capacity_tokens.get(rank)
+            print(
+                f"r={rank}: "
+                + (f"{tokens} tokens at >= {report.target:.0%}" if tokens else "no size passed")
+            )
+        print("saved to the store config" if report.capacity_tokens and not args.dry_run else "")
+
+    _emit(args, report.to_dict(), human)
+    return EXIT_OK if report.capacity_tokens else EXIT_FAILED
 
 
 def cmd_modules(args: argparse.Namespace) -> int:
@@ -400,10 +454,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="training wall-time budget per namespace",
     )
-    sp.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16)")
+    sp.add_argument(
+        "--rank", type=int, default=None, help="LoRA rank of new modules (default: calibrated)"
+    )
+    sp.add_argument(
+        "--target", type=float, default=None, help="probe exact match a module needs (0-1)"
+    )
+    sp.add_argument("--max-steps", type=int, default=None, help="training steps per module")
+    sp.add_argument(
+        "--mixture", default=None, help="training data, e.g. qa+original, all (default: config)"
+    )
+    sp.add_argument(
+        "--writer",
+        choices=("local", "none"),
+        default=None,
+        help="synthetic-data writer: the local base model, or none (default: config)",
+    )
     sp.add_argument("--chroma-url", default=None, metavar="URL")
     sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_consolidate)
+
+    sp = sub.add_parser(
+        "calibrate",
+        help="measure how many knowledge tokens a module of each rank holds; save in the config",
+    )
+    sp.add_argument("dir", metavar="DIR", help="the store directory")
+    sp.add_argument("--ranks", default="4,16", help="comma-separated LoRA ranks (default 4,16)")
+    sp.add_argument("--start-facts", type=int, default=24, help="first sweep size (default 24)")
+    sp.add_argument("--max-facts", type=int, default=384, help="largest sweep size (default 384)")
+    sp.add_argument(
+        "--target", type=float, default=0.95, help="recall a size must reach (default 0.95)"
+    )
+    sp.add_argument("--max-minutes", type=float, default=None, help="wall-time budget")
+    sp.add_argument("--dry-run", action="store_true", help="measure only, do not save")
+    sp.add_argument("--chroma-url", default=None, metavar="URL")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp.set_defaults(func=cmd_calibrate)
 
     sp = sub.add_parser("modules", help="list the committed LoRA modules")
     sp.add_argument("dir", metavar="DIR", help="the store directory")

@@ -8,8 +8,8 @@ This module holds the strategies that need no generator model:
   exactly as ``ask`` prompts (same system prompt, same chat template);
 - ``original``: any other record trains as a plain passage (loss on every token).
 
-Generated strategies (atomic facts from turns, synthetic QA, summaries, rewrites) plug in here
-through a generator interface: see the consolidation issue.
+Generated strategies (atomic facts from turns, synthetic QA, summaries, rewrites) are in
+:mod:`.synth`, which falls back to this module when no writer model is configured.
 """
 
 from __future__ import annotations
@@ -47,15 +47,26 @@ def parse_qa(text: str) -> tuple[str, str] | None:
 def build_examples(
     records: Sequence[Record], system_prompt: str
 ) -> tuple[list[Example], list[Probe]]:
-    """Training examples and probes for ``records`` (QA-shaped -> qa, others -> original)."""
+    """Training examples and probes for ``records`` (QA-shaped -> qa, others -> original).
+
+    Only what a user said or a document holds is new knowledge: assistant, system and tool turns
+    (the agent's own recollections, injected context) are never trained on, and a user turn's
+    injected context block is cut first.
+    """
+    from .synth import strip_injected
+
     examples: list[Example] = []
     probes: list[Probe] = []
     for rec in records:
+        if rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user":
+            continue
         qa = parse_qa(rec.text)
         if qa is not None:
             question, answer = qa
             examples.append(Example.qa(question, answer, system=system_prompt))
             probes.append(Probe(question, answer, rec.id))
-        else:
-            examples.append(Example.text(rec.text))
+            continue
+        text = strip_injected(rec.text) if rec.metadata.get("kind") == "turn" else rec.text
+        if text.strip():
+            examples.append(Example.text(text))
     return examples, probes

@@ -1,20 +1,21 @@
-"""``consolidate``: buffered records -> a verified LoRA module, as a crash-safe transaction.
+"""``consolidate``: buffered records -> verified LoRA modules, as a crash-safe transaction.
 
 One run for one namespace, under that namespace's lock (``LockHeldError`` -> CLI exit 3):
 
-1. finish any interrupted marking: records listed by a committed module but still buffered;
+1. clean up: temp dirs of killed runs; finish any interrupted marking (records a committed
+   module lists but the buffer still shows as buffered);
 2. select the buffered records (records added during the run stay buffered for the next one);
-3. build training examples (:mod:`.data`) with the same system prompt and chat template that
-   ``ask`` uses;
-4. train one module on the namespace's records, old and new: the previous module is retrained
-   into the new one (the paper's rule: extend a module while it has room);
-5. gate: greedy generation on the module's probes must reach ``target`` exact match;
-6. commit the module directory by atomic rename, then mark the records, then remove the module it
-   replaced. A crash before the rename leaves the records buffered; after it, the next run
+3. plan modules by capacity (:mod:`.capacity`): extend the newest module while it has room
+   (retrained on its old records plus new ones), start new modules when it is full;
+4. per planned module: build training data (:mod:`.synth`: QA-shaped records as they are,
+   generated QA / summaries / rewrites from a writer model, original text), prompted with the
+   same system prompt and chat template that ``ask`` uses; train (:mod:`.trainer`);
+5. gate: base-model drift on a control text (:mod:`.drift`) -- over the limit, retrain once
+   with a gentler setting, then give up -- and greedy-generation exact match on the module's
+   probes must reach ``target``; a module that fails leaves its records buffered;
+6. commit the module directory by atomic rename, then mark its records, then remove the module
+   it replaced. A crash before the rename leaves the records buffered; after it, the next run
    finishes the marking from the manifest.
-
-Not here yet (see the consolidation issue): generated synthetic data (facts, QA, summaries),
-capacity calibration and module packing, the base-model drift check.
 """
 
 from __future__ import annotations
@@ -34,24 +35,41 @@ from ..registry import modules as registry
 from ..store.namespaces import encode_namespace
 from ..store.records import STATUS_BUFFERED, STATUS_CONSOLIDATED
 from ..types import ConsolidationReport
-from .data import Probe, build_examples
+from .capacity import (
+    BUILTIN_CAPACITY,
+    BUILTIN_RANK,
+    Capacity,
+    PlannedModule,
+    choose_capacity,
+    plan_modules,
+)
+from .data import Probe
 
 if TYPE_CHECKING:
     from ..memory import LoRAMemory
+    from .trainer import TrainResult
 
 logger = logging.getLogger(__name__)
+
+GENTLER_LR_FACTOR = 0.5  # the drift retry: half the learning rate, same step budget
 
 
 @dataclass
 class ConsolidationOptions:
-    """Per-run knobs (the store config gives the defaults)."""
+    """Per-run knobs; ``None`` takes the store config's ``[consolidation]`` value."""
 
     min_records: int = field(default=1, metadata={"help": "Do nothing below this many."})
     max_minutes: float | None = field(default=None, metadata={"help": "Training wall budget."})
-    target: float = field(default=1.0, metadata={"help": "Probe exact match the gate needs."})
-    rank: int = field(default=16, metadata={"help": "LoRA rank (until calibrate sets it)."})
-    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    max_steps: int = field(default=2000, metadata={"help": "Training step budget."})
+    target: float | None = field(default=None, metadata={"help": "Probe exact match to commit."})
+    rank: int | None = field(default=None, metadata={"help": "LoRA rank of new modules."})
+    lr: float | None = field(default=None, metadata={"help": "Peak learning rate."})
+    max_steps: int | None = field(default=None, metadata={"help": "Step budget per module."})
+    mixture: str | None = field(default=None, metadata={"help": "e.g. 'qa+original', 'all'."})
+    writer: Any = field(
+        default=None,
+        metadata={"help": "'local', 'none', a DataWriter or a LangChain BaseChatModel."},
+    )
+    drift_max: float | None = field(default=None, metadata={"help": "Relative ppl rise allowed."})
     seed: int = field(default=0, metadata={"help": "Seed for batching and LoRA init."})
 
     def __post_init__(self) -> None:
@@ -59,8 +77,36 @@ class ConsolidationOptions:
             raise InvalidInputError(f"min_records must be >= 1, got {self.min_records}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise InvalidInputError(f"max_minutes must be > 0, got {self.max_minutes}")
-        if not 0.0 < self.target <= 1.0:
+        if self.target is not None and not 0.0 < self.target <= 1.0:
             raise InvalidInputError(f"target must be in (0, 1], got {self.target}")
+        if self.rank is not None and self.rank < 1:
+            raise InvalidInputError(f"rank must be >= 1, got {self.rank}")
+        if self.lr is not None and self.lr <= 0:
+            raise InvalidInputError(f"lr must be > 0, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InvalidInputError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.drift_max is not None and self.drift_max <= 0:
+            raise InvalidInputError(f"drift_max must be > 0, got {self.drift_max}")
+        if self.mixture is not None:
+            from .mixture import parse_mixture_names
+
+            try:
+                parse_mixture_names(self.mixture)
+            except ValueError as e:
+                raise InvalidInputError(str(e)) from e
+
+
+@dataclass
+class _Settings:
+    """Options resolved against the store config."""
+
+    target: float
+    lr: float
+    max_steps: int
+    mixture: str
+    drift_max: float
+    capacity: Capacity
+    deadline: float | None
 
 
 def consolidate_namespace(
@@ -71,11 +117,27 @@ def consolidate_namespace(
         return _run(mem, namespace, options, progress)
 
 
+def resolve_capacity(mem: LoRAMemory, rank: int | None = None) -> Capacity:
+    """The module shape for new modules: calibrated when the store was calibrated."""
+    cc = mem.config.consolidation
+    table = cc.capacity_table()
+    rank = rank or cc.rank or None
+    if table:
+        return choose_capacity(table, rank, cc.capacity_margin, calibrated=True)
+    return choose_capacity(
+        BUILTIN_CAPACITY, rank or BUILTIN_RANK, cc.capacity_margin, calibrated=False
+    )
+
+
 def _run(
     mem: LoRAMemory, namespace: str, opts: ConsolidationOptions, progress: bool
 ) -> ConsolidationReport:
     t0 = time.perf_counter()
+    cc = mem.config.consolidation
     notes: list[str] = []
+    stale = registry.remove_stale_temp(mem.path, namespace, older_than=0)  # we hold the lock
+    if stale:
+        notes.append(f"removed {stale} temp dir(s) of an interrupted run")
     finished = finish_marking(mem, namespace)
     if finished:
         notes.append(f"finished marking {finished} record(s) of an interrupted run")
@@ -88,112 +150,305 @@ def _run(
             seconds=_since(t0),
             notes=(*notes, f"{len(buffered)} buffered record(s) < min_records={opts.min_records}"),
         )
-    previous = registry.list_modules(mem.path, namespace)
-    old_ids = [rid for m in previous for rid in m.record_ids]
-    old = mem.get(namespace, ids=old_ids) if old_ids else []
-    records = old + buffered
     failpoint("selected")
-    system = mem.config.generation.system_prompt
-    examples, probes = build_examples(records, system)
+    settings = _Settings(
+        target=opts.target if opts.target is not None else cc.target,
+        lr=opts.lr if opts.lr is not None else cc.lr,
+        max_steps=opts.max_steps if opts.max_steps is not None else cc.max_steps,
+        mixture=opts.mixture if opts.mixture is not None else cc.mixture,
+        drift_max=opts.drift_max if opts.drift_max is not None else cc.drift_max,
+        capacity=resolve_capacity(mem, opts.rank),
+        deadline=None if opts.max_minutes is None else t0 + opts.max_minutes * 60,
+    )
+    if not settings.capacity.calibrated:
+        notes.append(
+            f"capacity not calibrated for this store: using {settings.capacity.tokens} tokens "
+            f"a module at r={settings.capacity.rank} (run `lora-memory calibrate`)"
+        )
+    gen = mem.generator()
+    existing = registry.list_modules(mem.path, namespace)
+    old_ids = [rid for m in existing for rid in m.record_ids]
+    old = {r.id: r for r in mem.get(namespace, ids=old_ids)} if old_ids else {}
+    plans = plan_modules(existing, old, buffered, gen.count_tokens, settings.capacity)
+    writer = _resolve_writer(mem, opts.writer, settings.mixture)
 
+    outcomes: list[_Outcome] = []
+    for i, plan in enumerate(plans):
+        if settings.deadline is not None and time.perf_counter() > settings.deadline:
+            notes.append(
+                f"time budget spent: {len(plans) - i} planned module(s) left for the next run"
+            )
+            break
+        if progress and len(plans) > 1:
+            logger.info("module %d/%d: %d records", i + 1, len(plans), len(plan.records))
+        outcome = _build_module(
+            mem, namespace, plan, settings, writer=writer, seed=opts.seed, progress=progress
+        )
+        outcomes.append(outcome)
+        notes.extend(plan.notes)
+        notes.extend(outcome.notes)
+    return _report(namespace, buffered, outcomes, notes, capacity=settings.capacity, t0=t0)
+
+
+@dataclass
+class _Outcome:
+    plan: PlannedModule
+    committed: str | None = None
+    result: TrainResult | None = None
+    probe_recall: float | None = None
+    drift: float | None = None
+    synth: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _build_module(
+    mem: LoRAMemory,
+    namespace: str,
+    plan: PlannedModule,
+    s: _Settings,
+    *,
+    writer: Any,
+    seed: int,
+    progress: bool,
+) -> _Outcome:
+    from .synth import synthesize
     from .trainer import TrainConfig, save_adapter, train_lora
 
+    out = _Outcome(plan)
     gen = mem.generator()
-    config = TrainConfig(
-        rank=opts.rank,
-        lr=opts.lr,
-        max_steps=opts.max_steps,
-        seed=opts.seed,
-        max_seconds=None if opts.max_minutes is None else opts.max_minutes * 60,
-        device=mem.config.models.device,
-    )
-    result = train_lora(gen.path, examples, config, progress=progress)
-    failpoint("trained")
+    system = mem.config.generation.system_prompt
+    data = synthesize(plan.records, writer, s.mixture, system)
+    out.synth = data.stats
+    if not data.examples:
+        out.notes.append("no training examples could be made; records stay buffered")
+        return out
+    lr = s.lr
+    result = None
+    for attempt in range(2):
+        remaining = None if s.deadline is None else max(1.0, s.deadline - time.perf_counter())
+        config = TrainConfig(
+            rank=s.capacity.rank,
+            alpha=s.capacity.alpha,
+            lr=lr,
+            max_steps=s.max_steps,
+            seed=seed,
+            max_seconds=remaining,
+            device=mem.config.models.device,
+        )
+        result = train_lora(gen.path, data.examples, config, progress=progress)
+        failpoint("trained")
+        from .drift import measure_drift
+
+        drift = measure_drift(result.model, gen.tokenizer)
+        out.drift = drift["drift"]
+        if out.drift <= s.drift_max:
+            break
+        if attempt == 0:
+            out.notes.append(
+                f"drift {out.drift:+.1%} > {s.drift_max:.0%} at lr={lr:g}; retrying gentler "
+                f"(lr={lr * GENTLER_LR_FACTOR:g})"
+            )
+            lr *= GENTLER_LR_FACTOR
+            continue
+        out.result = result
+        out.notes.append(
+            f"drift {out.drift:+.1%} > {s.drift_max:.0%} after the gentler retry; "
+            f"{len(plan.new_ids)} record(s) stay buffered"
+        )
+        return out
+    assert result is not None
+    out.result = result
     module_id = registry.new_module_id()
-    with tempfile.TemporaryDirectory(prefix=".train-", dir=mem.path) as tmp:
+    root = registry.modules_root(mem.path, namespace)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{registry.TMP_PREFIX}train-", dir=root) as tmp:
         adapter_dir = save_adapter(result, Path(tmp) / "adapter")
         failpoint("saved")
-        probe_recall = probe_exact_match(gen, (module_id, adapter_dir), probes, system)
+        out.probe_recall = probe_exact_match(gen, (module_id, adapter_dir), data.probes, system)
         gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
-        report = ConsolidationReport(
-            namespace,
-            "consolidated",
-            records_in=len(buffered),
-            train_tokens=result.train_tokens,
-            steps=result.steps,
-            seconds=_since(t0),
-            tokens_per_second=result.tokens_per_second,
-            recall=result.recall,
-            probe_recall=probe_recall,
-        )
-        if probes and probe_recall is not None and probe_recall < opts.target:
-            return _replace(
-                report,
-                status="kept_buffered",
-                notes=(
-                    *notes,
-                    f"probe exact match {probe_recall:.1%} < target {opts.target:.0%} after "
-                    f"{result.steps} steps ({result.stopped_because}); records stay buffered",
-                ),
+        if data.probes and out.probe_recall is not None and out.probe_recall < s.target:
+            out.notes.append(
+                f"probe exact match {out.probe_recall:.1%} < target {s.target:.0%} after "
+                f"{result.steps} steps ({result.stopped_because}); "
+                f"{len(plan.new_ids)} record(s) stay buffered"
             )
+            return out
         manifest = registry.ModuleManifest(
             module_id=module_id,
             namespace=namespace,
-            record_ids=tuple(r.id for r in records),
+            record_ids=tuple(r.id for r in plan.records),
             base_model=result.base_model,
             base_fingerprint=base_fingerprint(gen),
             rank=config.rank,
             alpha=int(result.lora_config.lora_alpha),
             target_modules=_targets(result.lora_config),
-            knowledge_tokens=sum(gen.count_tokens(r.text) for r in records),
-            probes=tuple(p.to_dict() for p in probes),
+            knowledge_tokens=plan.tokens,
+            capacity_tokens=s.capacity.tokens,
+            probes=tuple(p.to_dict() for p in data.probes),
             metrics={
                 "recall": result.recall,
-                "probe_recall": probe_recall,
+                "probe_recall": out.probe_recall,
+                "drift": out.drift,
+                "lr": lr,
                 "steps": result.steps,
                 "seconds": result.seconds,
                 "train_tokens": result.train_tokens,
+                "tokens_per_second": result.tokens_per_second,
+                "examples": len(data.examples),
+                "mixture": s.mixture,
+                "synthetic": data.stats,
                 "stopped_because": result.stopped_because,
             },
         )
         registry.commit_module(mem.path, namespace, adapter_dir, manifest)  # the commit
     failpoint("committed")
-    mark(mem, namespace, [r.id for r in buffered], module_id)
+    mark(mem, namespace, plan.new_ids, module_id)
     failpoint("marking")
-    failpoint("marked")
-    for m in previous:  # their records now live in the new module
-        mark(mem, namespace, list(m.record_ids), module_id)
-        remove_path(registry.modules_root(mem.path, namespace) / m.module_id)
-        gen.forget_adapter(m.module_id)
-    return _replace(
-        report,
-        modules_created=(module_id,),
-        modules_replaced=tuple(m.module_id for m in previous),
+    if plan.extends is not None:  # its records now live in the new module
+        mark(mem, namespace, list(plan.extends.record_ids), module_id)
+        failpoint("marked")
+        remove_path(root / plan.extends.module_id)
+        gen.forget_adapter(plan.extends.module_id)
+    out.committed = module_id
+    return out
+
+
+def _report(
+    namespace: str,
+    buffered: list[Any],
+    outcomes: list[_Outcome],
+    notes: list[str],
+    *,
+    capacity: Capacity,
+    t0: float,
+) -> ConsolidationReport:
+    trained = [o for o in outcomes if o.result is not None]
+    committed = [o for o in outcomes if o.committed]
+    seconds = sum(o.result.seconds for o in trained if o.result is not None)
+    tokens = sum(o.result.train_tokens for o in trained if o.result is not None)
+    probes = [o.probe_recall for o in committed if o.probe_recall is not None]
+    drifts = [o.drift for o in trained if o.drift is not None]
+    recalls = [o.result.recall for o in committed if o.result and o.result.recall is not None]
+    if not outcomes:
+        status = "kept_buffered"
+    elif len(committed) == len(outcomes) and len(outcomes) > 0:
+        status = "consolidated"
+    elif committed:
+        status = "partial"
+    else:
+        status = "kept_buffered"
+    consolidated = sum(len(o.plan.new_ids) for o in committed)
+    return ConsolidationReport(
+        namespace,
+        status,
+        records_in=len(buffered),
+        records_consolidated=consolidated,
+        modules_created=tuple(o.committed for o in committed if o.committed),
+        modules_replaced=tuple(
+            o.plan.extends.module_id for o in committed if o.plan.extends is not None
+        ),
+        train_tokens=tokens,
+        steps=sum(o.result.steps for o in trained if o.result is not None),
         seconds=_since(t0),
+        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        recall=min(recalls) if recalls else None,
+        probe_recall=min(probes) if probes else None,
+        drift=max(drifts) if drifts else None,
+        capacity={
+            "rank": capacity.rank,
+            "alpha": capacity.alpha,
+            "tokens": capacity.tokens,
+            "budget": capacity.budget,
+            "calibrated": capacity.calibrated,
+        },
+        modules=tuple(_module_summary(o) for o in outcomes),
         notes=tuple(notes),
     )
 
 
+def _module_summary(o: _Outcome) -> dict[str, Any]:
+    r = o.result
+    return {
+        "module_id": o.committed,
+        "extends": o.plan.extends.module_id if o.plan.extends is not None else None,
+        "records": len(o.plan.records),
+        "new_records": len(o.plan.new_ids),
+        "knowledge_tokens": o.plan.tokens,
+        "steps": r.steps if r else 0,
+        "seconds": r.seconds if r else 0.0,
+        "train_tokens": r.train_tokens if r else 0,
+        "recall": r.recall if r else None,
+        "probe_recall": o.probe_recall,
+        "drift": o.drift,
+        "synthetic": o.synth,
+        "committed": o.committed is not None,
+    }
+
+
+def _resolve_writer(mem: LoRAMemory, writer: Any, mixture: str) -> Any:
+    """``None``/'local'/'none'/a DataWriter/a LangChain chat model -> a DataWriter or None."""
+    from .mixture import parse_mixture_names
+
+    names = parse_mixture_names(mixture)
+    if writer is None:
+        writer = mem.config.consolidation.writer
+    if writer == "none" or names == ("original",):
+        return None
+    from .writers import LangChainWriter, LocalWriter
+
+    if writer == "local":
+        return LocalWriter(mem.generator())
+    if hasattr(writer, "write") and hasattr(writer, "name"):
+        return writer
+    if hasattr(writer, "invoke") and hasattr(writer, "batch"):
+        return LangChainWriter(writer)
+    raise InvalidInputError(
+        "writer must be 'local', 'none', a DataWriter or a LangChain BaseChatModel; "
+        f"got {type(writer).__name__}"
+    )
+
+
 def finish_marking(mem: LoRAMemory, namespace: str) -> int:
-    """Mark records a committed module holds but the buffer still lists as buffered."""
-    done = 0
+    """Mark records a committed module holds but the buffer does not show as its own.
+
+    After a crash between the commit and the end of marking, a module's records may still be
+    buffered, or still point at the module the new one replaced (and which may still exist).
+    Each record belongs to the newest module that lists it; older modules whose records all
+    moved to a newer one are removed.
+    """
     modules = registry.list_modules(mem.path, namespace)
     if not modules:
         return 0
-    buffered = {r.id for r in mem.get(namespace, status=STATUS_BUFFERED)}
-    latest = modules[-1]
+    owner: dict[str, str] = {}
+    for m in modules:  # oldest first: the newest module listing a record wins
+        for rid in m.record_ids:
+            owner[rid] = m.module_id
+    records = {r.id: r for r in mem.get(namespace, ids=list(owner))}
+    pending: dict[str, list[str]] = {}
+    for rid, module_id in owner.items():
+        rec = records.get(rid)
+        if rec is None:
+            continue  # forgotten since; the module is rebuilt by forget
+        md = rec.metadata
+        if md.get("status") != STATUS_CONSOLIDATED or md.get("module_id") != module_id:
+            pending.setdefault(module_id, []).append(rid)
+    done = 0
+    for module_id, ids in pending.items():
+        mark(mem, namespace, ids, module_id)
+        done += len(ids)
+    live = set(owner.values())
+    root = registry.modules_root(mem.path, namespace)
     for m in modules:
-        pending = [rid for rid in m.record_ids if rid in buffered]
-        if pending:
-            mark(mem, namespace, pending, latest.module_id)
-            done += len(pending)
+        if m.module_id not in live:  # superseded: every record moved to a newer module
+            remove_path(root / m.module_id)
     return done
 
 
 def mark(mem: LoRAMemory, namespace: str, ids: list[str], module_id: str) -> None:
-    mem.buffer.update_metadata(
-        namespace, ids, {"status": STATUS_CONSOLIDATED, "module_id": module_id}
-    )
+    if ids:
+        mem.buffer.update_metadata(
+            namespace, ids, {"status": STATUS_CONSOLIDATED, "module_id": module_id}
+        )
 
 
 def probe_exact_match(
@@ -234,11 +489,15 @@ def _targets(lora_config: Any) -> tuple[str, ...] | str:
     return t if isinstance(t, str) else tuple(sorted(t))
 
 
-def _replace(report: ConsolidationReport, **changes: Any) -> ConsolidationReport:
-    from dataclasses import replace
-
-    return replace(report, **changes)
-
-
 def _since(t0: float) -> float:
     return time.perf_counter() - t0
+
+
+__all__ = [
+    "ConsolidationOptions",
+    "consolidate_namespace",
+    "finish_marking",
+    "mark",
+    "probe_exact_match",
+    "resolve_capacity",
+]

@@ -49,7 +49,7 @@ IGNORE = -100
 """Label of positions without loss (prompt and padding)."""
 EVAL_GATE = 0.5
 """The exact recall pass runs once the free in-training estimate reaches this share of target."""
-StopReason = Literal["target", "max_steps", "max_seconds"]
+StopReason = Literal["target", "max_steps", "max_epochs", "max_seconds"]
 
 
 @dataclass
@@ -70,6 +70,13 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
     max_steps: int = field(default=2000, metadata={"help": "Step budget."})
+    max_epochs: int | None = field(
+        default=60,
+        metadata={
+            "help": "Epoch budget for data without QA examples: passages have no recall to "
+            "stop on (QA data stops at target_recall or max_steps)."
+        },
+    )
     max_seconds: float | None = field(default=None, metadata={"help": "Wall-time budget."})
     target_recall: float = field(default=1.0, metadata={"help": "Stop at this QA recall."})
     eval_every_epochs: int = field(default=1, metadata={"help": "Check recall every N epochs."})
@@ -87,7 +94,7 @@ class TrainConfig:
         for name in ("rank", "lr", "batch_size", "max_steps", "eval_every_epochs"):
             if not getattr(self, name) > 0:
                 raise bad(name, "> 0")
-        for name in ("alpha", "max_seconds", "max_grad_norm"):
+        for name in ("alpha", "max_epochs", "max_seconds", "max_grad_norm"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "> 0 or None")
         for name in ("warmup_steps", "weight_decay"):
@@ -455,6 +462,9 @@ def _train(
             bar.set_postfix(loss=f"{loss_value:.3f}", recall=f"{history[-1][2]:.3f}")
             if history[-1][2] >= config.target_recall:
                 stop = "target"
+        text_only = not qa_items
+        if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
+            stop = "max_epochs"
     if qa_items and (not history or history[-1][0] != steps):
         history.append((steps, time.perf_counter() - t0, exact_recall()))
     seconds = time.perf_counter() - t0

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 8192
 _VERIFIED: set[tuple[str, int, int]] = set()
 _PROMPT_RESERVE = 64  # chat-template wrapper tokens around system + user
+_ROUTE_K = 3  # nearest consolidated records considered for routing
 
 
 def answer(
@@ -61,7 +62,7 @@ def answer(
     effective = mode
     adapter: tuple[str, Path] | None = None
     if mode in ("lora", "hybrid"):
-        adapter, why = _pick_module(mem, namespace, gen)
+        adapter, why = _pick_module(mem, namespace, gen, question)
         if adapter is None:
             notes.append(
                 f"mode {mode!r} answers from consolidated LoRA modules; {why}, so "
@@ -121,8 +122,16 @@ def answer(
     )
 
 
-def _pick_module(mem: LoRAMemory, namespace: str, gen: Any) -> tuple[tuple[str, Path] | None, str]:
-    """The namespace's module to answer with (the newest; routing across many is issue 4)."""
+def _pick_module(
+    mem: LoRAMemory, namespace: str, gen: Any, question: str
+) -> tuple[tuple[str, Path] | None, str]:
+    """The namespace's module to answer with.
+
+    One module: that one. Several: the module holding the consolidated buffer record nearest to
+    the question (each record names its module; max similarity, so a big module's many
+    near-misses do not outvote a small module's exact match); the newest module when no record
+    matches. A first router: ranked routing with confidence is the recall issue's.
+    """
     from ..consolidation.engine import base_fingerprint
     from ..errors import ModuleIntegrityError
     from ..registry import modules as registry
@@ -130,8 +139,17 @@ def _pick_module(mem: LoRAMemory, namespace: str, gen: Any) -> tuple[tuple[str, 
     found = registry.list_modules(mem.path, namespace)
     if not found:
         return None, f"namespace {namespace!r} has none yet (run `lora-memory consolidate`)"
-    newest = found[-1]
-    path = registry.modules_root(mem.path, namespace) / newest.module_id
+    chosen = found[-1]
+    if len(found) > 1:
+        by_id = {m.module_id: m for m in found}
+        votes: dict[str, float] = {}
+        for h in mem.search(namespace, question, k=_ROUTE_K, status="consolidated"):
+            mid = h.metadata.get("module_id")
+            if isinstance(mid, str) and mid in by_id:
+                votes[mid] = max(votes.get(mid, -1.0), h.score)
+        if votes:
+            chosen = by_id[max(votes, key=lambda m: votes[m])]
+    path = registry.modules_root(mem.path, namespace) / chosen.module_id
     weights = path / registry.ADAPTER_WEIGHTS
     try:
         st = weights.stat()
@@ -140,8 +158,8 @@ def _pick_module(mem: LoRAMemory, namespace: str, gen: Any) -> tuple[tuple[str, 
             registry.verify_module(path, base_fingerprint(gen))
             _VERIFIED.add(key)
     except OSError as e:
-        return None, f"module {newest.module_id} cannot be read ({e})"
+        return None, f"module {chosen.module_id} cannot be read ({e})"
     except ModuleIntegrityError as e:
-        logger.warning("module %s not used: %s", newest.module_id, e)
-        return None, f"module {newest.module_id} failed its integrity check ({e})"
-    return (newest.module_id, path), ""
+        logger.warning("module %s not used: %s", chosen.module_id, e)
+        return None, f"module {chosen.module_id} failed its integrity check ({e})"
+    return (chosen.module_id, path), ""

@@ -53,6 +53,8 @@ class ModuleManifest:
         base_fingerprint: sha256 identifying the base weights the adapter was trained on.
         rank, alpha, target_modules: the LoRA shape.
         knowledge_tokens: tokens of knowledge the module holds (for capacity planning).
+        capacity_tokens: the knowledge tokens a module of this rank holds at the gate's recall
+            (from ``lora-memory calibrate``, or the built-in estimate); 0 when unknown.
         probes: held-in questions with their expected answers (verification and routing).
         metrics: training and verification numbers (recall, drift, steps, seconds, ...).
         adapter_sha256: hash of ``adapter_model.safetensors`` (checked at load).
@@ -67,6 +69,7 @@ class ModuleManifest:
     alpha: int
     target_modules: tuple[str, ...] | str = "all-linear"
     knowledge_tokens: int = 0
+    capacity_tokens: int = 0
     probes: tuple[dict[str, str], ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0

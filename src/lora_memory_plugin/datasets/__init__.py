@@ -1,0 +1,1 @@
+"""Deterministic synthetic datasets (PhoneBook-style facts) for calibration, tests, benchmarks."""

@@ -1,0 +1,244 @@
+"""Capacity planning: the planner (pure), the capacity choice, the config section, the
+PhoneBook-style generator, calibration and multi-module consolidation on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_memory_plugin import ConfigError, InvalidInputError
+from lora_memory_plugin.config import StoreConfig
+from lora_memory_plugin.consolidation.capacity import (
+    BUILTIN_CAPACITY,
+    Capacity,
+    choose_capacity,
+    plan_modules,
+)
+from lora_memory_plugin.datasets.phonebook import phonebook
+from lora_memory_plugin.registry.modules import ModuleManifest
+from lora_memory_plugin.types import Record
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def rec(i: int, n_words: int = 10) -> Record:
+    return Record(f"r{i}", " ".join(["w"] * n_words), {})
+
+
+def manifest(mid: str, ids: list[str], tokens: int, rank: int = 16) -> ModuleManifest:
+    return ModuleManifest(
+        module_id=mid,
+        namespace="ns",
+        record_ids=tuple(ids),
+        base_model="m",
+        base_fingerprint="f",
+        rank=rank,
+        alpha=rank,
+        knowledge_tokens=tokens,
+    )
+
+
+CAP = Capacity(rank=16, alpha=16, tokens=50, budget=45, calibrated=True)
+
+
+def test_plan_packs_new_modules_under_the_budget():
+    plans = plan_modules([], {}, [rec(i) for i in range(10)], words, CAP)
+    assert [len(p.new_ids) for p in plans] == [4, 4, 2]  # 40 <= 45 < 50 tokens
+    assert all(p.tokens <= CAP.budget for p in plans)
+    assert [rid for p in plans for rid in p.new_ids] == [f"r{i}" for i in range(10)]
+    assert all(p.extends is None for p in plans)
+
+
+def test_plan_extends_the_newest_module_with_room_then_starts_new_ones():
+    old = manifest("m-1", ["o1", "o2"], tokens=20)
+    olds = {"o1": Record("o1", " ".join(["w"] * 10)), "o2": Record("o2", " ".join(["w"] * 10))}
+    plans = plan_modules([old], olds, [rec(i) for i in range(5)], words, CAP)
+    assert plans[0].extends is old
+    assert [r.id for r in plans[0].records] == ["o1", "o2", "r0", "r1"]  # old records first
+    assert plans[0].new_ids == ["r0", "r1"] and plans[0].tokens == 40
+    assert plans[1].extends is None and plans[1].new_ids == ["r2", "r3", "r4"]
+
+
+def test_plan_never_extends_a_full_module_or_one_of_another_rank():
+    full = manifest("m-1", ["o1"], tokens=45)
+    assert plan_modules([full], {}, [rec(0)], words, CAP)[0].extends is None
+    other = manifest("m-2", ["o1"], tokens=5, rank=4)
+    assert plan_modules([other], {}, [rec(0)], words, CAP)[0].extends is None
+
+
+def test_a_record_larger_than_a_module_gets_its_own_with_a_note():
+    plans = plan_modules([], {}, [rec(0), rec(1, 80), rec(2)], words, CAP)
+    assert [p.new_ids for p in plans] == [["r0"], ["r1"], ["r2"]]
+    assert "alone has 80 tokens" in plans[1].notes[0]
+
+
+def test_choose_capacity_prefers_token_efficient_ranks_and_applies_the_margin():
+    table = {4: 400, 16: 1200, 64: 2000}
+    cap = choose_capacity(table, None, 0.9, calibrated=True)
+    assert (cap.rank, cap.alpha, cap.tokens, cap.budget) == (4, 4, 400, 360)
+    assert choose_capacity(table, 16, 0.5, calibrated=True).budget == 600
+    scaled = choose_capacity(table, 8, 0.9, calibrated=True)  # not measured: scaled, flagged
+    assert scaled.tokens == 800 and not scaled.calibrated and scaled.budget == 800
+    builtin = choose_capacity(BUILTIN_CAPACITY, 16, 0.9, calibrated=False)
+    assert builtin.budget == builtin.tokens == BUILTIN_CAPACITY[16]
+    with pytest.raises(InvalidInputError):
+        choose_capacity({}, None, 0.9, calibrated=True)
+
+
+def test_consolidation_config_section_round_trips_and_validates():
+    cfg = StoreConfig.from_dict(
+        {"consolidation": {"capacity_tokens": {"4": 300}, "mixture": "all"}}
+    )
+    assert cfg.consolidation.capacity_table() == {4: 300}
+    again = StoreConfig.from_dict(cfg.to_dict())
+    assert again.consolidation == cfg.consolidation
+    for bad in (
+        {"mixture": "qa+poetry"},
+        {"capacity_tokens": {"four": 300}},
+        {"capacity_margin": 1.5},
+        {"writer": "gpt"},
+        {"capacity_tokens": []},
+    ):
+        with pytest.raises(ConfigError):
+            StoreConfig.from_dict({"consolidation": bad})
+
+
+def test_phonebook_generator_is_deterministic_and_distinct():
+    a, b = phonebook(300, seed=1), phonebook(300, seed=1)
+    assert a == b and a != phonebook(300, seed=2)
+    assert len({f.name for f in a}) == 300 and len({f.number for f in a}) == 300
+    f = a[0]
+    assert f.text == f"Question: What is the phone number of {f.name}? Answer: {f.number}"
+    with pytest.raises(ValueError, match="at most"):
+        phonebook(10**6)
+
+
+# ---- on the tiny model ---------------------------------------------------------------------
+
+FAST = {"lr": 1e-2, "max_steps": 300, "drift_max": 1e6}
+
+
+@pytest.fixture
+def backend() -> str:
+    return "embedded"
+
+
+@pytest.fixture
+def store(make_store, sharp_model_dir, one_thread):
+    return make_store(base_model=str(sharp_model_dir))
+
+
+def code_text(i: int) -> str:
+    return f"Question: What is the code of box {i}? Answer: {1000 + 37 * i}"
+
+
+def add_codes(store, n, start=0):
+    return store.add_turns("ns", [{"content": code_text(i)} for i in range(start, start + n)])
+
+
+def room_for(store, first: int, count: int) -> int:
+    """A capacity holding exactly records ``first .. first+count-1`` (tokens vary by digits)."""
+    return sum(store.generator().count_tokens(code_text(i)) for i in range(first, first + count))
+
+
+def test_consolidation_packs_records_into_several_modules_and_routes_answers(store):
+    cap = room_for(store, 0, 3)
+    assert room_for(store, 3, 2) <= cap < room_for(store, 0, 4)
+    store.update_config(consolidation={"capacity_tokens": {"16": cap}, "capacity_margin": 1.0})
+    ids = add_codes(store, 5)
+    [report] = store.consolidate("ns", **FAST)
+    assert report.status == "consolidated", report
+    assert len(report.modules_created) == 2 and report.records_consolidated == 5
+    assert report.capacity["calibrated"] and report.capacity["budget"] == cap
+    mods = store.modules("ns")
+    assert sorted(len(m.record_ids) for m in mods) == [2, 3]
+    assert all(m.capacity_tokens == cap and m.knowledge_tokens <= cap for m in mods)
+    owner = {rid: m.module_id for m in mods for rid in m.record_ids}
+    assert set(owner) == set(ids)
+    for r in store.get("ns", ids):
+        assert r.metadata["module_id"] == owner[r.id]
+    ans = store.ask("ns", "What is the code of box 4?", mode="lora", max_new_tokens=6)
+    assert ans.modules == (owner[ids[4]],)  # routed to the module holding that record
+
+
+def test_a_module_with_room_is_extended_and_a_full_one_is_not(store):
+    cap = room_for(store, 0, 3)
+    assert cap < room_for(store, 0, 4)
+    store.update_config(consolidation={"capacity_tokens": {"16": cap}, "capacity_margin": 1.0})
+    add_codes(store, 2)
+    [first] = store.consolidate("ns", **FAST)
+    add_codes(store, 2, start=2)
+    [second] = store.consolidate("ns", **FAST)
+    assert second.modules_replaced == first.modules_created  # 2 + 1 fits: extended
+    assert len(second.modules_created) == 2  # the 4th record starts a new module
+    assert sorted(len(m.record_ids) for m in store.modules("ns")) == [1, 3]
+    assert store.count("ns", status="buffered") == 0
+
+
+def scripted_drift(monkeypatch, values):
+    """Drift readings in order (the real measurement is tested in test_drift_is_measured...)."""
+    from lora_memory_plugin.consolidation import drift
+
+    seen = []
+
+    def fake(model, tokenizer, text=drift.CONTROL_TEXT):
+        seen.append(model)
+        d = values[len(seen) - 1]
+        return {"ppl_base": 10.0, "ppl_lora": 10.0 * (1 + d), "drift": d}
+
+    monkeypatch.setattr(drift, "measure_drift", fake)
+    return seen
+
+
+def test_drift_over_the_limit_retries_gentler_then_keeps_records_buffered(store, monkeypatch):
+    add_codes(store, 3)
+    seen = scripted_drift(monkeypatch, [0.5, 0.4])
+    [report] = store.consolidate("ns", **{**FAST, "drift_max": 0.25})
+    assert len(seen) == 2  # trained twice: the normal setting, then the gentler one
+    assert report.status == "kept_buffered" and store.modules("ns") == []
+    assert any("retrying gentler (lr=0.005)" in n for n in report.notes), report.notes
+    assert any("after the gentler retry" in n for n in report.notes)
+    assert report.drift == 0.4 and store.count("ns", status="buffered") == 3
+
+
+def test_a_gentler_retry_within_the_limit_is_committed(store, monkeypatch):
+    add_codes(store, 3)
+    scripted_drift(monkeypatch, [0.5, 0.1])
+    [report] = store.consolidate("ns", **{**FAST, "drift_max": 0.25})
+    assert report.status == "consolidated", report.notes
+    [module] = store.modules("ns")
+    assert module.metrics["drift"] == 0.1 and module.metrics["lr"] == FAST["lr"] / 2
+
+
+def test_drift_is_measured_against_the_base_with_the_adapter_disabled(sharp_model_dir, one_thread):
+    from lora_memory_plugin.consolidation.drift import measure_drift
+    from lora_memory_plugin.consolidation.trainer import Example, TrainConfig, train_lora
+    from lora_memory_plugin.generation.backend import Generator
+
+    gen = Generator(str(sharp_model_dir))
+    examples = [Example.text(code_text(i)) for i in range(4)]
+    fresh = train_lora(gen.path, examples, TrainConfig(max_steps=1, lr=1e-12))
+    d0 = measure_drift(fresh.model, gen.tokenizer)
+    assert d0["drift"] == pytest.approx(0.0, abs=1e-4)  # LoRA B starts at zero
+    trained = train_lora(gen.path, examples, TrainConfig(max_steps=30, lr=5e-2))
+    d1 = measure_drift(trained.model, gen.tokenizer)
+    assert d1["ppl_base"] == pytest.approx(d0["ppl_base"], rel=1e-4)
+    assert abs(d1["drift"]) > 1e-3 and trained.model.training is False
+
+
+def test_calibrate_measures_and_saves_capacity(store):
+    store.update_config(consolidation={"lr": 1e-2})
+    seen = []
+    report = store.calibrate(
+        [16], start_facts=2, max_facts=4, target=0.5, max_epochs=80, on_point=seen.append
+    )
+    assert seen == list(report.points) and report.points[0].facts == 2
+    assert report.points[0].recall >= 0.5, report  # 2 facts fit even the tiny model
+    passed = [p for p in report.points if p.recall >= 0.5]
+    assert report.capacity_tokens == {16: passed[-1].tokens}
+    assert store.config.consolidation.capacity_table() == {16: passed[-1].tokens}
+    reopened = type(store).open(store.path)
+    assert reopened.config.consolidation.capacity_table() == {16: passed[-1].tokens}
+    with pytest.raises(InvalidInputError):
+        store.calibrate([0])
