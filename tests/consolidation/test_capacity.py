@@ -242,3 +242,32 @@ def test_calibrate_measures_and_saves_capacity(store):
     assert reopened.config.consolidation.capacity_table() == {16: passed[-1].tokens}
     with pytest.raises(InvalidInputError):
         store.calibrate([0])
+
+
+def test_cli_calibrate_and_consolidate_options(store, capsys):
+    import json
+
+    from lora_memory_plugin.cli.main import main
+
+    d = str(store.path)
+    store.update_config(consolidation={"lr": 1e-2})
+    args = ["--ranks", "16", "--start-facts", "2", "--max-facts", "2", "--target", "0.5"]
+    args += ["--max-epochs", "80"]
+    assert main(["calibrate", d, *args, "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["capacity_tokens"]["16"] > 0 and out["points"][0]["facts"] == 2
+    assert type(store).open(d).config.consolidation.capacity_tokens == {}  # dry run: not saved
+    assert main(["calibrate", d, *args]) == 0
+    assert "r=16:" in capsys.readouterr().out
+    assert type(store).open(d).config.consolidation.capacity_table()[16] > 0
+    assert main(["calibrate", d, "--ranks", "x", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"] == "InvalidInputError"
+
+    add_codes(store, 2)
+    flags = ["--mixture", "original", "--writer", "none", "--target", "0.5", "--max-steps", "300"]
+    assert main(["consolidate", d, "-n", "ns", *flags]) == 0
+    text = capsys.readouterr().out
+    assert "'ns': consolidated, 2 record(s) in, 2 consolidated into 1 module(s)" in text
+    assert "probe recall" in text and "drift" in text
+    assert main(["consolidate", d, "-n", "ns", "--mixture", "poetry"]) == 1
+    assert "unknown strategy" in capsys.readouterr().err

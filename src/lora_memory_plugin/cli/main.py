@@ -256,6 +256,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         start_facts=args.start_facts,
         max_facts=args.max_facts,
         target=args.target,
+        max_epochs=args.max_epochs,
         max_minutes=args.max_minutes,
         save=not args.dry_run,
         progress=sys.stderr.isatty() and not args.json,
@@ -484,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-facts", type=int, default=384, help="largest sweep size (default 384)")
     sp.add_argument(
         "--target", type=float, default=0.95, help="recall a size must reach (default 0.95)"
+    )
+    sp.add_argument(
+        "--max-epochs", type=int, default=40, help="epochs a size may train (default 40)"
     )
     sp.add_argument("--max-minutes", type=float, default=None, help="wall-time budget")
     sp.add_argument("--dry-run", action="store_true", help="measure only, do not save")

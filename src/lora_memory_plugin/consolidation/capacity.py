@@ -210,6 +210,8 @@ def calibrate(
         raise InvalidInputError("need 1 <= start_facts <= max_facts")
     if not 0.0 < target <= 1.0:
         raise InvalidInputError(f"target must be in (0, 1], got {target}")
+    if max_epochs < 1 or (max_minutes is not None and max_minutes <= 0):
+        raise InvalidInputError("max_epochs must be >= 1 and max_minutes > 0")
     t0 = time.perf_counter()
     deadline = None if max_minutes is None else t0 + max_minutes * 60
     gen = mem.generator()
