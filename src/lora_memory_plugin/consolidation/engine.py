@@ -307,7 +307,7 @@ def _build_module(
     if plan.extends is not None:  # its records now live in the new module
         mark(mem, namespace, list(plan.extends.record_ids), module_id)
         failpoint("marked")
-        remove_path(root / plan.extends.module_id)
+        registry.remove_module(mem.path, namespace, plan.extends.module_id)
         gen.forget_adapter(plan.extends.module_id)
     out.committed = module_id
     return out
@@ -437,10 +437,9 @@ def finish_marking(mem: LoRAMemory, namespace: str) -> int:
         mark(mem, namespace, ids, module_id)
         done += len(ids)
     live = set(owner.values())
-    root = registry.modules_root(mem.path, namespace)
     for m in modules:
         if m.module_id not in live:  # superseded: every record moved to a newer module
-            remove_path(root / m.module_id)
+            registry.remove_module(mem.path, namespace, m.module_id)
     return done
 
 

@@ -175,6 +175,23 @@ def commit_module(
     return final
 
 
+def remove_module(store_dir: Path, namespace: str, module_id: str) -> None:
+    """Delete a module so that no crash can leave half of it listed.
+
+    The directory is first renamed to a temp name (atomic: the module is gone from listings at
+    once), then deleted; a kill during the delete leaves a temp dir that the next consolidation
+    removes (:func:`remove_stale_temp`).
+    """
+    root = modules_root(store_dir, namespace)
+    src = root / module_id
+    if not src.exists():
+        return
+    doomed = root / f"{TMP_PREFIX}rm-{module_id}-{os.getpid()}"
+    os.rename(src, doomed)
+    fsync_dir(root)
+    remove_path(doomed)
+
+
 def list_modules(store_dir: Path, namespace: str) -> list[ModuleManifest]:
     """The committed modules of a namespace, oldest first (temp and broken dirs are skipped)."""
     root = modules_root(store_dir, namespace)
