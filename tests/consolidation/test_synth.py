@@ -151,6 +151,7 @@ def test_user_turns_become_grounded_facts_then_qa() -> None:
     ]
     assert qa_of(result.examples) == [
         ("What is the user's locker code?", "4471"),
+        ("What is my locker code?", "4471"),  # how the user will ask the agent
         ("Where does the user live?", "Lyon"),
     ]
     assert result.stats["qa"] == {"made": 3, "kept": 2, "dropped_ungrounded": 1}

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._failpoints import failpoint
 from .._filelock import file_lock
-from .._fsutil import remove_path
 from ..errors import InvalidInputError
 from ..registry import modules as registry
 from ..store.namespaces import encode_namespace

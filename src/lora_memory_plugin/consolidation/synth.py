@@ -541,6 +541,20 @@ def _add_grounded_qa(run: _Run, src: _Source, question: str, answer: str, basis:
         answer = _trim_answer(answer)
         src.out.setdefault("qa", []).append(Example.qa(question, answer, system=run.system))
         src.probes.append(Probe(question, answer, src.record.id))
+        mine = first_person(question) if src.kind == "turn" else question
+        if mine != question:  # the user asks the agent "What is my ...?", not "the user's"
+            src.out["qa"].append(Example.qa(mine, answer, system=run.system))
+
+
+_USERS = re.compile(r"\bthe user's\b", re.I)
+
+
+def first_person(question: str) -> str:
+    """The question as the user would ask it: "What is the user's code?" -> "What is my code?"
+
+    Possessives only: the rest of "the user" needs grammar a regex does not have.
+    """
+    return _USERS.sub("my", question)
 
 
 def _trim_answer(answer: str) -> str:
