@@ -303,8 +303,9 @@ def _build_module(
     failpoint("committed")
     mark(mem, namespace, plan.new_ids, module_id)
     failpoint("marking")
-    if plan.extends is not None:  # its records now live in the new module
-        mark(mem, namespace, list(plan.extends.record_ids), module_id)
+    if plan.extends is not None:  # its records (those still stored) now live in the new one
+        fresh = set(plan.new_ids)
+        mark(mem, namespace, [r.id for r in plan.records if r.id not in fresh], module_id)
         failpoint("marked")
         registry.remove_module(mem.path, namespace, plan.extends.module_id)
         gen.forget_adapter(plan.extends.module_id)
@@ -450,17 +451,24 @@ def mark(mem: LoRAMemory, namespace: str, ids: list[str], module_id: str) -> Non
 
 
 def probe_exact_match(
-    gen: Any, adapter: tuple[str, Path], probes: list[Probe], system: str
+    gen: Any, adapter: tuple[str, Path], probes: list[Probe], system: str, batch_size: int = 16
 ) -> float | None:
-    """Share of probes whose greedy answer (with the adapter) contains the expected answer."""
+    """Share of probes whose greedy answer (with the adapter) contains the expected answer.
+
+    Batched (``Generator.chat_many``): the gate asks every probe, one ``generate`` per batch.
+    """
     if not probes:
         return None
-    hits = 0
-    for p in probes:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": p.question}]
-        budget = gen.count_tokens(p.answer) + 8
-        out = gen.chat(messages, max_new_tokens=budget, adapter=adapter)
-        hits += p.answer.strip().lower() in out.text.strip().lower()
+    messages = [
+        [{"role": "system", "content": system}, {"role": "user", "content": p.question}]
+        for p in probes
+    ]
+    budget = max(gen.count_tokens(p.answer) for p in probes) + 8
+    outs = gen.chat_many(messages, max_new_tokens=budget, batch_size=batch_size, adapter=adapter)
+    hits = sum(
+        p.answer.strip().lower() in out.text.strip().lower()
+        for p, out in zip(probes, outs, strict=True)
+    )
     return hits / len(probes)
 
 

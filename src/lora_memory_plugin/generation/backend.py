@@ -146,8 +146,10 @@ class Generator:
         messages_list: Sequence[list[dict[str, str]]],
         max_new_tokens: int = 64,
         batch_size: int = 8,
+        adapter: tuple[str, Path] | None = None,
     ) -> list[Generation]:
-        """Greedy answers of the bare base model (no adapter) to many prompts, in input order.
+        """Greedy answers to many prompts, in input order; the bare base model unless
+        ``adapter=(module_id, dir)`` names a LoRA module (as in :meth:`chat`).
 
         Synthetic-data writing sends dozens of short prompts; one ``generate`` call per batch is
         several times faster than one call each. Prompts are sorted by length before batching (less
@@ -163,12 +165,14 @@ class Generator:
         results: dict[int, Generation] = {}
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            gens = self._generate_batch([ids[i] for i in rows], max_new_tokens)
+            gens = self._generate_batch([ids[i] for i in rows], max_new_tokens, adapter)
             results.update(zip(rows, gens, strict=True))
         return [results[i] for i in range(len(ids))]
 
-    def _generate_batch(self, rows: list[list[int]], max_new_tokens: int) -> list[Generation]:
-        """One left-padded ``generate`` call of the bare base model over token-id rows."""
+    def _generate_batch(
+        self, rows: list[list[int]], max_new_tokens: int, adapter: tuple[str, Path] | None
+    ) -> list[Generation]:
+        """One left-padded ``generate`` call over token-id rows."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -179,7 +183,7 @@ class Generator:
         )
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
-            self._use_adapter(None)
+            self._use_adapter(adapter)
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attn,
