@@ -41,18 +41,17 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _env import base_environment  # benchmarks/ is on sys.path when a script runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "datasets" / "phonebook"
@@ -722,30 +721,6 @@ def bench_throughput(cfg: Config) -> dict[str, Any]:
 
 
 # ---- environment -----------------------------------------------------------------------------
-def _command_output(cmd: Sequence[str]) -> str:
-    try:
-        proc = subprocess.run(
-            list(cmd), cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return proc.stdout.strip()
-
-
-def _cpu_model() -> str:
-    for line in _command_output(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def environment() -> dict[str, Any]:
     import torch
 
@@ -753,19 +728,12 @@ def environment() -> dict[str, Any]:
 
     device = resolve_device("auto")
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
-    uname = platform.uname()
     return {
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
+        **base_environment(PACKAGES),
         "usable_cores": _cores(),
         "torch_threads": torch.get_num_threads(),
         "device": device.type,
         "gpu": gpu,
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "python": platform.python_version(),
-        "packages": {p: _version(p) for p in PACKAGES},
-        "git_commit": _command_output(["git", "rev-parse", "HEAD"]) or "unknown",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "loadavg": list(os.getloadavg()),
     }
 

@@ -31,23 +31,21 @@ Writes ``<out>/write_path.json`` (config, environment, every raw number) and
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _env import base_environment  # benchmarks/ is on sys.path when a script runs
 from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -508,46 +506,13 @@ def bench_search(
 
 
 # ---- environment + report --------------------------------------------------------------------
-def _command_output(cmd: Sequence[str]) -> str:
-    """stdout of ``cmd`` run in the repo root, or '' if it cannot run."""
-    try:
-        proc = subprocess.run(
-            list(cmd), cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return proc.stdout.strip()
-
-
-def _cpu_model() -> str:
-    for line in _command_output(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def environment() -> dict[str, Any]:
     import torch
 
-    uname = platform.uname()
     return {
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
+        **base_environment(PACKAGES),
         "processor": platform.processor(),
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "packages": {p: _version(p) for p in PACKAGES},
         "torch_threads": torch.get_num_threads(),
-        "git_commit": _command_output(["git", "rev-parse", "HEAD"]) or "unknown",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_start": list(os.getloadavg()),
     }
 

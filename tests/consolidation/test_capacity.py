@@ -119,16 +119,6 @@ def test_phonebook_generator_is_deterministic_and_distinct():
 FAST = {"lr": 1e-2, "max_steps": 300, "drift_max": 1e6}
 
 
-@pytest.fixture
-def backend() -> str:
-    return "embedded"
-
-
-@pytest.fixture
-def store(make_store, sharp_model_dir, one_thread):
-    return make_store(base_model=str(sharp_model_dir))
-
-
 def code_text(i: int) -> str:
     return f"Question: What is the code of box {i}? Answer: {1000 + 37 * i}"
 

@@ -14,17 +14,6 @@ FACTS = [
 FAST = {"lr": 1e-2, "rank": 16, "max_steps": 400}
 
 
-@pytest.fixture
-def backend() -> str:
-    return "embedded"
-
-
-@pytest.fixture
-def store(make_store, sharp_model_dir, one_thread):
-    """A store answering with the sharpened tiny model (see conftest), on one thread."""
-    return make_store(base_model=str(sharp_model_dir))
-
-
 def add_facts(store, facts):
     return store.add_turns("ns", [{"content": f"Question: {q} Answer: {a}"} for q, a in facts])
 

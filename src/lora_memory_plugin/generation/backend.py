@@ -120,26 +120,8 @@ class Generator:
         adapter: tuple[str, Path] | None = None,
     ) -> Generation:
         """Greedy answer to ``messages``; with ``adapter=(module_id, dir)`` that LoRA is active."""
-        import torch
-
-        prompt = self.render(messages)
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        input_ids = enc["input_ids"].to(self.device)
-        attn = enc["attention_mask"].to(self.device)
-        t0 = time.perf_counter()
-        with self._lock, torch.inference_mode():
-            self._use_adapter(adapter)
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attn,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        seconds = time.perf_counter() - t0
-        new = out[0, input_ids.shape[1] :]
-        text = str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
-        return Generation(text, int(input_ids.shape[1]), int(new.shape[0]), seconds)
+        ids = list(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+        return self._generate_batch([ids], max_new_tokens, adapter)[0]
 
     def chat_many(
         self,
