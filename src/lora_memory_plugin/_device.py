@@ -61,16 +61,22 @@ def resolve_dtype(dtype: str, device: torch.device) -> Any:
 
 
 class quiet_loading:  # noqa: N801 - used like a function: `with quiet_loading():`
-    """Silence transformers' per-load progress bars ("Loading weights") inside a library call."""
+    """Silence transformers' per-load progress bars ("Loading weights") and load reports inside
+    a library call. Loading a second LoRA module prints a LOAD REPORT listing the first module's
+    weights as "MISSING ... newly initialized": each adapter file holds only its own weights, and
+    the others stay as they were (checked), so the report is noise to our users."""
 
     def __enter__(self) -> None:
         from transformers.utils import logging as hf_logging
 
         self._was = hf_logging.is_progress_bar_enabled()
+        self._verbosity = hf_logging.get_verbosity()
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
     def __exit__(self, *exc: object) -> None:
         from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity(self._verbosity)
         if self._was:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +200,9 @@ class Generator:
             return
         name, path = adapter
         if name not in loaded:
-            with _quiet():
+            with _quiet(), warnings.catch_warnings():
+                # peft: "Already found a peft_config attribute": several modules, on purpose
+                warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
                 self.model.load_adapter(str(path), adapter_name=name)
             loaded.add(name)
             self._adapters = loaded
