@@ -105,7 +105,7 @@ def plan_modules(
     """
     plans: list[PlannedModule] = []
     current: PlannedModule | None = None
-    open_module = _open_module(existing, capacity)
+    open_module = open_module_for(existing, capacity)
     if open_module is not None:
         held = [old_records[rid] for rid in open_module.record_ids if rid in old_records]
         current = PlannedModule(
@@ -134,7 +134,9 @@ def plan_modules(
     return plans
 
 
-def _open_module(existing: Sequence[ModuleManifest], capacity: Capacity) -> ModuleManifest | None:
+def open_module_for(
+    existing: Sequence[ModuleManifest], capacity: Capacity
+) -> ModuleManifest | None:
     """The newest module that still has room at ``capacity`` (same rank), if any."""
     for m in reversed(existing):
         if m.rank != capacity.rank:

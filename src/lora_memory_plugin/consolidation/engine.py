@@ -40,6 +40,7 @@ from .capacity import (
     Capacity,
     PlannedModule,
     choose_capacity,
+    open_module_for,
     plan_modules,
 )
 from .data import Probe
@@ -166,7 +167,8 @@ def _run(
         )
     gen = mem.generator()
     existing = registry.list_modules(mem.path, namespace)
-    old_ids = [rid for m in existing for rid in m.record_ids]
+    extend = open_module_for(existing, settings.capacity)  # the only module retrained
+    old_ids = list(extend.record_ids) if extend is not None else []
     old = {r.id: r for r in mem.get(namespace, ids=old_ids)} if old_ids else {}
     plans = plan_modules(existing, old, buffered, gen.count_tokens, settings.capacity)
     writer = _resolve_writer(mem, opts.writer, settings.mixture)
