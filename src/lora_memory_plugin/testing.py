@@ -1,0 +1,82 @@
+"""Test helpers for code built on lora-memory (our tests and the framework integrations').
+
+``build_tiny_model(path)`` writes a 2-layer Llama (SmolLM2's architecture, hidden size 32) with
+a small BPE tokenizer and a ChatML template: a base model that loads in well under a second and
+needs no download, for tests of the plumbing (not of recall). ``sharpen_model(src, dst)`` scales
+its final norm so an adapter can make it confident (a random 32-dim model's logits stay within
+about +-0.6), which consolidation tests need to pass a probe gate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["build_tiny_model", "sharpen_model"]
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "My locker code is 4471. What is the phone number of Alice? Answer: 603-556-7631.",
+    "The quick brown fox jumps over the lazy dog. Question: where does Bob live? Lyon.",
+    "system user assistant memory notes question answer helpful brief exact",
+] * 20
+
+
+def build_tiny_model(path: Path) -> Path:
+    """Write a 2-layer Llama (SmolLM2's architecture), a small BPE tokenizer, ChatML template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHATML
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def sharpen_model(src: Path, dst: Path, scale: float = 10.0) -> Path:
+    """Copy the model at ``src`` to ``dst`` with its final norm weight scaled by ``scale``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(scale)
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
