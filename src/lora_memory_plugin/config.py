@@ -133,6 +133,43 @@ class GenerationConfig:
 
 
 @dataclass
+class RoutingConfig:
+    top_k: int = field(
+        default=16, metadata={"help": "Nearest routing keys that vote for their modules."}
+    )
+    min_score: float = field(
+        default=0.35,
+        metadata={"help": "Below this best-key cosine similarity no module answers (rag instead)."},
+    )
+    temperature: float = field(
+        default=0.05,
+        metadata={"help": "Softmax temperature turning key scores into module confidence."},
+    )
+    split_below: float = field(
+        default=0.6,
+        metadata={
+            "help": "Top module confidence under this: competing modules' records join the "
+            "context (hybrid) instead of a blind pick."
+        },
+    )
+    max_resident: int = field(
+        default=32, metadata={"help": "LoRA modules kept loaded per process (LRU beyond)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"routing.top_k must be >= 1, got {self.top_k}")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"routing.min_score must be in [-1, 1], got {self.min_score}")
+        if self.temperature <= 0:
+            raise ConfigError(f"routing.temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.split_below <= 1.0:
+            raise ConfigError(f"routing.split_below must be in [0, 1], got {self.split_below}")
+        if self.max_resident < 1:
+            raise ConfigError(f"routing.max_resident must be >= 1, got {self.max_resident}")
+
+
+@dataclass
 class ConsolidationConfig:
     mixture: str = field(
         default="qa+original",
@@ -213,6 +250,7 @@ class StoreConfig:
     buffer: BufferConfig = field(default_factory=BufferConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,6 +278,7 @@ class StoreConfig:
                 "buffer": BufferConfig,
                 "generation": GenerationConfig,
                 "consolidation": ConsolidationConfig,
+                "routing": RoutingConfig,
             }[key]
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__}")

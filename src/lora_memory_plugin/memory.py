@@ -27,7 +27,15 @@ from .errors import (
     LoraMemoryError,
     StoreError,
 )
-from .types import Answer, ConsolidationReport, Hit, NamespaceStatus, Record, StoreStatus
+from .types import (
+    Answer,
+    ConsolidationReport,
+    Hit,
+    NamespaceStatus,
+    Recall,
+    Record,
+    StoreStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +80,7 @@ class LoRAMemory:
     """
 
     def __init__(self, path: Path, config: StoreConfig, provider: Any, chroma_url: str) -> None:
+        from .routing import RoutingIndex
         from .store.buffer import Buffer
         from .store.embedder import MiniLMEmbeddingFunction
 
@@ -83,6 +92,7 @@ class LoRAMemory:
             model_path=None if emb == "default" else emb, device=config.models.device
         )
         self._buffer = Buffer(provider, self.embedder)
+        self._routing = RoutingIndex(path, provider, self._buffer)
 
     # ---- opening -----------------------------------------------------------------------
     @classmethod
@@ -417,6 +427,68 @@ class LoRAMemory:
         ns = self._ns(namespace)
         return answer(self, ns, question, mode, k=k, max_new_tokens=max_new_tokens)
 
+    def ask_many(
+        self,
+        namespace: str | Sequence[str],
+        questions: Sequence[str],
+        mode: str = "hybrid",
+        *,
+        k: int | None = None,
+        max_new_tokens: int | None = None,
+        batch_size: int = 16,
+    ) -> list[Answer]:
+        """Answer many questions at once; ``namespace`` is one name or one per question.
+
+        Each question is routed on its own; generation then runs in batches of ``batch_size``
+        rows where every row carries its own module (or none), so questions routed to different
+        modules or namespaces share one forward pass instead of one adapter swap each.
+        """
+        from .generation.answer import answer_many
+
+        if isinstance(questions, str):
+            raise InvalidTypeError("questions must be a list of str, not one str")
+        if isinstance(namespace, str):
+            namespaces = [self._ns(namespace)] * len(questions)
+        else:
+            namespaces = [self._ns(n) for n in namespace]
+            if len(namespaces) != len(questions):
+                raise InvalidInputError(
+                    f"{len(namespaces)} namespaces for {len(questions)} questions: give one "
+                    "namespace, or one per question"
+                )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        return answer_many(
+            self,
+            namespaces,
+            questions,
+            mode,
+            k=k,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+
+    def recall(self, namespace: str, query: str, *, max_new_tokens: int | None = None) -> Recall:
+        """What the consolidated modules of ``namespace`` recall for ``query``.
+
+        The query is routed to the namespace's best-matching module and answered by the base
+        model with that module and no retrieved text. ``Recall.text`` is '' and ``confidence``
+        0.0 when no module matches (nothing consolidated, or nothing close enough).
+        """
+        from .generation.answer import recall
+
+        return recall(self, self._ns(namespace), query, max_new_tokens=max_new_tokens)
+
+    def route(self, namespace: str, query: str) -> Any:
+        """The routing decision for ``query``: ranked modules (best-key score, confidence,
+        votes), the chosen module and the reason (a ``RouteDecision``)."""
+        from .generation.answer import route_question
+        from .store.records import check_text
+
+        ns = self._ns(namespace)
+        query = check_text(query, what="query", limit=MAX_QUERY_CHARS)
+        return route_question(self, ns, query)
+
     # ---- consolidation -----------------------------------------------------------------
     def consolidate(
         self, namespace: str | None = None, *, progress: bool = False, **options: Any
@@ -507,9 +579,17 @@ class LoRAMemory:
     anamespaces = _async_twin(namespaces)
     astatus = _async_twin(status)
     aask = _async_twin(ask)
+    aask_many = _async_twin(ask_many)
+    arecall = _async_twin(recall)
+    aroute = _async_twin(route)
     aconsolidate = _async_twin(consolidate)
 
     # ---- internals ---------------------------------------------------------------------
+    @property
+    def routing(self) -> Any:
+        """The :class:`~lora_memory_plugin.routing.RoutingIndex` (advanced use)."""
+        return self._routing
+
     @property
     def buffer(self) -> Any:
         """The underlying :class:`~lora_memory_plugin.store.buffer.Buffer` (advanced use)."""
@@ -556,7 +636,9 @@ class LoRAMemory:
         from .generation.backend import get_generator
 
         m = self.config.models
-        return get_generator(m.base_model, m.device, m.dtype)
+        gen = get_generator(m.base_model, m.device, m.dtype)
+        gen.max_resident = self.config.routing.max_resident
+        return gen
 
 
 def _check_time(created_at: object) -> float:

@@ -54,6 +54,9 @@ class Answer:
         requested_mode: the mode the caller asked for.
         notes: human-readable remarks, e.g. why a mode fell back to another.
         new_tokens: tokens generated.
+        confidence: the router's confidence in the module that answered (0 without one).
+        route: the routing decision for lora/hybrid modes (candidates with scores,
+            confidences and votes, the chosen module, the reason), as a dict; else None.
     """
 
     text: str
@@ -65,6 +68,8 @@ class Answer:
     requested_mode: str = ""
     notes: tuple[str, ...] = ()
     new_tokens: int = 0
+    confidence: float = 0.0
+    route: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,11 +77,20 @@ class Answer:
 
 @dataclass(frozen=True)
 class Recall:
-    """What the parametric memory recalls for a query (filled by the recall issue)."""
+    """What the parametric memory recalls for a query (:meth:`LoRAMemory.recall`).
+
+    Attributes:
+        text: the routed module's answer with no buffer text in the prompt ('' when no module
+            matched the query).
+        modules: the module(s) that answered.
+        confidence: the router's confidence in them (0.0 when none answered).
+        reason: why these modules (or why none).
+    """
 
     text: str
     modules: tuple[str, ...] = ()
     confidence: float = 0.0
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -181,9 +181,29 @@ def cmd_ask(args: argparse.Namespace) -> int:
         )
         for n in ans.notes:
             print(f"-- note: {n}", file=sys.stderr)
+        if args.explain:
+            _print_route(ans)
 
-    _emit(args, ans.to_dict(), human)
+    out = ans.to_dict()
+    if out.get("route") and not args.explain:
+        out["route"].pop("keys", None)
+    _emit(args, out, human)
     return EXIT_OK
+
+
+def _print_route(ans: Any) -> None:
+    route = ans.route
+    if route is None:
+        print(f"-- route: none (mode {ans.requested_mode} does not route)", file=sys.stderr)
+        return
+    chosen = ", ".join(route["chosen"]) or "no module"
+    print(f"-- route: {chosen} ({route['reason'] or 'n/a'})", file=sys.stderr)
+    for c in route["candidates"][:5]:
+        print(
+            f"--   {c['module_id']}: best key {c['score']:.3f}, confidence "
+            f"{c['confidence']:.3f}, {c['votes']} of the nearest keys; key: {c['best_key'][:80]!r}",
+            file=sys.stderr,
+        )
 
 
 def cmd_consolidate(args: argparse.Namespace) -> int:
@@ -281,6 +301,8 @@ def cmd_modules(args: argparse.Namespace) -> int:
     names = [args.namespace] if args.namespace else mem.namespaces()
     rows = []
     for ns in names:
+        if args.explain:
+            mem.routing.sync(ns)
         for m in mem.modules(ns):
             rows.append(
                 {
@@ -294,6 +316,9 @@ def cmd_modules(args: argparse.Namespace) -> int:
                     "base_model": m.base_model,
                 }
             )
+            if args.explain:
+                rows[-1]["routing_keys"] = mem.routing.count(ns).get(m.module_id, 0)
+                rows[-1]["probe_questions"] = [p["question"] for p in m.probes[:3]]
 
     def human() -> None:
         if not rows:
@@ -303,6 +328,10 @@ def cmd_modules(args: argparse.Namespace) -> int:
                 f"{r['namespace']!r} {r['module_id']}: {r['records']} records, rank "
                 f"{r['rank']}, {r['knowledge_tokens']} tokens, probe recall {r['probe_recall']}"
             )
+            if args.explain:
+                print(f"    routing keys: {r['routing_keys']}; routes e.g.:")
+                for q in r["probe_questions"]:
+                    print(f"      {q[:100]}")
 
     _emit(args, {"modules": rows}, human)
     return EXIT_OK
@@ -432,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
     sp.add_argument("--max-new-tokens", type=int, default=None)
+    sp.add_argument(
+        "--explain",
+        action="store_true",
+        help="show the routing decision: candidate modules, key scores, confidence, why",
+    )
     sp.set_defaults(func=cmd_ask)
 
     sp = sub.add_parser(
@@ -500,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", "--namespace", default=None, metavar="NS")
     sp.add_argument("--chroma-url", default=None, metavar="URL")
     sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp.add_argument(
+        "--explain", action="store_true", help="show each module's routing keys and questions"
+    )
     sp.set_defaults(func=cmd_modules)
 
     sp = sub.add_parser("status", help="namespaces, record counts, model readiness")

@@ -188,7 +188,27 @@ def _run(
         outcomes.append(outcome)
         notes.extend(plan.notes)
         notes.extend(outcome.notes)
+    _sync_routing(mem, namespace, notes)
     return _report(namespace, buffered, outcomes, notes, capacity=settings.capacity, t0=t0)
+
+
+def _sync_routing(mem: LoRAMemory, namespace: str, notes: list[str]) -> None:
+    """Index the committed modules' keys now, so the first question after a run pays nothing.
+
+    The index is derived from the registry: if this fails (or the process dies first), the next
+    question or run re-syncs, so a failure here is a note, not a failed consolidation.
+    """
+    from ..errors import BackendError
+
+    try:
+        stats = mem.routing.sync(namespace)
+    except BackendError as e:
+        notes.append(f"routing index not updated ({e}); the next question or run retries")
+        return
+    if stats["added_keys"]:
+        notes.append(
+            f"routing index: {stats['added_keys']} keys for {stats['added_modules']} module(s)"
+        )
 
 
 @dataclass

@@ -1,25 +1,73 @@
-"""``ask``: pick the context for a mode, prompt the base model, time every phase."""
+"""``ask`` / ``ask_many`` / ``recall``: route, pick the context for a mode, prompt the base model.
+
+Every question is prepared the same way (:func:`_prepare`): the router picks the namespace's
+module for lora/hybrid modes (or none: then rag answers and the notes say why), the mode picks the
+context, and the prompt is built. ``ask`` generates one; ``ask_many`` generates a whole batch in
+one ``generate`` pass with a module per row (peft mixed batch), whatever modules and namespaces
+its questions were routed to.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, InvalidTypeError, UnknownNamespaceError
-from ..types import Answer, Hit
+from ..types import Answer, Hit, Recall
 from .prompts import MODES, build_messages, fit_context
 
 if TYPE_CHECKING:
     from ..memory import LoRAMemory
+    from ..routing import RouteDecision
 
 logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 8192
+MAX_BATCH_QUESTIONS = 4096
 _VERIFIED: set[tuple[str, int, int]] = set()
 _PROMPT_RESERVE = 64  # chat-template wrapper tokens around system + user
-_ROUTE_K = 3  # nearest consolidated records considered for routing
+_SPLIT_MIN_SHARE = 0.1  # competing modules with at least this confidence give context
+
+
+@dataclass
+class _Prepared:
+    namespace: str
+    question: str
+    mode: str
+    effective: str
+    messages: list[dict[str, str]]
+    adapter: tuple[str, Path] | None
+    context: list[Hit]
+    notes: list[str]
+    timings: dict[str, float]
+    confidence: float = 0.0
+    route: RouteDecision | None = field(default=None, repr=False)
+
+
+def _check_args(mem: LoRAMemory, mode: str, max_new_tokens: int | None) -> int:
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if max_new_tokens is None:
+        return mem.config.generation.max_new_tokens
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise InvalidTypeError(
+            f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}"
+        )
+    if not 1 <= max_new_tokens <= 4096:
+        raise InvalidInputError(f"max_new_tokens must be in [1, 4096], got {max_new_tokens}")
+    return max_new_tokens
+
+
+def _check_namespace(mem: LoRAMemory, namespace: str) -> None:
+    if not mem.buffer.has_namespace(namespace):
+        raise UnknownNamespaceError(
+            f"namespace {namespace!r} has no records in this store; write to it first or check "
+            "the name (`lora-memory status`)"
+        )
 
 
 def answer(
@@ -31,44 +79,163 @@ def answer(
     k: int | None = None,
     max_new_tokens: int | None = None,
 ) -> Answer:
-    from ..memory import _check_k
     from ..store.records import check_text
 
-    if not isinstance(mode, str) or mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    max_new = _check_args(mem, mode, max_new_tokens)
     question = check_text(question, what="question", limit=MAX_QUESTION_CHARS)
-    gcfg = mem.config.generation
-    k = _check_k(k) if k is not None else gcfg.rag_k
-    if max_new_tokens is None:
-        max_new_tokens = gcfg.max_new_tokens
-    elif isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise InvalidTypeError(
-            f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}"
-        )
-    elif not 1 <= max_new_tokens <= 4096:
-        raise InvalidInputError(f"max_new_tokens must be in [1, 4096], got {max_new_tokens}")
-    if not mem.buffer.has_namespace(namespace):
-        raise UnknownNamespaceError(
-            f"namespace {namespace!r} has no records in this store; write to it first or check "
-            "the name (`lora-memory status`)"
-        )
-
-    timings: dict[str, float] = {}
-    notes: list[str] = []
+    _check_namespace(mem, namespace)
     t_start = time.perf_counter()
     gen = mem.generator()
-    timings["load"] = time.perf_counter() - t_start
+    load = time.perf_counter() - t_start
+    p = _prepare(mem, namespace, question, mode, k=k, max_new_tokens=max_new, gen=gen)
+    p.timings["load"] = load
+    g = gen.chat(p.messages, max_new_tokens=max_new, adapter=p.adapter)
+    p.timings["generate"] = g.seconds
+    p.timings["total"] = time.perf_counter() - t_start
+    return _answer(p, g)
 
+
+def answer_many(
+    mem: LoRAMemory,
+    namespaces: Sequence[str],
+    questions: Sequence[str],
+    mode: str,
+    *,
+    k: int | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+) -> list[Answer]:
+    """Answers to many questions (each in its own namespace), generated in mixed batches."""
+    from ..store.records import check_text
+
+    max_new = _check_args(mem, mode, max_new_tokens)
+    if isinstance(questions, str) or not isinstance(questions, Sequence):
+        raise InvalidTypeError("questions must be a list of str")
+    if len(questions) > MAX_BATCH_QUESTIONS:
+        raise InvalidInputError(
+            f"{len(questions)} questions in one call; the limit is {MAX_BATCH_QUESTIONS}"
+        )
+    checked = [check_text(q, what="question", limit=MAX_QUESTION_CHARS) for q in questions]
+    for ns in dict.fromkeys(namespaces):
+        _check_namespace(mem, ns)
+    t_start = time.perf_counter()
+    gen = mem.generator()
+    prepared = [
+        _prepare(mem, ns, q, mode, k=k, max_new_tokens=max_new, gen=gen)
+        for ns, q in zip(namespaces, checked, strict=True)
+    ]
+    t_gen = time.perf_counter()
+    gens = gen.chat_routed(
+        [p.messages for p in prepared],
+        [p.adapter for p in prepared],
+        max_new_tokens=max_new,
+        batch_size=batch_size,
+    )
+    total = time.perf_counter() - t_start
+    out = []
+    for p, g in zip(prepared, gens, strict=True):
+        p.timings["generate"] = g.seconds
+        p.timings["batch_generate"] = time.perf_counter() - t_gen
+        p.timings["batch_total"] = total
+        p.timings["total"] = p.timings.get("retrieve", 0.0) + g.seconds
+        out.append(_answer(p, g))
+    return out
+
+
+def recall(
+    mem: LoRAMemory, namespace: str, query: str, *, max_new_tokens: int | None = None
+) -> Recall:
+    """What the namespace's modules recall for ``query``, with no buffer text in the prompt."""
+    from ..store.records import check_text
+
+    max_new = _check_args(mem, "lora", max_new_tokens)
+    query = check_text(query, what="query", limit=MAX_QUESTION_CHARS)
+    _check_namespace(mem, namespace)
+    gen = mem.generator()
+    decision = route_question(mem, namespace, query)
+    adapter, why = _adapter_for(mem, namespace, decision, gen)
+    if adapter is None:
+        return Recall("", (), 0.0, reason=why)
+    messages = build_messages(mem.config.generation.system_prompt, query, [])
+    g = gen.chat(messages, max_new_tokens=max_new, adapter=adapter)
+    return Recall(g.text, (adapter[0],), decision.confidence, reason=decision.reason)
+
+
+def route_question(mem: LoRAMemory, namespace: str, question: str) -> RouteDecision:
+    """Rank the namespace's committed modules for ``question`` (the index synced first)."""
+    from ..routing import route
+
+    live = live_modules(mem, namespace)
+    mem.routing.sync(namespace, list(live.values()))
+    rc = mem.config.routing
+    return route(
+        mem.routing,
+        namespace,
+        question,
+        set(live),
+        top_k=rc.top_k,
+        min_score=rc.min_score,
+        temperature=rc.temperature,
+        split_below=rc.split_below,
+    )
+
+
+_LIVE: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+
+
+def live_modules(mem: LoRAMemory, namespace: str) -> dict[str, Any]:
+    """Committed manifests by id; re-read only when the namespace's module dir changed (a
+    commit or a removal renames an entry there, which updates the directory's mtime)."""
+    from ..registry import modules as registry
+
+    root = registry.modules_root(mem.path, namespace)
+    try:
+        stamp = root.stat().st_mtime_ns
+    except OSError:
+        return {}
+    key = (str(root), namespace)
+    cached = _LIVE.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    found = {m.module_id: m for m in registry.list_modules(mem.path, namespace)}
+    _LIVE[key] = (stamp, found)
+    return found
+
+
+def _prepare(
+    mem: LoRAMemory,
+    namespace: str,
+    question: str,
+    mode: str,
+    *,
+    k: int | None,
+    max_new_tokens: int,
+    gen: Any,
+) -> _Prepared:
+    from ..memory import _check_k
+
+    gcfg = mem.config.generation
+    k = _check_k(k) if k is not None else gcfg.rag_k
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    t0 = time.perf_counter()
     effective = mode
     adapter: tuple[str, Path] | None = None
+    decision: RouteDecision | None = None
+    split_modules: list[str] = []
     if mode in ("lora", "hybrid"):
-        adapter, why = _pick_module(mem, namespace, gen, question)
+        decision = route_question(mem, namespace, question)
+        adapter, why = _adapter_for(mem, namespace, decision, gen)
+        timings["route"] = time.perf_counter() - t0
         if adapter is None:
-            notes.append(
-                f"mode {mode!r} answers from consolidated LoRA modules; {why}, so "
-                "this answer used rag"
-            )
+            notes.append(f"mode {mode!r} answers from consolidated LoRA modules; {why}, so rag")
             effective = "rag"
+        elif decision.split:
+            split_modules = [
+                c.module_id for c in decision.candidates[:3] if c.confidence >= _SPLIT_MIN_SHARE
+            ]
+            notes.append(f"routing split ({decision.reason}): their records join the context")
+            effective = "hybrid"
 
     window = gen.context_window
     budget = min(
@@ -79,9 +246,13 @@ def answer(
         - gen.count_tokens(gcfg.system_prompt)
         - _PROMPT_RESERVE,
     )
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     context: list[Hit] = []
-    if effective in ("rag", "hybrid"):
+    if split_modules and mode == "lora":  # only the competing modules' own records
+        where = {"module_id": {"$in": split_modules}}
+        found = mem.search(namespace, question, k=k, where=where)
+        context, _ = fit_context(found, max(budget, 0), gen.count_tokens)
+    elif effective in ("rag", "hybrid"):
         found = mem.search(namespace, question, k=k)
         hits = [h for h in found if h.score >= gcfg.rag_min_score]
         if len(hits) < len(found):
@@ -103,53 +274,53 @@ def answer(
                 f"icl: {len(kept)} of {len(records)} records fit the {budget}-token budget "
                 "(most recent kept)"
             )
-    timings["retrieve"] = time.perf_counter() - t0
-
-    messages = build_messages(gcfg.system_prompt, question, context)
-    g = gen.chat(messages, max_new_tokens=max_new_tokens, adapter=adapter)
-    timings["generate"] = g.seconds
-    timings["total"] = time.perf_counter() - t_start
-    return Answer(
-        text=g.text,
-        mode=effective,
-        modules=(adapter[0],) if adapter else (),
-        sources=tuple(context),
-        context_tokens=g.prompt_tokens,
+    timings["retrieve"] = time.perf_counter() - t1
+    return _Prepared(
+        namespace=namespace,
+        question=question,
+        mode=mode,
+        effective=effective,
+        messages=build_messages(gcfg.system_prompt, question, context),
+        adapter=adapter,
+        context=context,
+        notes=notes,
         timings=timings,
-        requested_mode=mode,
-        notes=tuple(notes),
-        new_tokens=g.new_tokens,
+        confidence=decision.confidence if decision is not None and adapter is not None else 0.0,
+        route=decision,
     )
 
 
-def _pick_module(
-    mem: LoRAMemory, namespace: str, gen: Any, question: str
-) -> tuple[tuple[str, Path] | None, str]:
-    """The namespace's module to answer with.
+def _answer(p: _Prepared, g: Any) -> Answer:
+    return Answer(
+        text=g.text,
+        mode=p.effective,
+        modules=(p.adapter[0],) if p.adapter else (),
+        sources=tuple(p.context),
+        context_tokens=g.prompt_tokens,
+        timings=p.timings,
+        requested_mode=p.mode,
+        notes=tuple(p.notes),
+        new_tokens=g.new_tokens,
+        confidence=p.confidence,
+        route=p.route.to_dict() if p.route is not None else None,
+    )
 
-    One module: that one. Several: the module holding the consolidated buffer record nearest to
-    the question (each record names its module; max similarity, so a big module's many
-    near-misses do not outvote a small module's exact match); the newest module when no record
-    matches. A first router: ranked routing with confidence is the recall issue's.
-    """
+
+def _adapter_for(
+    mem: LoRAMemory, namespace: str, decision: RouteDecision, gen: Any
+) -> tuple[tuple[str, Path] | None, str]:
+    """The chosen module's adapter dir, verified against its manifest and the base model once
+    per file version; (None, why) when nothing was routed or the module fails its check."""
     from ..consolidation.engine import base_fingerprint
     from ..errors import ModuleIntegrityError
     from ..registry import modules as registry
 
-    found = registry.list_modules(mem.path, namespace)
-    if not found:
-        return None, f"namespace {namespace!r} has none yet (run `lora-memory consolidate`)"
-    chosen = found[-1]
-    if len(found) > 1:
-        by_id = {m.module_id: m for m in found}
-        votes: dict[str, float] = {}
-        for h in mem.search(namespace, question, k=_ROUTE_K, status="consolidated"):
-            mid = h.metadata.get("module_id")
-            if isinstance(mid, str) and mid in by_id:
-                votes[mid] = max(votes.get(mid, -1.0), h.score)
-        if votes:
-            chosen = by_id[max(votes, key=lambda m: votes[m])]
-    path = registry.modules_root(mem.path, namespace) / chosen.module_id
+    if not decision.chosen:
+        if decision.reason == "no consolidated modules":
+            return None, f"namespace {namespace!r} has none yet (run `lora-memory consolidate`)"
+        return None, f"no module matched ({decision.reason})"
+    module_id = decision.chosen[0]
+    path = registry.modules_root(mem.path, namespace) / module_id
     weights = path / registry.ADAPTER_WEIGHTS
     try:
         st = weights.stat()
@@ -158,8 +329,8 @@ def _pick_module(
             registry.verify_module(path, base_fingerprint(gen))
             _VERIFIED.add(key)
     except OSError as e:
-        return None, f"module {chosen.module_id} cannot be read ({e})"
+        return None, f"module {module_id} cannot be read ({e})"
     except ModuleIntegrityError as e:
-        logger.warning("module %s not used: %s", chosen.module_id, e)
-        return None, f"module {chosen.module_id} failed its integrity check ({e})"
-    return (chosen.module_id, path), ""
+        logger.warning("module %s not used: %s", module_id, e)
+        return None, f"module {module_id} failed its integrity check ({e})"
+    return (module_id, path), ""

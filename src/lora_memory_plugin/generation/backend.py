@@ -7,12 +7,14 @@ a memory answers with facts, not samples.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,7 @@ class Generator:
             )
         self.load_seconds = time.perf_counter() - t0
         self._lock = threading.Lock()
+        self._resident: OrderedDict[str, None] = OrderedDict()  # loaded modules, LRU order
         logger.info(
             "loaded %s on %s (%s) in %.1fs", self.path, self.device, self.dtype, self.load_seconds
         )
@@ -152,10 +155,53 @@ class Generator:
             results.update(zip(rows, gens, strict=True))
         return [results[i] for i in range(len(ids))]
 
-    def _generate_batch(
-        self, rows: list[list[int]], max_new_tokens: int, adapter: tuple[str, Path] | None
+    def chat_routed(
+        self,
+        messages_list: Sequence[list[dict[str, str]]],
+        adapters: Sequence[tuple[str, Path] | None],
+        max_new_tokens: int = 64,
+        batch_size: int = 16,
     ) -> list[Generation]:
-        """One left-padded ``generate`` call over token-id rows."""
+        """Greedy answers where each prompt has its own LoRA module (or ``None``: the base).
+
+        Rows for different modules share one ``generate`` call: every LoRA layer computes each
+        module's update on its own rows only (peft's mixed-batch forward), so a batch routed to
+        five modules costs one pass, not five adapter swaps.
+        """
+        if len(adapters) != len(messages_list):
+            raise InvalidInputError("adapters must name one module (or None) per prompt")
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        prompts = [self.render(m) for m in messages_list]
+        ids = [list(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+        batches: list[list[int]] = []
+        names: set[str] = set()
+        for i in order:  # a batch holds at most max_resident distinct modules
+            a = adapters[i]
+            grow = a is not None and a[0] not in names
+            fits = not grow or len(names) < self.max_resident
+            if batches and len(batches[-1]) < batch_size and fits:
+                batches[-1].append(i)
+                names |= {a[0]} if a is not None else set()
+                continue
+            batches.append([i])
+            names = {a[0]} if a is not None else set()
+        results: dict[int, Generation] = {}
+        for rows in batches:
+            gens = self._generate_batch(
+                [ids[i] for i in rows], max_new_tokens, [adapters[i] for i in rows]
+            )
+            results.update(zip(rows, gens, strict=True))
+        return [results[i] for i in range(len(ids))]
+
+    def _generate_batch(
+        self,
+        rows: list[list[int]],
+        max_new_tokens: int,
+        adapter: tuple[str, Path] | Sequence[tuple[str, Path] | None] | None,
+    ) -> list[Generation]:
+        """One left-padded ``generate`` call over token-id rows (one module, or one per row)."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -164,16 +210,23 @@ class Generator:
         attn = torch.tensor(
             [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device
         )
+        per_row = isinstance(adapter, list)
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
-            self._use_adapter(adapter)
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attn,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
+            if per_row:
+                names = self._use_adapters(adapter)  # type: ignore[arg-type]
+                hooks = _mixed_batch(self.model, names) if names else contextlib.nullcontext()
+            else:
+                self._use_adapter(adapter)  # type: ignore[arg-type]
+                hooks = contextlib.nullcontext()
+            with hooks:
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attn,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )
         share = (time.perf_counter() - t0) / len(rows)
         stops = self._eos_ids()
         gens = []
@@ -191,31 +244,96 @@ class Generator:
         ids = eos if isinstance(eos, list) else [eos]
         return {int(i) for i in ids if i is not None}
 
+    #: LoRA modules kept loaded at once; the least recently used is unloaded beyond it.
+    max_resident: int = 32
+
     def _use_adapter(self, adapter: tuple[str, Path] | None) -> None:
-        """Activate one loaded LoRA module (loading it once), or run the bare base model."""
-        loaded: set[str] = getattr(self, "_adapters", set())
+        """Activate one LoRA module (loading it once), or run the bare base model."""
         if adapter is None:
-            if loaded:
+            if self._resident:
                 self.model.disable_adapters()
             return
-        name, path = adapter
-        if name not in loaded:
-            with _quiet(), warnings.catch_warnings():
-                # peft: "Already found a peft_config attribute": several modules, on purpose
-                warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
-                self.model.load_adapter(str(path), adapter_name=name)
-            loaded.add(name)
-            self._adapters = loaded
-        self.model.set_adapter(name)
+        self._load(adapter, keep={adapter[0]})
+        self.model.set_adapter(adapter[0])
         self.model.enable_adapters()
+
+    def _use_adapters(self, adapters: Sequence[tuple[str, Path] | None]) -> list[str] | None:
+        """Load every module a mixed batch needs; the per-row names (``__base__`` for None),
+        or None when no row has one (then the bare base model runs)."""
+        wanted = {a[0] for a in adapters if a is not None}
+        if not wanted:
+            self._use_adapter(None)
+            return None
+        for a in adapters:
+            if a is not None:
+                self._load(a, keep=wanted)
+        self.model.enable_adapters()
+        return [a[0] if a is not None else "__base__" for a in adapters]
+
+    @property
+    def resident_adapters(self) -> list[str]:
+        """Loaded module ids, least recently used first."""
+        return list(self._resident)
+
+    def _load(self, adapter: tuple[str, Path], keep: set[str]) -> None:
+        name, path = adapter
+        lru = self._resident
+        if name in lru:
+            lru.move_to_end(name)
+            self._evict(keep, room=0)
+            return
+        self._evict(keep, room=1)
+        with _quiet(), warnings.catch_warnings():
+            # peft: "Already found a peft_config attribute": several modules, on purpose
+            warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+            self.model.load_adapter(str(path), adapter_name=name)
+        lru[name] = None
+
+    def _evict(self, keep: set[str], room: int) -> None:
+        """Unload least recently used modules (never those in ``keep``) until ``room`` more
+        fit under ``max_resident``."""
+        lru = self._resident
+        while len(lru) + room > self.max_resident:
+            victim = next((n for n in lru if n not in keep), None)
+            if victim is None:
+                break
+            _delete_adapter(self.model, victim)
+            del lru[victim]
 
     def forget_adapter(self, name: str) -> None:
         """Drop a loaded module (e.g. after it was replaced on disk)."""
-        loaded: set[str] = getattr(self, "_adapters", set())
-        if name in loaded:
-            with self._lock:
-                self.model.delete_adapter(name)
-                loaded.discard(name)
+        with self._lock:
+            if name in self._resident:
+                _delete_adapter(self.model, name)
+                del self._resident[name]
+
+
+def _delete_adapter(model: Any, name: str) -> None:
+    with warnings.catch_warnings():  # peft: "Adapter X was active which is now deleted"
+        warnings.filterwarnings("ignore", "Adapter .* was active", UserWarning)
+        model.delete_adapter(name)
+
+
+@contextlib.contextmanager
+def _mixed_batch(model: Any, names: list[str]) -> Iterator[None]:
+    """Pass ``adapter_names`` (one per row) to every LoRA layer for the duration of a call.
+
+    What peft's ``PeftModel`` does for ``generate(adapter_names=...)``; our base model carries
+    its adapters through transformers' integration, which has no such argument.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    def hook(_module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        kwargs["adapter_names"] = names
+        return args, kwargs
+
+    layers: list[Any] = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _quiet() -> Any:
