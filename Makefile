@@ -10,11 +10,13 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv install models demo test test-fast lint format bench clean
+.PHONY: help venv install models demo demo-langchain test test-core test-langchain test-fast lint format bench clean
 
 help:
 	@echo "make demo       set up .venv, pull the default models, run examples/quickstart.py"
-	@echo "make test       lint + type-check + unit, store (embedded and server) and integration tests"
+	@echo "make test       lint + type-check + unit, store (embedded and server) and integration tests,"
+	@echo "                then the LangChain integration's tests"
+	@echo "make demo-langchain  an offline LangChain agent that remembers across sessions"
 	@echo "make test-fast  tests without the real default model"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make bench      write-path benchmark -> docs/benchmarks/"
@@ -45,8 +47,22 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint models
+test: lint models test-core test-langchain
+
+test-core: $(VENV)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Framework integrations: separate distributions, installed editable into the same venv.
+$(VENV)/.installed-langchain: $(VENV)/.installed integrations/langchain/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e "integrations/langchain[test]"
+	touch $@
+
+test-langchain: $(VENV)/.installed-langchain
+	cd integrations/langchain && $(abspath $(BIN))/mypy
+	cd integrations/langchain && $(abspath $(BIN))/python -m pytest -q $(PYTEST_ARGS) tests
+
+demo-langchain: models $(VENV)/.installed-langchain
+	$(BIN)/python examples/langchain_agent.py
 
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)

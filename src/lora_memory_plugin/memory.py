@@ -468,6 +468,25 @@ class LoRAMemory:
             batch_size=batch_size,
         )
 
+    def chat(
+        self,
+        namespace: str,
+        messages: Sequence[dict[str, str]],
+        *,
+        mode: str = "lora",
+        max_new_tokens: int | None = None,
+    ) -> Answer:
+        """Answer a whole conversation (``[{"role": ..., "content": ...}, ...]``) with the module
+        routed from its last user message (``mode="lora"``) or the bare base model (``"base"``).
+
+        For chat-model adapters (LangChain, LlamaIndex). No buffer text is added; the store's
+        system prompt is sent when the conversation has none. An unknown namespace, or no
+        matching module, answers with the base model and says so in ``Answer.notes``.
+        """
+        from .generation.answer import chat
+
+        return chat(self, self._ns(namespace), messages, mode, max_new_tokens=max_new_tokens)
+
     def recall(self, namespace: str, query: str, *, max_new_tokens: int | None = None) -> Recall:
         """What the consolidated modules of ``namespace`` recall for ``query``.
 
@@ -581,6 +600,7 @@ class LoRAMemory:
     aask = _async_twin(ask)
     aask_many = _async_twin(ask_many)
     arecall = _async_twin(recall)
+    achat = _async_twin(chat)
     aroute = _async_twin(route)
     aconsolidate = _async_twin(consolidate)
 

@@ -117,6 +117,25 @@ def test_ask_many_mixed_batch_matches_one_at_a_time(routed, routing_config):
         mem.ask_many(["ns"], ["a", "b"], mode="lora")
 
 
+def test_chat_routes_the_last_user_message(routed):
+    mem, owners = routed
+    conv = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": FACTS[2][0]},
+    ]
+    ans = mem.chat("ns", conv, max_new_tokens=6)
+    assert ans.mode == "lora" and ans.modules == (owners[2],) and ans.confidence > 0.6
+    base = mem.chat("ns", conv, mode="base", max_new_tokens=6)
+    assert base.mode == "base" and base.modules == () and base.route is None
+    unknown = mem.chat("nobody", conv, max_new_tokens=6)
+    assert unknown.mode == "base" and unknown.notes
+    with pytest.raises(InvalidInputError, match="role"):
+        mem.chat("ns", [{"role": "tool", "content": "x"}])
+    with pytest.raises(InvalidInputError, match="lora' or 'base"):
+        mem.chat("ns", conv, mode="rag")
+
+
 def test_routing_never_crosses_namespaces(routed):
     mem, owners = routed
     [theirs] = mem.modules("other")

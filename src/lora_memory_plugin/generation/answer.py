@@ -161,6 +161,67 @@ def recall(
     return Recall(g.text, (adapter[0],), decision.confidence, reason=decision.reason)
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def chat(
+    mem: LoRAMemory,
+    namespace: str,
+    messages: Sequence[dict[str, str]],
+    mode: str,
+    *,
+    max_new_tokens: int | None = None,
+) -> Answer:
+    """A free-form conversation answered by the base model with the module routed from its last
+    user message (``lora``), or by the bare base model (``base``). No buffer text is added."""
+    if mode not in ("lora", "base"):
+        raise InvalidInputError(f"chat mode must be 'lora' or 'base', got {mode!r}")
+    max_new = _check_args(mem, mode, max_new_tokens)
+    if isinstance(messages, (str, dict)) or not isinstance(messages, Sequence) or not messages:
+        raise InvalidTypeError("messages must be a non-empty list of {'role', 'content'} dicts")
+    chat_msgs: list[dict[str, str]] = []
+    for m in messages:
+        role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (None, None)
+        if role not in CHAT_ROLES or not isinstance(content, str):
+            raise InvalidInputError(
+                f"each message needs role in {CHAT_ROLES} and str content; got {m!r:.120}"
+            )
+        chat_msgs.append({"role": role, "content": content})
+    if chat_msgs[0]["role"] != "system":  # the prompt the modules were trained with
+        chat_msgs.insert(0, {"role": "system", "content": mem.config.generation.system_prompt})
+    question = next((m["content"] for m in reversed(chat_msgs) if m["role"] == "user"), "")
+    t_start = time.perf_counter()
+    gen = mem.generator()
+    timings: dict[str, float] = {"load": time.perf_counter() - t_start}
+    adapter: tuple[str, Path] | None = None
+    decision: RouteDecision | None = None
+    notes: list[str] = []
+    if mode == "lora" and question.strip() and mem.buffer.has_namespace(namespace):
+        t0 = time.perf_counter()
+        decision = route_question(mem, namespace, question[:MAX_QUESTION_CHARS])
+        adapter, why = _adapter_for(mem, namespace, decision, gen)
+        timings["route"] = time.perf_counter() - t0
+        if adapter is None:
+            notes.append(f"no module answered: {why}; the base model did")
+    elif mode == "lora":
+        notes.append("no module answered: no user message or no such namespace; base model")
+    g = gen.chat(chat_msgs, max_new_tokens=max_new, adapter=adapter)
+    timings["generate"] = g.seconds
+    timings["total"] = time.perf_counter() - t_start
+    return Answer(
+        text=g.text,
+        mode="lora" if adapter else "base",
+        modules=(adapter[0],) if adapter else (),
+        context_tokens=g.prompt_tokens,
+        timings=timings,
+        requested_mode=mode,
+        notes=tuple(notes),
+        new_tokens=g.new_tokens,
+        confidence=decision.confidence if decision is not None and adapter else 0.0,
+        route=decision.to_dict() if decision is not None else None,
+    )
+
+
 def route_question(mem: LoRAMemory, namespace: str, question: str) -> RouteDecision:
     """Rank the namespace's committed modules for ``question`` (the index synced first)."""
     from ..routing import route

@@ -1,0 +1,259 @@
+"""``LoRAMemoryMiddleware``: recall before the model call, write the new turns after the agent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
+from langchain.agents.middleware.types import OmitFromInput, PrivateStateAttr
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.runtime import Runtime
+from typing_extensions import NotRequired
+
+from ._common import resolve_memory
+from .retrievers import LoRAMemoryRetriever, RetrieverMode
+
+if TYPE_CHECKING:
+    from lora_memory_plugin import LoRAMemory
+
+logger = logging.getLogger(__name__)
+
+NamespaceResolver = Callable[[Runtime[Any]], "str | None"]
+_ROLES = {"user": HumanMessage, "assistant": AIMessage, "tool": ToolMessage}
+
+
+class LoRAMemoryState(AgentState[Any]):
+    """Agent state with what the middleware recalled and how far it has written."""
+
+    lora_memory_recalled: NotRequired[Annotated[list[dict[str, Any]], OmitFromInput]]
+    """The memories injected into the last model call (page_content + metadata)."""
+    lora_memory_written: NotRequired[Annotated[str | None, PrivateStateAttr]]
+    """Id of the last message already written to the buffer."""
+
+
+class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
+    """Long-term memory for ``create_agent``: recall into the system message, remember turns.
+
+    Before each model call, the last user message is sent to the namespace's memory (``hybrid``
+    by default: the consolidated modules' recollection plus buffer hits) and what comes back is
+    appended to the system message inside ``<memory>`` tags. After the agent finishes, the new
+    user and assistant turns of the run are written to the buffer (session id: the thread id),
+    where a later ``consolidate`` trains them into the namespace's LoRA modules.
+
+    The namespace comes from, in order: ``namespace_resolver(runtime)``; the runtime context's
+    ``context_key`` (a dict key or an attribute, ``user_id`` by default); ``namespace``.
+
+    Example:
+        .. code-block:: python
+
+            from dataclasses import dataclass
+            from langchain.agents import create_agent
+            from langchain_lora_memory import LoRAMemoryMiddleware
+
+            @dataclass
+            class Context:
+                user_id: str
+
+            agent = create_agent(
+                model,
+                middleware=[LoRAMemoryMiddleware(path="./memory")],
+                context_schema=Context,
+            )
+            agent.invoke({"messages": [("user", "hi")]}, context=Context(user_id="user-42"))
+
+    Args:
+        memory: an open ``LoRAMemory`` (or give ``path``).
+        path: a store directory.
+        namespace: the namespace when the context does not name one.
+        context_key: the runtime context field holding the namespace (e.g. the user id).
+        namespace_resolver: a function of the ``Runtime`` returning the namespace.
+        k: memories injected per model call (the recollection counts as one).
+        mode: ``hybrid``, ``buffer`` or ``parametric`` (see ``LoRAMemoryRetriever``).
+        min_score: buffer hits below this cosine similarity are left out.
+        write_roles: which turns are written after the agent (``user``, ``assistant``,
+            ``tool``); an empty tuple writes nothing.
+    """
+
+    state_schema = LoRAMemoryState
+
+    def __init__(
+        self,
+        *,
+        memory: LoRAMemory | None = None,
+        path: str | Path | None = None,
+        namespace: str | None = None,
+        context_key: str | None = "user_id",
+        namespace_resolver: NamespaceResolver | None = None,
+        k: int = 4,
+        mode: RetrieverMode = "hybrid",
+        min_score: float | None = None,
+        write_roles: Sequence[str] = ("user", "assistant"),
+    ) -> None:
+        super().__init__()
+        unknown = set(write_roles) - set(_ROLES)
+        if unknown:
+            raise ValueError(
+                f"write_roles must be among {', '.join(_ROLES)}; got {sorted(unknown)}"
+            )
+        if namespace is None and context_key is None and namespace_resolver is None:
+            raise ValueError(
+                "LoRAMemoryMiddleware needs a namespace: pass namespace=, context_key= "
+                "or namespace_resolver="
+            )
+        self.memory = resolve_memory(memory, path, type(self).__name__)
+        self.namespace = namespace
+        self.context_key = context_key
+        self.namespace_resolver = namespace_resolver
+        self.k = k
+        self.mode = mode
+        self.min_score = min_score
+        self.write_roles = tuple(write_roles)
+
+    # ---- namespace ---------------------------------------------------------------------
+    def resolve_namespace(self, runtime: Runtime[Any]) -> str:
+        """The memory namespace of this run (see the class docstring for the order)."""
+        ns: Any = None
+        if self.namespace_resolver is not None:
+            ns = self.namespace_resolver(runtime)
+        if not ns and self.context_key is not None:
+            ctx = getattr(runtime, "context", None)
+            if isinstance(ctx, Mapping):
+                ns = ctx.get(self.context_key)
+            elif ctx is not None:
+                ns = getattr(ctx, self.context_key, None)
+        if not ns:
+            ns = self.namespace
+        if not ns or not isinstance(ns, str):
+            raise ValueError(
+                "LoRAMemoryMiddleware found no namespace for this run: pass "
+                f"context={{{self.context_key!r}: 'user-42'}} to invoke, or set namespace= "
+                f"(got {ns!r})"
+            )
+        return ns
+
+    def _retriever(self, namespace: str) -> LoRAMemoryRetriever:
+        return LoRAMemoryRetriever(
+            memory=self.memory, namespace=namespace, k=self.k, mode=self.mode
+        )
+
+    def _keep(self, docs: list[Document]) -> list[dict[str, Any]]:
+        out = []
+        for d in docs:
+            score = d.metadata.get("score")
+            if self.min_score is not None and score is not None and score < self.min_score:
+                continue
+            out.append({"page_content": d.page_content, "metadata": dict(d.metadata)})
+        return out
+
+    # ---- before the model: recall --------------------------------------------------------
+    def before_model(self, state: LoRAMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        query = _last_user_text(state["messages"])
+        if query is None:
+            return {"lora_memory_recalled": []}
+        docs = self._retriever(self.resolve_namespace(runtime)).invoke(query)
+        return {"lora_memory_recalled": self._keep(docs)}
+
+    async def abefore_model(
+        self, state: LoRAMemoryState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        query = _last_user_text(state["messages"])
+        if query is None:
+            return {"lora_memory_recalled": []}
+        docs = await self._retriever(self.resolve_namespace(runtime)).ainvoke(query)
+        return {"lora_memory_recalled": self._keep(docs)}
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any]:
+        return handler(self._inject(request))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any]:
+        return await handler(self._inject(request))
+
+    def _inject(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
+        recalled: list[dict[str, Any]] = request.state.get("lora_memory_recalled") or []  # type: ignore[assignment]
+        if not recalled:
+            return request
+        block = format_memories(recalled)
+        base = request.system_prompt or ""
+        text = f"{base}\n\n{block}" if base else block
+        return request.override(system_message=SystemMessage(content=text))
+
+    # ---- after the agent: remember -------------------------------------------------------
+    def _new_turns(self, state: LoRAMemoryState, runtime: Runtime[Any]) -> list[dict[str, Any]]:
+        messages = state["messages"]
+        last = state.get("lora_memory_written")
+        start = 0
+        if last is not None:
+            for i, m in enumerate(messages):
+                if m.id == last:
+                    start = i + 1
+        info = getattr(runtime, "execution_info", None)
+        session = getattr(info, "thread_id", None)
+        turns = []
+        for m in messages[start:]:
+            role = _role(m)
+            text = m.text.strip() if isinstance(m.text, str) else ""
+            if role in self.write_roles and text:
+                turn: dict[str, Any] = {"content": text, "role": role}
+                if session:
+                    turn["session_id"] = str(session)
+                turns.append(turn)
+        return turns
+
+    def _written(self, state: LoRAMemoryState) -> dict[str, Any] | None:
+        messages = state["messages"]
+        return {"lora_memory_written": messages[-1].id} if messages else None
+
+    def after_agent(self, state: LoRAMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        turns = self._new_turns(state, runtime)
+        if turns:
+            self.memory.add_turns(self.resolve_namespace(runtime), turns)
+        return self._written(state)
+
+    async def aafter_agent(
+        self, state: LoRAMemoryState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        turns = self._new_turns(state, runtime)
+        if turns:
+            await self.memory.aadd_turns(self.resolve_namespace(runtime), turns)
+        return self._written(state)
+
+
+def format_memories(recalled: Sequence[Mapping[str, Any]]) -> str:
+    """The ``<memory>`` block appended to the system message."""
+    lines = []
+    for r in recalled:
+        meta = r.get("metadata", {})
+        text = " ".join(str(r.get("page_content", "")).split())
+        if meta.get("memory") == "parametric":
+            lines.append(f"- (recalled) {text}")
+        elif meta.get("role"):
+            lines.append(f"- ({meta['role']}) {text}")
+        else:
+            lines.append(f"- {text}")
+    return "<memory>\nWhat you remember about this user:\n" + "\n".join(lines) + "\n</memory>"
+
+
+def _last_user_text(messages: Sequence[AnyMessage]) -> str | None:
+    for m in reversed(messages):
+        if isinstance(m, HumanMessage) and m.text.strip():
+            return m.text
+    return None
+
+
+def _role(message: AnyMessage) -> str | None:
+    for role, cls in _ROLES.items():
+        if isinstance(message, cls):
+            return role
+    return None

@@ -1,0 +1,11 @@
+"""Unit tests run with network sockets disabled (a test that needs the network is a bug)."""
+
+from __future__ import annotations
+
+import pytest
+from pytest_socket import disable_socket
+
+
+@pytest.fixture(autouse=True)
+def _no_network() -> None:
+    disable_socket(allow_unix_socket=True)
