@@ -39,6 +39,7 @@ from .errors import (
 from .types import (
     Answer,
     ConsolidationReport,
+    ForgetReport,
     Hit,
     NamespaceStatus,
     Recall,
@@ -57,6 +58,7 @@ __all__ = [
     "BaseModelMismatchError",
     "ConfigError",
     "ConsolidationReport",
+    "ForgetReport",
     "Hit",
     "InvalidInputError",
     "InvalidTypeError",

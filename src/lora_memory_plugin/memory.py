@@ -30,6 +30,7 @@ from .errors import (
 from .types import (
     Answer,
     ConsolidationReport,
+    ForgetReport,
     Hit,
     NamespaceStatus,
     Recall,
@@ -390,13 +391,27 @@ class LoRAMemory:
         return self._buffer.namespaces()
 
     def status(self) -> StoreStatus:
-        """Counts per namespace and whether the base model is ready."""
+        """Counts per namespace (records, modules, quarantined modules) and whether the base
+        model is ready."""
+        from .registry import modules as registry
+
         nss = []
         for ns in self.namespaces():
             total = self._buffer.count(ns)
             buffered = self._buffer.count(ns, {"status": "buffered"})
             turns = self._buffer.count(ns, {"kind": "turn"})
-            nss.append(NamespaceStatus(ns, total, buffered, total - buffered, turns, total - turns))
+            nss.append(
+                NamespaceStatus(
+                    ns,
+                    total,
+                    buffered,
+                    total - buffered,
+                    turns,
+                    total - turns,
+                    modules=len(registry.list_modules(self.path, ns)),
+                    quarantined=tuple(registry.list_quarantined(self.path, ns)),
+                )
+            )
         return StoreStatus(
             path=str(self.path),
             backend=self.chroma_url or "embedded",
@@ -540,6 +555,43 @@ class LoRAMemory:
                 reports.append(ConsolidationReport(ns, "locked", notes=(str(e),)))
         return reports
 
+    def forget(
+        self,
+        namespace: str,
+        ids: Sequence[str] | None = None,
+        *,
+        where: dict[str, Any] | None = None,
+        rebuild: bool = True,
+        progress: bool = False,
+        **options: Any,
+    ) -> ForgetReport:
+        """Delete records (``ids=[...]`` or a metadata filter ``where={...}``) from the buffer
+        and from the parametric memory.
+
+        Every module that held one of them is removed at once, its other records are put back
+        in the buffer's ``buffered`` state and, with ``rebuild=True`` (default), consolidated
+        again (``options`` as for :meth:`consolidate`), so only the forgotten facts are gone.
+        Holds the namespace's consolidation lock (LockHeldError while a consolidation runs).
+        Other namespaces are never touched.
+        """
+        from .consolidation.forget import forget
+
+        ns = self._ns(namespace)
+        if not self._buffer.has_namespace(ns):
+            from .errors import UnknownNamespaceError
+
+            raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
+        return forget(self, ns, ids, where, rebuild=rebuild, progress=progress, options=options)
+
+    def generator_if_loaded_forget(self, module_id: str) -> None:
+        """Unload ``module_id`` from the generator if the generator is loaded (internal)."""
+        from .generation.backend import loaded_generator
+
+        m = self.config.models
+        gen = loaded_generator(m.base_model, m.device, m.dtype)
+        if gen is not None:
+            gen.forget_adapter(module_id)
+
     def calibrate(
         self, ranks: Sequence[int] = (4, 16), *, progress: bool = False, **options: Any
     ) -> Any:
@@ -603,6 +655,7 @@ class LoRAMemory:
     achat = _async_twin(chat)
     aroute = _async_twin(route)
     aconsolidate = _async_twin(consolidate)
+    aforget = _async_twin(forget)
 
     # ---- internals ---------------------------------------------------------------------
     @property

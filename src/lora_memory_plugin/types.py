@@ -98,7 +98,8 @@ class Recall:
 
 @dataclass(frozen=True)
 class NamespaceStatus:
-    """Counts for one namespace."""
+    """Counts for one namespace (``quarantined``: modules that failed their integrity check,
+    as ``{"module_id", "reason", "path"}``; their records are retrained by the next run)."""
 
     namespace: str
     records: int
@@ -106,6 +107,8 @@ class NamespaceStatus:
     consolidated: int
     turns: int
     documents: int
+    modules: int = 0
+    quarantined: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +173,35 @@ class ConsolidationReport:
     drift: float | None = None
     capacity: dict[str, Any] = field(default_factory=dict)
     modules: tuple[dict[str, Any], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What :meth:`LoRAMemory.forget` did.
+
+    Attributes:
+        namespace: the namespace.
+        deleted: records deleted from the buffer.
+        missing: requested ids the namespace did not hold.
+        modules_removed: modules that held a forgotten record (removed: nothing answers from
+            them any more).
+        records_reset: their remaining records, put back in the buffered state.
+        rebuild: the consolidation that retrained those records (None with ``rebuild=False``).
+        seconds: wall time.
+        notes: remarks.
+    """
+
+    namespace: str
+    deleted: int = 0
+    missing: tuple[str, ...] = ()
+    modules_removed: tuple[str, ...] = ()
+    records_reset: int = 0
+    rebuild: ConsolidationReport | None = None
+    seconds: float = 0.0
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,10 +29,19 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[],
         human()
 
 
+def _store_dir(args: argparse.Namespace) -> str:
+    d = str(args.dir)
+    if not d or "\0" in d:
+        raise InvalidInputError(f"DIR must be a directory path without NUL bytes, got {d!r}")
+    return d
+
+
 def _open(args: argparse.Namespace, create: bool = False) -> Any:
     from ..memory import LoRAMemory
 
-    return LoRAMemory.open(args.dir, chroma_url=getattr(args, "chroma_url", None), create=create)
+    return LoRAMemory.open(
+        _store_dir(args), chroma_url=getattr(args, "chroma_url", None), create=create
+    )
 
 
 def _progress(total: int | None, desc: str, enabled: bool) -> Any:
@@ -46,13 +55,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     from ..config import CONFIG_NAME
     from ..memory import LoRAMemory
 
-    existed = (Path(args.dir) / CONFIG_NAME).exists()
+    existed = (Path(_store_dir(args)) / CONFIG_NAME).exists()
     if existed and (args.base_model or args.chroma_url):
         raise InvalidInputError(
             f"{args.dir} is already a store; edit {Path(args.dir) / CONFIG_NAME} to change "
             "its base model or Chroma URL"
         )
-    mem = LoRAMemory.open(args.dir, chroma_url=args.chroma_url, base_model=args.base_model)
+    mem = LoRAMemory.open(_store_dir(args), chroma_url=args.chroma_url, base_model=args.base_model)
     payload = {
         "path": str(mem.path),
         "created": not existed,
@@ -71,9 +80,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     try:
-        for lineno, line in enumerate(fh, 1):
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except (OSError, ValueError) as e:  # missing, a directory, unreadable, NUL in the path
+        raise InvalidInputError(f"cannot open {path!r} as a JSONL file: {e}") from e
+    try:
+        for lineno, line in enumerate(_lines(fh, path), 1):
             if not line.strip():
                 continue
             try:
@@ -88,6 +100,13 @@ def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
             fh.close()
 
 
+def _lines(fh: Any, path: str) -> Iterator[str]:
+    try:
+        yield from fh
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"cannot read {path!r} as UTF-8 text: {e}") from e
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     mem = _open(args, create=True)
     ns = args.namespace
@@ -97,8 +116,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     elif args.file is not None:
         try:
             text = Path(args.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInputError(f"cannot read {args.file} as UTF-8 text: {e}") from e
+        except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: NUL in the path
+            raise InvalidInputError(f"cannot read {args.file!r} as UTF-8 text: {e}") from e
         ids.extend(
             mem.add_document(
                 ns, text, source=args.source or Path(args.file).name, session_id=args.session
@@ -250,6 +269,44 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_LOCKED if locked else EXIT_OK
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    mem = _open(args)
+    where = None
+    if args.where is not None:
+        try:
+            where = json.loads(args.where)
+        except json.JSONDecodeError as e:
+            raise InvalidInputError(f"--where must be a JSON object: {e}") from e
+    if (not args.id) == (where is None):
+        raise InvalidInputError("give --id ID (repeatable) or --where JSON, not both")
+    report = mem.forget(
+        args.namespace,
+        args.id or None,
+        where=where,
+        rebuild=not args.no_rebuild,
+        progress=sys.stderr.isatty() and not args.json,
+    )
+
+    def human() -> None:
+        print(
+            f"{report.namespace!r}: {report.deleted} record(s) deleted, "
+            f"{len(report.modules_removed)} module(s) removed, {report.records_reset} record(s) "
+            f"to retrain, {report.seconds:.1f}s"
+        )
+        if report.rebuild is not None:
+            r = report.rebuild
+            print(f"  rebuild: {r.status}, {len(r.modules_created)} module(s) made")
+        for n in report.notes:
+            print(f"  note: {n}")
+
+    _emit(args, report.to_dict(), human)
+    rebuilt_ok = report.rebuild is None or report.rebuild.status in (
+        "consolidated",
+        "nothing_to_do",
+    )
+    return EXIT_OK if rebuilt_ok else EXIT_FAILED
+
+
 def _pct(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"
@@ -350,8 +407,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         for n in st.namespaces:
             print(
                 f"  {n.namespace!r}: {n.records} records ({n.buffered} buffered, "
-                f"{n.consolidated} consolidated; {n.turns} turns, {n.documents} chunks)"
+                f"{n.consolidated} consolidated; {n.turns} turns, {n.documents} chunks), "
+                f"{n.modules} module(s)"
             )
+            for q in n.quarantined:
+                print(f"    QUARANTINED {q['module_id']}: {q['reason']}")
 
     _emit(args, st.to_dict(), human)
     return EXIT_OK
@@ -528,6 +588,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chroma-url", default=None, metavar="URL")
     sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_calibrate)
+
+    sp = sub.add_parser(
+        "forget",
+        help="delete records from the buffer and retrain the modules that held them",
+        description="Delete records and every module that held one of them; the modules' other "
+        "records are consolidated again (unless --no-rebuild: then the next consolidation "
+        "does it). Exit 3 while a consolidation of the namespace runs.",
+    )
+    sp.add_argument("dir", metavar="DIR", help="the store directory")
+    sp.add_argument("-n", "--namespace", required=True, metavar="NS")
+    sp.add_argument("--id", action="append", default=[], metavar="ID", help="record id")
+    sp.add_argument("--where", default=None, metavar="JSON", help='e.g. \'{"session_id": "s1"}\'')
+    sp.add_argument("--no-rebuild", action="store_true", help="do not retrain now")
+    sp.add_argument("--chroma-url", default=None, metavar="URL")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp.set_defaults(func=cmd_forget)
 
     sp = sub.add_parser("modules", help="list the committed LoRA modules")
     sp.add_argument("dir", metavar="DIR", help="the store directory")

@@ -112,9 +112,22 @@ class _Settings:
 def consolidate_namespace(
     mem: LoRAMemory, namespace: str, options: ConsolidationOptions, *, progress: bool = False
 ) -> ConsolidationReport:
-    lock = mem.path / "locks" / f"consolidate-{encode_namespace(namespace)}.lock"
-    with file_lock(lock, blocking=False, what=f"consolidation of {namespace!r}"):
+    with consolidation_lock(mem, namespace):
         return _run(mem, namespace, options, progress)
+
+
+def consolidation_lock(mem: LoRAMemory, namespace: str) -> Any:
+    """The namespace's consolidation lock (non-blocking: LockHeldError when another process
+    consolidates or forgets in it)."""
+    lock = mem.path / "locks" / f"consolidate-{encode_namespace(namespace)}.lock"
+    return file_lock(lock, blocking=False, what=f"consolidation of {namespace!r}")
+
+
+def run_locked(
+    mem: LoRAMemory, namespace: str, options: ConsolidationOptions, *, progress: bool = False
+) -> ConsolidationReport:
+    """A consolidation run for a caller that already holds :func:`consolidation_lock`."""
+    return _run(mem, namespace, options, progress)
 
 
 def resolve_capacity(mem: LoRAMemory, rank: int | None = None) -> Capacity:
@@ -138,6 +151,14 @@ def _run(
     stale = registry.remove_stale_temp(mem.path, namespace, older_than=0)  # we hold the lock
     if stale:
         notes.append(f"removed {stale} temp dir(s) of an interrupted run")
+    from .forget import drop_modules_missing_records
+
+    stale_modules, reset = drop_modules_missing_records(mem, namespace)
+    if stale_modules:
+        notes.append(
+            f"removed {len(stale_modules)} module(s) holding deleted records; {reset} of their "
+            "records are retrained"
+        )
     finished = finish_marking(mem, namespace)
     if finished:
         notes.append(f"finished marking {finished} record(s) of an interrupted run")
@@ -445,7 +466,7 @@ def finish_marking(mem: LoRAMemory, namespace: str) -> int:
     for m in modules:  # oldest first: the newest module listing a record wins
         for rid in m.record_ids:
             owner[rid] = m.module_id
-    records = {r.id: r for r in mem.get(namespace, ids=list(owner))}
+    records = {r.id: r for r in mem.buffer.get_existing(namespace, list(owner))}
     pending: dict[str, list[str]] = {}
     for rid, module_id in owner.items():
         rec = records.get(rid)

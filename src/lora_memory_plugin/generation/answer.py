@@ -392,6 +392,7 @@ def _adapter_for(
     except OSError as e:
         return None, f"module {module_id} cannot be read ({e})"
     except ModuleIntegrityError as e:
-        logger.warning("module %s not used: %s", module_id, e)
-        return None, f"module {module_id} failed its integrity check ({e})"
+        registry.quarantine_module(mem.path, namespace, module_id, str(e))
+        mem.generator_if_loaded_forget(module_id)
+        return None, f"module {module_id} failed its integrity check and was quarantined ({e})"
     return (module_id, path), ""

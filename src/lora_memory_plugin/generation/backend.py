@@ -356,3 +356,11 @@ def get_generator(base_model: str, device: str = "auto", dtype: str = "auto") ->
             gen = Generator(base_model, device, dtype)
             _CACHE[key] = gen
         return gen
+
+
+def loaded_generator(
+    base_model: str, device: str = "auto", dtype: str = "auto"
+) -> Generator | None:
+    """The generator for these settings if this process has loaded it, else None."""
+    with _CACHE_LOCK:
+        return _CACHE.get((base_model, device, dtype))

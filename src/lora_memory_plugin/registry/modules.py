@@ -243,6 +243,56 @@ def verify_module(module_dir: Path, base_fingerprint: str | None = None) -> Modu
     return manifest
 
 
+QUARANTINE_PREFIX = ".quarantine-"
+QUARANTINE_NOTE = "QUARANTINE.txt"
+
+
+def quarantine_module(store_dir: Path, namespace: str, module_id: str, reason: str) -> Path | None:
+    """Move a module that failed its integrity check out of the listing, keeping its files.
+
+    Renamed to ``.quarantine-<id>`` (atomic: no reader sees it as a module any more) with a
+    note saying why; returns the new path, or None when another process moved it first.
+    Its records then name a missing module: the next consolidation retrains them.
+    """
+    root = modules_root(store_dir, namespace)
+    src = root / module_id
+    dst = root / f"{QUARANTINE_PREFIX}{module_id}"
+    try:
+        os.rename(src, dst)
+    except FileNotFoundError:
+        return None
+    except OSError:  # already a quarantined copy of this id: keep the first
+        dst = root / f"{QUARANTINE_PREFIX}{module_id}-{int(time.time())}"
+        os.rename(src, dst)
+    fsync_dir(root)
+    (dst / QUARANTINE_NOTE).write_text(
+        f"quarantined at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {reason}\n",
+        encoding="utf-8",
+    )
+    logger.warning("module %s quarantined: %s", module_id, reason)
+    return dst
+
+
+def list_quarantined(store_dir: Path, namespace: str) -> list[dict[str, str]]:
+    """Quarantined modules of a namespace: ``{"module_id", "reason", "path"}``."""
+    root = modules_root(store_dir, namespace)
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(QUARANTINE_PREFIX) and entry.is_dir():
+            note = entry / QUARANTINE_NOTE
+            reason = note.read_text(encoding="utf-8").strip() if note.is_file() else ""
+            out.append(
+                {
+                    "module_id": entry.name[len(QUARANTINE_PREFIX) :],
+                    "reason": reason,
+                    "path": str(entry),
+                }
+            )
+    return out
+
+
 def remove_stale_temp(
     store_dir: Path, namespace: str, older_than: float = STALE_TMP_SECONDS
 ) -> int:

@@ -186,6 +186,8 @@ class Buffer:
         offset: int | None = None,
     ) -> list[Record]:
         col = self._collection(namespace, create=False)
+        if ids is not None and not ids:
+            return []  # Chroma rejects an empty id list; none asked, none returned
         try:
             res = col.get(
                 ids=list(ids) if ids is not None else None,
@@ -209,6 +211,23 @@ class Buffer:
                 )
             records = [by_id[i] for i in ids]
         return records
+
+    def get_existing(self, namespace: str, ids: Sequence[str]) -> list[Record]:
+        """The records among ``ids`` that the namespace still holds (no error for the rest)."""
+        col = self._collection(namespace, create=False)
+        out: list[Record] = []
+        for start in range(0, len(ids), _MAX_BATCH):
+            try:
+                res = col.get(
+                    ids=list(ids[start : start + _MAX_BATCH]), include=["documents", "metadatas"]
+                )
+            except Exception as e:
+                raise BackendError(f"Chroma get failed in {namespace!r}: {e}") from e
+            out.extend(
+                Record(id=i, text=d or "", metadata=dict(m or {}))
+                for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)
+            )
+        return out
 
     def count(self, namespace: str, where: dict[str, Any] | None = None) -> int:
         col = self._collection(namespace, create=False)

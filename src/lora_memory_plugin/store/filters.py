@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from ..errors import InvalidInputError, InvalidTypeError
@@ -17,11 +18,20 @@ def _to_epoch(value: TimeLike, what: str) -> float | None:
     if isinstance(value, bool):
         raise InvalidTypeError(f"{what} must be a datetime or epoch seconds, got bool")
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.astimezone()  # naive = local time, as datetime.now() gives
-        return value.timestamp()
+        try:
+            if value.tzinfo is None:
+                value = value.astimezone()  # naive = local time, as datetime.now() gives
+            return value.timestamp()
+        except (OverflowError, ValueError, OSError) as e:  # e.g. year 1 or 9999 near the edge
+            raise InvalidInputError(f"{what} {value!r} cannot be used as a time: {e}") from e
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            out = float(value)
+        except OverflowError:
+            out = math.inf
+        if not math.isfinite(out):
+            raise InvalidInputError(f"{what} must be finite epoch seconds, got {value!r:.40}")
+        return out
     raise InvalidTypeError(
         f"{what} must be a datetime or epoch seconds, got {type(value).__name__}"
     )

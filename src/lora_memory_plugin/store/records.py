@@ -7,6 +7,7 @@ stores it once (dedupe), and concurrent writers of the same record cannot create
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,13 @@ class NewRecord:
     chunk_index: int = -1
     created_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # NaN / inf would be stored, then read back as None (Chroma drops them): refuse here.
+        if not math.isfinite(self.created_at):
+            raise InvalidInputError(
+                f"created_at must be finite epoch seconds, got {self.created_at}"
+            )
 
     @property
     def content_hash(self) -> str:
@@ -121,9 +129,10 @@ def check_extra(extra: object) -> dict[str, Any]:
         raise InvalidTypeError(f"metadata must be a dict, got {type(extra).__name__}")
     out: dict[str, Any] = {}
     for k, v in extra.items():
-        if not isinstance(k, str) or not k or len(k) > 128:
+        if not isinstance(k, str) or not k or len(k) > 128 or k.startswith("$"):
             raise InvalidInputError(
-                f"metadata keys must be non-empty str up to 128 chars; got {k!r}"
+                f"metadata keys must be non-empty str up to 128 chars, not starting with '$'; "
+                f"got {k!r}"
             )
         if k in RESERVED_KEYS:
             raise InvalidInputError(
@@ -135,5 +144,21 @@ def check_extra(extra: object) -> dict[str, Any]:
                 f"metadata[{k!r}] must be a str (<= 4096 chars), int, float or bool; "
                 f"got {type(v).__name__}"
             )
+        # What Chroma would silently change or refuse: NaN/inf (read back as None), ints past
+        # 64 bits (read back as floats), text that is not valid Unicode (a lone surrogate).
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidInputError(f"metadata[{k!r}] must be a finite number, got {v}")
+        if isinstance(v, int) and not isinstance(v, bool) and not _INT64[0] <= v <= _INT64[1]:
+            raise InvalidInputError(f"metadata[{k!r}] is outside the 64-bit integer range")
+        for part in (k, v) if isinstance(v, str) else (k,):
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidInputError(
+                    f"metadata key or value {part!r:.40} is not valid Unicode text"
+                ) from e
         out[k] = v
     return out
+
+
+_INT64 = (-(2**63), 2**63 - 1)
