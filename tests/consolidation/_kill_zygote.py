@@ -12,7 +12,8 @@ Protocol, one JSON object a line. The test writes a command on stdin::
 
     {"op": "warm", "base_model": PATH}       load the generator once (children inherit it)
     {"op": "consolidate", "store": DIR, "namespace": NS, "options": {...},
-     "failpoints": "committed", "fault": null, "result": FILE, "log": FILE}
+     "failpoints": "committed", "fault": null, "result": FILE, "log": FILE,
+     "forget_ids": [...]}                    (optional: forget these ids, which rebuilds)
 
 and reads ``{"ok": true}`` for ``warm``; for ``consolidate``, ``{"pid": PID}`` as soon as the
 child is forked, then ``{"pid": PID, "returncode": RC}`` once it has exited (RC as ``subprocess``
@@ -82,7 +83,13 @@ def _child(cmd: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     try:
         mem = LoRAMemory.open(cmd["store"], create=False)
-        [report] = mem.consolidate(cmd["namespace"], **cmd["options"])
+        if cmd.get("forget_ids"):
+            fr = mem.forget(cmd["namespace"], cmd["forget_ids"], **cmd["options"])
+            if fr.rebuild is None:
+                raise RuntimeError(f"forget did not rebuild: {fr}")
+            report = fr.rebuild
+        else:
+            [report] = mem.consolidate(cmd["namespace"], **cmd["options"])
         out: dict[str, Any] = {
             "status": report.status,
             "modules_created": list(report.modules_created),

@@ -153,6 +153,7 @@ class ForkServer:
         failpoints: str = "",
         fault: str | None = None,
         options: dict[str, Any] | None = None,
+        forget_ids: list[str] | None = None,
     ) -> Run:
         self._n += 1
         result = self.workdir / f"run-{self._n}.json"
@@ -167,6 +168,7 @@ class ForkServer:
                 "fault": fault,
                 "result": str(result),
                 "log": str(log),
+                "forget_ids": forget_ids or [],
             }
         )
         started = self._read(timeout=60)
@@ -478,9 +480,11 @@ def test_kills_at_random_moments(forks: ForkServer, open_store: Any) -> None:
 
     Every round extends the namespace's module with two new records, killed after a delay drawn
     in its own stratum of a whole such run's duration (measured here, now), so the kills spread
-    from the store opening to the removal of the replaced module.
+    from the store opening to the removal of the replaced module. CI runs 4 rounds;
+    ``$LORA_MEMORY_KILL_ROUNDS`` sets more (benchmarks/reliability.py runs 50 and records the
+    outcome from ``$LORA_MEMORY_KILL_REPORT``).
     """
-    rounds = 4
+    rounds = int(os.environ.get("LORA_MEMORY_KILL_ROUNDS", "4"))
     rng = random.Random(20240607)
     mem = open_store()
     added = add(mem, TEXTS[:4])
@@ -489,7 +493,7 @@ def test_kills_at_random_moments(forks: ForkServer, open_store: Any) -> None:
     full = min(first, clean_run(forks, mem).seconds)  # a whole run, erring short under load
     killed = 0
     for i in range(rounds):
-        added |= add(mem, TEXTS[6 + 2 * i : 8 + 2 * i])
+        added |= add(mem, [text(6 + 2 * i), text(7 + 2 * i)])
         delay = (i + rng.random()) / rounds * 1.1 * full
         run = forks.finish(forks.start(mem.path), kill_after=delay)
         assert run.returncode in (SIGKILLED, 0), run.describe()
@@ -499,4 +503,54 @@ def test_kills_at_random_moments(forks: ForkServer, open_store: Any) -> None:
         assert_consistent(mem, added)
         clean_run(forks, mem, "consolidated", "nothing_to_do")
         assert len(assert_settled(mem, added)) == 1
-    assert killed >= 2, "the delays missed nearly every run: the test proved little"
+    if os.environ.get("LORA_MEMORY_KILL_REPORT"):
+        Path(os.environ["LORA_MEMORY_KILL_REPORT"]).write_text(
+            json.dumps({"rounds": rounds, "killed": killed, "records": len(added)}),
+            encoding="utf-8",
+        )
+    assert killed >= rounds // 2, "the delays missed most runs: the test proved little"
+
+
+def text(i: int) -> str:
+    """The i-th record text: TEXTS, then generated notes for long kill series."""
+    if i < len(TEXTS):
+        return TEXTS[i]
+    return f"Note {i}: the archive box labelled {i * 37 % 1000:03d} sits on shelf {i % 9 + 1}."
+
+
+@pytest.mark.parametrize("point", ["forget_deleted", "forget_module_removed", "random"])
+def test_kill_during_forget(forks: ForkServer, open_store: Any, point: str) -> None:
+    """A forget (delete + module removal + rebuild) killed part way: after the next run the
+    forgotten records are in no buffer and no module, every other record is consolidated."""
+    mem = open_store()
+    added = add(mem, TEXTS[:6])
+    clean_run(forks, mem)
+    doomed = list(added)[:2]
+    if point == "random":
+        full = forks.run(mem.path, forget_ids=[list(added)[5]]).seconds  # a whole forget
+        added.pop(list(added)[5])
+        run = forks.finish(
+            forks.start(mem.path, forget_ids=doomed),
+            kill_after=random.Random(7).uniform(0.1, 0.9) * full,
+        )
+    else:
+        run = forks.run(mem.path, failpoints=point, forget_ids=doomed)
+        assert run.returncode == SIGKILLED, run.describe()
+    if run.returncode == 0:  # the forget finished before the kill
+        assert run.report and "error" not in run.report, run.describe()
+    kept = {rid: t for rid, t in added.items() if rid not in doomed}
+    assert mem.count(NS) in (len(kept), len(added))  # deleted, or not yet: never partial text
+    assert_no_half_module(mem)
+    rerun = forks.run(mem.path, forget_ids=doomed) if mem.count(NS) == len(added) else None
+    if rerun is None:
+        clean_run(forks, mem, "consolidated", "nothing_to_do")
+    else:
+        assert rerun.returncode == 0, rerun.describe()
+    mods = assert_settled(mem, kept)
+    held = {rid for m in mods.values() for rid in m.record_ids}
+    assert held == set(kept) and not held & set(doomed)
+
+
+def assert_no_half_module(mem: LoRAMemory) -> None:
+    for m in registry.list_modules(mem.path, NS):
+        registry.verify_module(registry.modules_root(mem.path, NS) / m.module_id)
