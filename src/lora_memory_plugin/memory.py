@@ -352,10 +352,12 @@ class LoRAMemory:
         kind: str | None = None,
         session_id: str | None = None,
         status: str | None = None,
+        where: dict[str, Any] | None = None,
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[Record]:
-        """Records by id (in the given order; RecordNotFoundError if any is missing) or filter."""
+        """Records by id (in the given order; RecordNotFoundError if any is missing) or by
+        filter (``kind``, ``session_id``, ``status``, or a raw Chroma ``where`` on metadata)."""
         from .store.filters import build_where
 
         ns = self._ns(namespace)
@@ -369,8 +371,35 @@ class LoRAMemory:
             isinstance(offset, bool) or not isinstance(offset, int) or offset < 0
         ):
             raise InvalidInputError(f"offset must be an int >= 0, got {offset!r}")
-        w = build_where(kind=kind, session_id=session_id, status=status)
+        w = build_where(kind=kind, session_id=session_id, status=status, where=where)
         return self._buffer.get(ns, ids=ids, where=w, limit=limit, offset=offset)
+
+    def delete(self, namespace: str, ids: Sequence[str]) -> int:
+        """Delete records from the buffer now; returns how many existed.
+
+        A deleted record that was consolidated still lives in its module until the next
+        ``consolidate`` of the namespace, which removes that module and retrains its other
+        records. :meth:`forget` does all of it at once (and waits for no cron job).
+        """
+        ns = self._ns(namespace)
+        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+            raise InvalidTypeError("ids must be a list of str record ids")
+        if not self._buffer.has_namespace(ns):
+            return 0
+        return int(self._buffer.delete(ns, list(dict.fromkeys(ids))))
+
+    def update_metadata(self, namespace: str, ids: Sequence[str], metadata: dict[str, Any]) -> None:
+        """Set user metadata keys on existing records (the reserved keys — status, module_id,
+        kind, role, ... — stay lora-memory's). RecordNotFoundError if an id is missing."""
+        from .store.records import check_extra
+
+        ns = self._ns(namespace)
+        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+            raise InvalidTypeError("ids must be a list of str record ids")
+        patch = check_extra(metadata)
+        self.get(ns, list(ids))  # raises RecordNotFoundError naming the missing ids
+        if patch:
+            self._buffer.update_metadata(ns, list(ids), patch)
 
     def count(
         self,
@@ -654,6 +683,8 @@ class LoRAMemory:
     arecall = _async_twin(recall)
     achat = _async_twin(chat)
     aroute = _async_twin(route)
+    adelete = _async_twin(delete)
+    aupdate_metadata = _async_twin(update_metadata)
     aconsolidate = _async_twin(consolidate)
     aforget = _async_twin(forget)
 

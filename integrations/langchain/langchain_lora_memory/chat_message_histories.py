@@ -110,7 +110,7 @@ class LoRAMemoryChatMessageHistory(BaseChatMessageHistory):
         except UnknownNamespaceError:
             return
         if ids:
-            self.memory.buffer.delete(self.namespace, ids)
+            self.memory.delete(self.namespace, ids)
 
 
 def _message(role: str, text: str, rid: str) -> BaseMessage:

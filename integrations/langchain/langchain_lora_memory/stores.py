@@ -171,7 +171,7 @@ class LoRAMemoryStore(BaseStore):
         from lora_memory_plugin import UnknownNamespaceError
 
         try:
-            records: list[Record] = self.memory.buffer.get(mns, where=where)
+            records: list[Record] = self.memory.get(mns, where=where)
         except UnknownNamespaceError:
             return []
         return records
@@ -255,7 +255,7 @@ class LoRAMemoryStore(BaseStore):
         old = self._item_records(op.namespace, op.key)
         if op.value is None:
             if old:
-                self.memory.buffer.delete(mns, [r.id for r in old])
+                self.memory.delete(mns, [r.id for r in old])
             return
         value = dict(op.value)
         text, indexed = self._text(value, op.index)
@@ -264,15 +264,15 @@ class LoRAMemoryStore(BaseStore):
         meta = self._metadata(op, value, indexed, created, now)
         same = next((r for r in old if r.text == text), None)
         if same is not None:  # same text: the core would dedupe the write, so patch in place
-            self.memory.buffer.update_metadata(mns, [same.id], meta)
+            self.memory.update_metadata(mns, [same.id], meta)
             keep = same.id
         else:
             keep = self._add(mns, op, text, meta)
             if any(r.id == keep for r in old):  # an earlier version with this text: refresh it
-                self.memory.buffer.update_metadata(mns, [keep], meta)
+                self.memory.update_metadata(mns, [keep], meta)
         stale = [r.id for r in old if r.id != keep]
         if stale:  # after the write: a crash in between leaves two versions, never none
-            self.memory.buffer.delete(mns, stale)
+            self.memory.delete(mns, stale)
 
     def _add(self, mns: str, op: PutOp, text: str, meta: dict[str, Any]) -> str:
         rid = self.memory.add_turn(mns, text, role="user", metadata=meta, created_at=meta[UPDATED])
