@@ -10,13 +10,14 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv install models demo demo-langchain test test-core test-langchain test-fast lint format bench clean
+.PHONY: help venv install models demo demo-langchain demo-llama-index test test-core test-langchain test-llama-index test-fast lint format bench clean
 
 help:
 	@echo "make demo       set up .venv, pull the default models, run examples/quickstart.py"
 	@echo "make test       lint + type-check + unit, store (embedded and server) and integration tests,"
-	@echo "                then the LangChain integration's tests"
-	@echo "make demo-langchain  an offline LangChain agent that remembers across sessions"
+	@echo "                then the LangChain and LlamaIndex integrations' tests"
+	@echo "make demo-langchain   an offline LangChain agent that remembers across sessions"
+	@echo "make demo-llama-index documents -> LoRA module -> a LlamaIndex query engine, offline"
 	@echo "make test-fast  tests without the real default model"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make bench      write-path benchmark -> docs/benchmarks/"
@@ -47,7 +48,7 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint models test-core test-langchain
+test: lint models test-core test-langchain test-llama-index
 
 test-core: $(VENV)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -64,6 +65,19 @@ test-langchain: $(VENV)/.installed-langchain
 demo-langchain: models $(VENV)/.installed-langchain
 	$(BIN)/python examples/langchain_agent.py
 
+LLAMA_INDEX := $(wildcard integrations/llama-index/llama-index-*-lora-memory)
+
+$(VENV)/.installed-llama-index: $(VENV)/.installed $(addsuffix /pyproject.toml,$(LLAMA_INDEX))
+	$(BIN)/python -m pip install --quiet $(foreach d,$(LLAMA_INDEX),-e "$(d)[test]")
+	touch $@
+
+test-llama-index: $(VENV)/.installed-llama-index
+	for d in $(LLAMA_INDEX); do (cd $$d && $(abspath $(BIN))/mypy --strict --explicit-package-bases --ignore-missing-imports llama_index) || exit 1; done
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) integrations/llama-index
+
+demo-llama-index: models $(VENV)/.installed-llama-index
+	$(BIN)/python examples/llamaindex_query_engine.py
+
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
@@ -71,4 +85,4 @@ bench: models
 	$(BIN)/python benchmarks/write_path.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-memory
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-memory demo-memory-langchain demo-memory-llamaindex
