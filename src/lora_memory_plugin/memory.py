@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -127,6 +128,8 @@ class LoRAMemory:
         """
         if not isinstance(path, (str, Path)):
             raise InvalidTypeError(f"path must be a str or Path, got {type(path).__name__}")
+        if "\0" in str(path):
+            raise StoreError(f"a store path cannot contain a NUL byte: {str(path)!r}")
         root = Path(path).expanduser()
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store directory; pick another path")
@@ -229,7 +232,7 @@ class LoRAMemory:
         batch with the number of turns it held.
         """
         ns = self._ns(namespace)
-        if isinstance(turns, (str, bytes, Mapping)):
+        if isinstance(turns, (str, bytes, Mapping)) or not isinstance(turns, Iterable):
             raise InvalidTypeError("turns must be an iterable of mappings, e.g. [{'content': ...}]")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -286,7 +289,7 @@ class LoRAMemory:
         )
         src = check_label(source, what="source")
         sid = check_label(session_id, what="session_id")
-        extra = check_extra(dict(metadata) if metadata is not None else None)
+        extra = check_extra(dict(metadata) if isinstance(metadata, Mapping) else metadata)
         ts = _check_time(created_at)
         bc = self.config.buffer
         chunks = chunk_text(text, self.embedder.tokenizer(), bc.chunk_tokens, bc.chunk_overlap)
@@ -361,7 +364,11 @@ class LoRAMemory:
         from .store.filters import build_where
 
         ns = self._ns(namespace)
-        if ids is not None and (isinstance(ids, str) or not all(isinstance(i, str) for i in ids)):
+        if ids is not None and (
+            isinstance(ids, str)
+            or not isinstance(ids, (list, tuple))
+            or not all(isinstance(i, str) for i in ids)
+        ):
             raise InvalidTypeError("ids must be a list of str record ids")
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
@@ -382,7 +389,7 @@ class LoRAMemory:
         records. :meth:`forget` does all of it at once (and waits for no cron job).
         """
         ns = self._ns(namespace)
-        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
             raise InvalidTypeError("ids must be a list of str record ids")
         if not self._buffer.has_namespace(ns):
             return 0
@@ -394,7 +401,7 @@ class LoRAMemory:
         from .store.records import check_extra
 
         ns = self._ns(namespace)
-        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
             raise InvalidTypeError("ids must be a list of str record ids")
         patch = check_extra(metadata)
         self.get(ns, list(ids))  # raises RecordNotFoundError naming the missing ids
@@ -752,4 +759,10 @@ def _check_time(created_at: object) -> float:
         raise InvalidTypeError(
             f"created_at must be epoch seconds (float), got {type(created_at).__name__}"
         )
-    return float(created_at)
+    try:
+        value = float(created_at)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise InvalidInputError(f"created_at must be finite epoch seconds, got {created_at!r:.40}")
+    return value

@@ -29,6 +29,7 @@ def test_public_api_is_pinned():
             "BaseModelMismatchError",
             "ConfigError",
             "ConsolidationReport",
+            "ForgetReport",
             "Hit",
             "InvalidInputError",
             "InvalidTypeError",

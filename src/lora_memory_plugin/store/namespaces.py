@@ -51,11 +51,24 @@ def encode_namespace(namespace: str, prefix: str = PREFIX) -> str:
 
 
 def pack_namespace(namespace: str) -> str:
-    """The namespace as pure ASCII (JSON string), safe to store in any backend's metadata."""
-    return json.dumps(namespace, ensure_ascii=True)
+    """The namespace as pure ASCII (JSON string), safe to store in any backend's metadata.
+
+    JSON cannot keep two adjacent lone surrogates apart (``"\\ud800\\udfff"`` reads back as one
+    astral character), so a name that would not survive it is stored as ``hex:`` + its
+    UTF-8 (surrogatepass) bytes instead; a JSON string always starts with ``"``.
+    """
+    packed = json.dumps(namespace, ensure_ascii=True)
+    if json.loads(packed) == namespace:
+        return packed
+    return _HEX + namespace.encode("utf-8", "surrogatepass").hex()
+
+
+_HEX = "hex:"
 
 
 def unpack_namespace(packed: str) -> str:
+    if packed.startswith(_HEX):
+        return bytes.fromhex(packed[len(_HEX) :]).decode("utf-8", "surrogatepass")
     value = json.loads(packed)
     if not isinstance(value, str):  # pragma: no cover - only our own writes land here
         raise ValueError(f"not a packed namespace: {packed!r}")
