@@ -148,8 +148,8 @@ class RoutingConfig:
     split_below: float = field(
         default=0.6,
         metadata={
-            "help": "Top module confidence under this: competing modules' records join the "
-            "context (hybrid) instead of a blind pick."
+            "help": "Top module's softmax share under this: competing modules' records join "
+            "the context (hybrid) instead of a blind pick."
         },
     )
     max_resident: int = field(

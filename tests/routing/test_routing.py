@@ -63,7 +63,8 @@ def test_questions_reach_the_module_that_holds_their_record(routed):
         decision = mem.route("ns", q)
         assert decision.chosen == (module_id,)
         assert decision.candidates[0].score > 0.9 and decision.confidence > 0.6
-        assert sum(c.confidence for c in decision.candidates) == pytest.approx(1.0)
+        assert sum(c.share for c in decision.candidates) == pytest.approx(1.0)
+        assert decision.confidence <= decision.candidates[0].score
         ans = mem.ask("ns", q, mode="lora", max_new_tokens=6)
         assert ans.mode == "lora" and ans.modules == (module_id,) and a in ans.text
         assert ans.route is not None and ans.route["chosen"] == [module_id]
@@ -200,13 +201,16 @@ def _decide(hits, **kw):
 
 def test_scoring_max_similarity_softmax_and_threshold():
     far = _decide([KeyHit("a", "question", "x", 0.9), KeyHit("b", "record", "y", 0.5)])
-    assert far.chosen == ("a",) and far.confidence > 0.99 and not far.split
+    assert far.chosen == ("a",) and far.candidates[0].share > 0.99 and not far.split
     # many near-misses of a big module do not outvote a small module's exact match
     crowd = [KeyHit("big", "record", str(i), 0.7) for i in range(8)]
     exact = _decide([KeyHit("small", "question", "q", 0.95), *crowd])
     assert exact.chosen == ("small",) and exact.candidates[1].votes == 8
     close = _decide([KeyHit("a", "record", "x", 0.90), KeyHit("b", "record", "y", 0.89)])
-    assert close.split and close.confidence == pytest.approx(0.55, abs=0.01)
+    assert close.split and close.candidates[0].share == pytest.approx(0.55, abs=0.01)
+    assert close.confidence == pytest.approx(0.55 * 0.90, abs=0.01)  # share x best-key score
+    loose = _decide([KeyHit("a", "record", "x", 0.5)])  # one module, matched loosely
+    assert loose.chosen == ("a",) and loose.confidence == pytest.approx(0.5)
     low = _decide([KeyHit("a", "record", "x", 0.2)])
     assert low.chosen == () and low.confidence == 0.0 and low.candidates
     stale = route(

@@ -219,8 +219,9 @@ def _print_route(ans: Any) -> None:
     print(f"-- route: {chosen} ({route['reason'] or 'n/a'})", file=sys.stderr)
     for c in route["candidates"][:5]:
         print(
-            f"--   {c['module_id']}: best key {c['score']:.3f}, confidence "
-            f"{c['confidence']:.3f}, {c['votes']} of the nearest keys; key: {c['best_key'][:80]!r}",
+            f"--   {c['module_id']}: best key {c['score']:.3f}, share {c['share']:.3f}, "
+            f"confidence {c['confidence']:.3f}, {c['votes']} of the nearest keys; "
+            f"key: {c['best_key'][:80]!r}",
             file=sys.stderr,
         )
 

@@ -293,7 +293,7 @@ def _prepare(
             effective = "rag"
         elif decision.split:
             split_modules = [
-                c.module_id for c in decision.candidates[:3] if c.confidence >= _SPLIT_MIN_SHARE
+                c.module_id for c in decision.candidates[:3] if c.share >= _SPLIT_MIN_SHARE
             ]
             notes.append(f"routing split ({decision.reason}): their records join the context")
             effective = "hybrid"

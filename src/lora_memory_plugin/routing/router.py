@@ -3,10 +3,12 @@
 Scores come from record-level matches, not from whole-module embeddings (the paper found
 routing to a module's mean embedding falls below a single LoRA): the question's nearest keys
 vote for their modules, a module's score is its best key's cosine similarity (so a big module's
-many near-misses do not outvote a small module's exact match), and the confidence is a softmax of
+many near-misses do not outvote a small module's exact match), and its *share* is a softmax of
 those scores at a low temperature: two modules with nearly equal best keys split it, one module
-far ahead takes nearly all of it. Below ``min_score`` nothing is routed: the question is not
-about anything consolidated, and the caller falls back to rag.
+far ahead takes nearly all of it. A module's confidence is its share times its best key's
+similarity, so a lone module matched loosely is not reported as certain. Below ``min_score``
+nothing is routed: the question is not about anything consolidated, and the caller falls back
+to rag. A split (top share under ``split_below``) is decided on the share.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ class RoutedModule:
 
     module_id: str
     score: float  # best key's cosine similarity
-    confidence: float  # share of the softmax over candidates
+    confidence: float  # share x score, clamped to [0, 1]
     votes: int  # keys among the nearest that belong to it
     best_key: str = ""  # the text of its best key
+    share: float = 0.0  # softmax share of the candidates (sums to 1)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,15 @@ def route(
     weights = {m: math.exp((best[m].score - top) / temperature) for m in ranked}
     total = sum(weights.values())
     candidates = tuple(
-        RoutedModule(m, best[m].score, weights[m] / total, votes[m], best[m].text) for m in ranked
+        RoutedModule(
+            m,
+            best[m].score,
+            weights[m] / total * min(max(best[m].score, 0.0), 1.0),
+            votes[m],
+            best[m].text,
+            weights[m] / total,
+        )
+        for m in ranked
     )
     if top < min_score:
         return RouteDecision(
@@ -92,12 +103,11 @@ def route(
             keys=tuple(keys),
         )
     first = candidates[0]
-    split = len(candidates) > 1 and first.confidence < split_below
+    split = len(candidates) > 1 and first.share < split_below
     reason = f"top key {top:.2f} ({first.votes}/{len(keys)} nearest keys)"
     if split:
-        reason += (
-            f"; confidence {first.confidence:.2f} < {split_below:.2f}, shared with "
-            + ", ".join(f"{c.module_id} ({c.confidence:.2f})" for c in candidates[1:3])
+        reason += f"; share {first.share:.2f} < {split_below:.2f}, shared with " + ", ".join(
+            f"{c.module_id} ({c.share:.2f})" for c in candidates[1:3]
         )
     chosen = (first.module_id,)
     return RouteDecision(namespace, query, candidates, chosen, split, reason, tuple(keys))
