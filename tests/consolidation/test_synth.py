@@ -366,3 +366,21 @@ def test_split_sentences_keeps_titles_and_tiny_pieces_together() -> None:
         "He is nice. I pay 3.5 euros a day!",
         "Really? Yes, it is.",
     ]
+
+
+def test_faq_chunk_trains_each_pair_with_its_own_answer():
+    """An FAQ document chunk holds several Q/A pairs: each question keeps its own answer (split
+    into sentences, the next question would pair with the previous answer)."""
+    from lora_memory_plugin.consolidation.data import build_examples
+    from lora_memory_plugin.consolidation.synth import synthesize
+    from lora_memory_plugin.types import Record
+
+    text = "Q: What is the door code? A: 5150 Q: Where are lost badges replaced? A: Room B-104"
+    rec = Record("d-1", text, {"kind": "document", "source": "faq.md"})
+    synth = synthesize([rec], None, "qa", "sys")
+    for examples, probes in (build_examples([rec], "sys"), (synth.examples, synth.probes)):
+        assert [(p.question, p.answer) for p in probes] == [
+            ("What is the door code?", "5150"),
+            ("Where are lost badges replaced?", "Room B-104"),
+        ]
+        assert len(examples) == 2

@@ -53,7 +53,7 @@ def build_examples(
     (the agent's own recollections, injected context) are never trained on, and a user turn's
     injected context block is cut first.
     """
-    from .synth import strip_injected
+    from .synth import parse_qa_pairs, strip_injected
 
     examples: list[Example] = []
     probes: list[Probe] = []
@@ -61,10 +61,11 @@ def build_examples(
         if rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user":
             continue
         qa = parse_qa(rec.text)
-        if qa is not None:
-            question, answer = qa
-            examples.append(Example.qa(question, answer, system=system_prompt))
-            probes.append(Probe(question, answer, rec.id))
+        pairs = [qa] if qa is not None else parse_qa_pairs(rec.text)
+        if qa is not None or len(pairs) > 1:  # QA-shaped: one pair, or an FAQ chunk of several
+            for question, answer in pairs:
+                examples.append(Example.qa(question, answer, system=system_prompt))
+                probes.append(Probe(question, answer, rec.id))
             continue
         text = strip_injected(rec.text) if rec.metadata.get("kind") == "turn" else rec.text
         if text.strip():

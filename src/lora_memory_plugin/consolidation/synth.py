@@ -457,13 +457,17 @@ def _plan(records: Sequence[Record], system: str, stats: Stats) -> _Plan:
     previous = _previous_turns(records)
     plan: _Plan = []
     for i, rec in enumerate(records):
+        if rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user":
+            plan.append(None)  # the agent's own words, tool output, injected context: not facts
+            continue
         qa = parse_qa(rec.text)
-        if qa is not None:
-            question, answer = qa
-            example = Example.qa(question, answer, system=system)
-            plan.append(_Ready(example, Probe(question, answer, rec.id)))
-            stats["qa"]["made"] += 1
-            stats["qa"]["kept"] += 1
+        pairs = [qa] if qa is not None else parse_qa_pairs(rec.text)
+        if qa is not None or len(pairs) > 1:  # QA-shaped: one pair, or an FAQ chunk of several
+            for question, answer in pairs:
+                example = Example.qa(question, answer, system=system)
+                plan.append(_Ready(example, Probe(question, answer, rec.id)))
+                stats["qa"]["made"] += 1
+                stats["qa"]["kept"] += 1
         elif rec.metadata.get("kind") == "turn":
             plan.append(_turn_source(rec, previous[i]))
         else:
