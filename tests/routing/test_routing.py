@@ -183,6 +183,21 @@ def test_index_is_rebuilt_from_the_registry(routed):  # last: removes a module
     assert set(mem.routing.count("ns")) == {owners[2]}
 
 
+def test_cli_answers_a_questions_file_in_batches(routed, tmp_path, capsys):
+    mem, owners = routed
+    f = tmp_path / "qs.txt"
+    f.write_text("\n".join(q for q, _ in FACTS) + "\n\n", encoding="utf-8")
+    argv = ["ask-many", str(mem.path), "-n", "ns", str(f), "--mode", "lora"]
+    assert main([*argv, "--max-new-tokens", "6", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["answers"]
+    assert [r["question"] for r in rows] == [q for q, _ in FACTS]
+    assert [r["modules"] for r in rows] == [[o] for o in owners]
+    assert all(a in r["text"] for r, (_, a) in zip(rows, FACTS, strict=True))
+    (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
+    assert main(["ask-many", str(mem.path), "-n", "ns", str(tmp_path / "empty.txt")]) == 1
+    assert "no question" in capsys.readouterr().err
+
+
 class _Keys:
     """A routing index answering fixed key hits: the scoring rule on exact numbers."""
 

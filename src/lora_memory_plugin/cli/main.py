@@ -210,6 +210,39 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ask_many(args: argparse.Namespace) -> int:
+    """Every line of FILE in one ask_many call: mixed multi-adapter batches."""
+    mem = _open(args)
+    try:
+        with open(args.questions, encoding="utf-8") as fh:
+            questions = [line.strip() for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InvalidInputError(f"cannot read {args.questions!r}: {e}") from e
+    if not questions:
+        raise InvalidInputError(f"{args.questions!r} holds no question (one a line)")
+    answers = mem.ask_many(
+        args.namespace,
+        questions,
+        mode=args.mode,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+
+    def human() -> None:
+        for q, a in zip(questions, answers, strict=True):
+            print(f"{q}\t{a.text}")
+            extra = f" module {a.modules[0]}" if a.modules else ""
+            print(f"-- mode {a.mode}{extra}", file=sys.stderr)
+
+    rows = [{"question": q, **a.to_dict()} for q, a in zip(questions, answers, strict=True)]
+    for row in rows:
+        if row.get("route") and not args.explain:
+            row["route"].pop("keys", None)
+    _emit(args, {"answers": rows}, human)
+    return EXIT_OK
+
+
 def _print_route(ans: Any) -> None:
     route = ans.route
     if route is None:
@@ -528,6 +561,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the routing decision: candidate modules, key scores, confidence, why",
     )
     sp.set_defaults(func=cmd_ask)
+
+    sp = sub.add_parser(
+        "ask-many",
+        help="answer every line of a file, in mixed multi-adapter batches",
+        description="Route each question on its own, then generate them in batches where every "
+        "row carries its own module (one forward pass for many modules).",
+    )
+    common(sp)
+    sp.add_argument("questions", metavar="FILE", help="one question a line")
+    sp.add_argument("--mode", default="hybrid", choices=["hybrid", "lora", "rag", "icl", "base"])
+    sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
+    sp.add_argument("--max-new-tokens", type=int, default=None)
+    sp.add_argument("--batch-size", type=int, default=16, help="rows per generate call")
+    sp.add_argument("--explain", action="store_true", help="keep each routing decision's keys")
+    sp.set_defaults(func=cmd_ask_many)
 
     sp = sub.add_parser(
         "consolidate", help="train buffered records into LoRA modules (cron: --all --json)"
