@@ -183,6 +183,41 @@ class LoRAMemory:
         provider = make_provider(root, url, config.buffer.chroma_database)
         return cls(root, config, provider, url)
 
+    @classmethod
+    def resolve(
+        cls,
+        memory: LoRAMemory | None = None,
+        path: str | Path | None = None,
+        *,
+        owner: str = "",
+    ) -> LoRAMemory:
+        """The store a framework adapter works on: ``memory=`` (open) or ``path=`` (opened
+        here), exactly one. ``owner`` (a class name) prefixes the error messages.
+
+        Raises:
+            InvalidInputError: both or neither were given.
+            InvalidTypeError: ``memory`` is not a LoRAMemory.
+        """
+        who = f"{owner}: " if owner else ""
+        if memory is not None and path is not None:
+            raise InvalidInputError(
+                f"{who}pass exactly one of memory= (an open LoRAMemory) or path= (a store "
+                "directory), not both; got both"
+            )
+        if memory is None and path is None:
+            raise InvalidInputError(
+                f"{who}pass memory= (an open LoRAMemory) or path= (a store directory, e.g. "
+                "'./memory'): exactly one of memory= or path= is needed, got neither"
+            )
+        if memory is not None:
+            if not isinstance(memory, LoRAMemory):
+                raise InvalidTypeError(
+                    f"{who}memory= must be a LoRAMemory, got {type(memory).__name__}; open one "
+                    "with LoRAMemory.open(path)"
+                )
+            return memory
+        return cls.open(path)  # type: ignore[arg-type]
+
     def close(self) -> None:
         """Nothing to release today (clients are shared per store); kept for `with` blocks."""
 

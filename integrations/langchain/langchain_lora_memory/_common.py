@@ -10,32 +10,10 @@ if TYPE_CHECKING:
 
 
 def resolve_memory(memory: LoRAMemory | None, path: str | Path | None, owner: str) -> LoRAMemory:
-    """The one open :class:`LoRAMemory` a class works on: ``memory=`` or ``path=``, not both.
-
-    Raises:
-        ValueError: both or neither were given (the message names them).
-        TypeError: ``memory`` is not a LoRAMemory.
-    """
+    """The one open :class:`LoRAMemory` a class works on (``LoRAMemory.resolve``)."""
     from lora_memory_plugin import LoRAMemory
 
-    if memory is not None and path is not None:
-        raise ValueError(
-            f"{owner}: pass either memory= (an open LoRAMemory) or path= (a store directory), "
-            f"not both; got memory={memory!r} and path={str(path)!r}"
-        )
-    if memory is None and path is None:
-        raise ValueError(
-            f"{owner}: pass memory= (an open LoRAMemory) or path= (a store directory), "
-            "e.g. path='./memory'"
-        )
-    if memory is not None:
-        if not isinstance(memory, LoRAMemory):
-            raise TypeError(
-                f"{owner}: memory must be a lora_memory_plugin.LoRAMemory, "
-                f"got {type(memory).__name__}; open one with LoRAMemory.open(path)"
-            )
-        return memory
-    return LoRAMemory.open(Path(str(path)))
+    return LoRAMemory.resolve(memory, path, owner=owner)
 
 
 def recall(memory: LoRAMemory, namespace: str, query: str) -> Recall:

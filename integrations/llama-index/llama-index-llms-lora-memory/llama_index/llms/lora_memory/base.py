@@ -47,7 +47,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from lora_memory_plugin import Answer, InvalidInputError, InvalidTypeError, LoRAMemory
+from lora_memory_plugin import Answer, InvalidInputError, LoRAMemory
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class LoRAMemoryLLM(CustomLLM):
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         super().__init__(path=str(path) if path is not None else None, **kwargs)
-        self._memory = resolve_memory(memory, path)
+        self._memory = LoRAMemory.resolve(memory, path, owner=type(self).__name__)
 
     @classmethod
     def class_name(cls) -> str:
@@ -289,20 +289,3 @@ def _role(message: ChatMessage) -> str:
 
 def _text(message: ChatMessage) -> str:
     return "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
-
-
-def resolve_memory(memory: LoRAMemory | None, path: str | Path | None) -> LoRAMemory:
-    """The store given as ``memory=`` (open) or ``path=`` (opened here); exactly one."""
-    if (memory is None) == (path is None):
-        raise InvalidInputError(
-            "pass exactly one of memory= (an open LoRAMemory) or path= (a store directory); "
-            f"got {'both' if memory is not None else 'neither'}"
-        )
-    if memory is not None:
-        if not isinstance(memory, LoRAMemory):
-            raise InvalidTypeError(
-                f"memory= must be a LoRAMemory, got {type(memory).__name__}; "
-                "open one with LoRAMemory.open(path)"
-            )
-        return memory
-    return LoRAMemory.open(path)  # type: ignore[arg-type]

@@ -22,7 +22,6 @@ from llama_index.core.utils import get_tokenizer
 from lora_memory_plugin import (
     Hit,
     InvalidInputError,
-    InvalidTypeError,
     LoRAMemory,
     Recall,
     UnknownNamespaceError,
@@ -110,7 +109,7 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
     ) -> None:
         data["path"] = str(path) if path is not None else None  # saved; the client is private
         super().__init__(**data)
-        self._memory = resolve_memory(memory, path)
+        self._memory = LoRAMemory.resolve(memory, path, owner=type(self).__name__)
 
     @property
     def memory(self) -> LoRAMemory:
@@ -207,23 +206,6 @@ def format_memory(recall: Recall | None, hits: list[Hit], min_confidence: float 
 def message_text(message: ChatMessage) -> str:
     """The text blocks of a message (images, audio and tool calls are not stored)."""
     return "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
-
-
-def resolve_memory(memory: LoRAMemory | None, path: str | Path | None) -> LoRAMemory:
-    """The store given as ``memory=`` (open) or ``path=`` (opened here); exactly one."""
-    if (memory is None) == (path is None):
-        raise InvalidInputError(
-            "pass exactly one of memory= (an open LoRAMemory) or path= (a store directory); "
-            f"got {'both' if memory is not None else 'neither'}"
-        )
-    if memory is not None:
-        if not isinstance(memory, LoRAMemory):
-            raise InvalidTypeError(
-                f"memory= must be a LoRAMemory, got {type(memory).__name__}; "
-                "open one with LoRAMemory.open(path)"
-            )
-        return memory
-    return LoRAMemory.open(path)  # type: ignore[arg-type]
 
 
 async def _none() -> None:

@@ -21,7 +21,6 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from lora_memory_plugin import (
     Hit,
     InvalidInputError,
-    InvalidTypeError,
     LoRAMemory,
     Recall,
     UnknownNamespaceError,
@@ -90,7 +89,7 @@ class LoRAMemoryRetriever(BaseRetriever):
             raise InvalidInputError(
                 "include_recall and include_buffer are both False: nothing to retrieve"
             )
-        self._memory = resolve_memory(memory, path)
+        self._memory = LoRAMemory.resolve(memory, path, owner=type(self).__name__)
         self.namespace = namespace
         self.similarity_top_k = similarity_top_k
         self.include_recall = include_recall
@@ -176,23 +175,6 @@ def hit_node(hit: Hit) -> NodeWithScore:
         excluded_embed_metadata_keys=hidden,
     )
     return NodeWithScore(node=node, score=hit.score)
-
-
-def resolve_memory(memory: LoRAMemory | None, path: str | Path | None) -> LoRAMemory:
-    """The store given as ``memory=`` (open) or ``path=`` (opened here); exactly one."""
-    if (memory is None) == (path is None):
-        raise InvalidInputError(
-            "pass exactly one of memory= (an open LoRAMemory) or path= (a store directory); "
-            f"got {'both' if memory is not None else 'neither'}"
-        )
-    if memory is not None:
-        if not isinstance(memory, LoRAMemory):
-            raise InvalidTypeError(
-                f"memory= must be a LoRAMemory, got {type(memory).__name__}; "
-                "open one with LoRAMemory.open(path)"
-            )
-        return memory
-    return LoRAMemory.open(path)  # type: ignore[arg-type]
 
 
 async def _value(value: Any) -> Any:
