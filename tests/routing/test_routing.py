@@ -170,19 +170,6 @@ def test_cli_explain_shows_the_routing_decision(routed, capsys):
     assert [r["routing_keys"] for r in rows] == [4, 4] and rows[0]["probe_questions"]
 
 
-def test_index_is_rebuilt_from_the_registry(routed):  # last: removes a module
-    mem, owners = routed
-    mem.routing.drop("ns")  # e.g. lost, or a module committed by a run killed before indexing
-    assert mem.route("ns", FACTS[2][0]).chosen == (owners[2],)
-    counts = mem.routing.count("ns")
-    assert set(counts) == set(owners) and all(n == 4 for n in counts.values())  # 2 records + 2 qs
-    gone = owners[0]
-    registry.remove_module(mem.path, "ns", gone)
-    d = mem.route("ns", FACTS[0][0])
-    assert gone not in {c.module_id for c in d.candidates}
-    assert set(mem.routing.count("ns")) == {owners[2]}
-
-
 def test_cli_answers_a_questions_file_in_batches(routed, tmp_path, capsys):
     mem, owners = routed
     f = tmp_path / "qs.txt"
@@ -196,6 +183,19 @@ def test_cli_answers_a_questions_file_in_batches(routed, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
     assert main(["ask-many", str(mem.path), "-n", "ns", str(tmp_path / "empty.txt")]) == 1
     assert "no question" in capsys.readouterr().err
+
+
+def test_index_is_rebuilt_from_the_registry(routed):  # last: removes a module
+    mem, owners = routed
+    mem.routing.drop("ns")  # e.g. lost, or a module committed by a run killed before indexing
+    assert mem.route("ns", FACTS[2][0]).chosen == (owners[2],)
+    counts = mem.routing.count("ns")
+    assert set(counts) == set(owners) and all(n == 4 for n in counts.values())  # 2 records + 2 qs
+    gone = owners[0]
+    registry.remove_module(mem.path, "ns", gone)
+    d = mem.route("ns", FACTS[0][0])
+    assert gone not in {c.module_id for c in d.candidates}
+    assert set(mem.routing.count("ns")) == {owners[2]}
 
 
 class _Keys:
