@@ -384,3 +384,24 @@ def test_faq_chunk_trains_each_pair_with_its_own_answer():
             ("Where are lost badges replaced?", "Room B-104"),
         ]
         assert len(examples) == 2
+
+
+def test_a_newer_answer_to_the_same_question_supersedes_the_older():
+    """Knowledge updates: two QA records ask the same question; only the newest is trained and
+    probed (on both paths), whatever their order in the batch."""
+    from lora_memory_plugin.consolidation.data import superseded
+    from lora_memory_plugin.consolidation.synth import synthesize
+
+    old = turn("r-old", "Question: Where does Ana work? Answer: Lyon", at=10.0)
+    new = turn("r-new", "Question: where does ana work Answer: Porto", at=20.0)
+    other = turn("r-other", "Question: Where does Bo work? Answer: Graz", at=5.0)
+    records = [new, other, old]
+    assert superseded(records) == {"r-old"}
+    for mixture in (None, "qa+original"):
+        if mixture is None:
+            _, probes = build_examples(records, SYSTEM)
+        else:
+            probes = synthesize(records, Recording([]), mixture, SYSTEM).probes
+        assert {(p.record_id, p.answer) for p in probes} == {("r-new", "Porto"), ("r-other", "Graz")}
+    tie = [turn("a", "Question: Q1? Answer: x"), turn("b", "Question: Q1? Answer: y")]
+    assert superseded(tie) == {"a"}  # same created_at: the later record wins

@@ -44,6 +44,36 @@ def parse_qa(text: str) -> tuple[str, str] | None:
     return m.group("q").strip(), m.group("a").strip()
 
 
+def _question_key(question: str) -> str:
+    return " ".join(question.lower().rstrip(" ?").split())
+
+
+def superseded(records: Sequence[Record]) -> set[str]:
+    """Ids of QA-shaped records whose question a newer record answers again: the latest wins.
+
+    A knowledge update ("Question: Where does Ana work? Answer: Lyon", later "... Answer: Porto")
+    must not train both answers into one module. Newer means a later ``created_at``; on a tie, the
+    later record in ``records``.
+    """
+    newest: dict[str, tuple[float, int, str]] = {}
+    out: set[str] = set()
+    for i, rec in enumerate(records):
+        qa = parse_qa(rec.text)
+        if qa is None:
+            continue
+        key = _question_key(qa[0])
+        mine = (float(rec.metadata.get("created_at") or 0.0), i, rec.id)
+        best = newest.get(key)
+        if best is None:
+            newest[key] = mine
+        elif mine[:2] > best[:2]:
+            out.add(best[2])
+            newest[key] = mine
+        else:
+            out.add(rec.id)
+    return out
+
+
 def build_examples(
     records: Sequence[Record], system_prompt: str
 ) -> tuple[list[Example], list[Probe]]:
@@ -51,14 +81,18 @@ def build_examples(
 
     Only what a user said or a document holds is new knowledge: assistant, system and tool turns
     (the agent's own recollections, injected context) are never trained on, and a user turn's
-    injected context block is cut first.
+    injected context block is cut first. A QA record that a newer one answers again is left out
+    (:func:`superseded`).
     """
     from .synth import parse_qa_pairs, strip_injected
 
     examples: list[Example] = []
     probes: list[Probe] = []
+    stale = superseded(records)
     for rec in records:
         if rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user":
+            continue
+        if rec.id in stale:
             continue
         qa = parse_qa(rec.text)
         pairs = [qa] if qa is not None else parse_qa_pairs(rec.text)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError, ModelError
 from ..types import Record
-from .data import Probe, build_examples, parse_qa
+from .data import Probe, build_examples, parse_qa, superseded
 from .mixture import STRATEGIES, parse_mixture_names
 from .trainer import Example
 from .writers import DataWriter, Messages
@@ -455,10 +455,14 @@ def _without_writer(records: Sequence[Record], system: str, stats: Stats) -> Syn
 def _plan(records: Sequence[Record], system: str, stats: Stats) -> _Plan:
     """Per record: its ready pair (QA-shaped), a source to synthesize from, or None (skipped)."""
     previous = _previous_turns(records)
+    stale = superseded(records)
     plan: _Plan = []
     for i, rec in enumerate(records):
         if rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user":
             plan.append(None)  # the agent's own words, tool output, injected context: not facts
+            continue
+        if rec.id in stale:
+            plan.append(None)  # a newer record answers the same question: the latest wins
             continue
         qa = parse_qa(rec.text)
         pairs = [qa] if qa is not None else parse_qa_pairs(rec.text)
