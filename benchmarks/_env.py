@@ -1,54 +1,12 @@
-"""What every benchmark records about the machine it ran on (shared by the scripts here)."""
+"""What every benchmark records about the machine: re-exported from the package's bench harness
+(``lora_memory_plugin.bench._env``) so scripts here and ``lora-memory bench`` agree."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import platform
-import subprocess
-from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from lora_memory_plugin.bench._env import base_environment, command_output, cpu_model, version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
-def command_output(cmd: Sequence[str]) -> str:
-    """stdout of ``cmd`` run in the repo root, or '' if it cannot run."""
-    try:
-        proc = subprocess.run(
-            list(cmd), cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return proc.stdout.strip()
-
-
-def cpu_model() -> str:
-    for line in command_output(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def base_environment(packages: Sequence[str]) -> dict[str, Any]:
-    """CPU, OS, Python, package versions, git commit, date and load average."""
-    uname = platform.uname()
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "packages": {p: version(p) for p in packages},
-        "git_commit": command_output(["git", "rev-parse", "HEAD"]) or "unknown",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+__all__ = ["REPO_ROOT", "base_environment", "command_output", "cpu_model", "version"]

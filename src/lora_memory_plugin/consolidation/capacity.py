@@ -160,6 +160,7 @@ class CalibrationPoint:
     steps: int
     seconds: float
     stopped_because: str
+    params: int = 0  # trainable LoRA parameters
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,6 @@ def calibrate(
     capacity is the largest passing size in tokens; a rank where even the first size fails gets
     no entry. Each training run stops early at the target, or after ``max_epochs`` epochs.
     """
-    from ..datasets.phonebook import phonebook
-    from .engine import probe_exact_match
-    from .trainer import Example, TrainConfig, train_lora
-
     if not ranks or any(not isinstance(r, int) or r < 1 for r in ranks):
         raise InvalidInputError(f"ranks must be positive ints, got {list(ranks)!r}")
     if start_facts < 1 or max_facts < start_facts:
@@ -218,7 +215,6 @@ def calibrate(
     deadline = None if max_minutes is None else t0 + max_minutes * 60
     gen = mem.generator()
     system = mem.config.generation.system_prompt
-    batch = 16
     points: list[CalibrationPoint] = []
     table: dict[int, int] = {}
     for rank in sorted(set(ranks)):
@@ -226,38 +222,32 @@ def calibrate(
         while n <= max_facts:
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            facts = phonebook(n, seed=seed + n)
-            examples = [Example.qa(f.question, f.answer, system=system) for f in facts]
-            steps = max(1, math.ceil(n / batch)) * max_epochs
             remaining = None if deadline is None else max(1.0, deadline - time.perf_counter())
-            config = TrainConfig(
-                rank=rank,
+            point = capacity_point(
+                gen,
+                rank,
+                n,
                 lr=mem.config.consolidation.lr,
-                max_steps=steps,
-                batch_size=batch,
+                max_epochs=max_epochs,
                 seed=seed,
-                target_recall=1.0,
                 max_seconds=remaining,
                 device=mem.config.models.device,
-            )
-            result = train_lora(gen.path, examples, config, progress=progress)
-            from .data import Probe
-
-            probes = [Probe(f.question, f.answer, f"pb-{i}") for i, f in enumerate(facts)]
-            recall = _generated_recall(gen, result, probes, system, probe_exact_match)
-            tokens = sum(gen.count_tokens(f.text) for f in facts)
-            point = CalibrationPoint(
-                rank, n, tokens, recall, result.steps, result.seconds, result.stopped_because
+                system=system,
+                progress=progress,
             )
             points.append(point)
             logger.info(
-                "calibrate r=%d: %d facts (%d tokens) -> %.1f%%", rank, n, tokens, 100 * recall
+                "calibrate r=%d: %d facts (%d tokens) -> %.1f%%",
+                rank,
+                n,
+                point.tokens,
+                100 * point.recall,
             )
             if on_point is not None:
                 on_point(point)
-            if recall < target:
+            if point.recall < target:
                 break
-            table[rank] = tokens
+            table[rank] = point.tokens
             n *= 2
     report = CalibrationReport(
         base_model=mem.config.models.base_model,
@@ -269,6 +259,56 @@ def calibrate(
     if save and table:
         mem.update_config(consolidation={"capacity_tokens": {str(k): v for k, v in table.items()}})
     return report
+
+
+def capacity_point(
+    gen: Any,
+    rank: int,
+    facts: int,
+    *,
+    lr: float,
+    max_epochs: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_seconds: float | None = None,
+    target_modules: str | tuple[str, ...] = "all-linear",
+    device: str = "auto",
+    system: str = "",
+    progress: bool = False,
+) -> CalibrationPoint:
+    """Train ``facts`` PhoneBook facts (seed ``seed + facts``) into one rank-``rank`` LoRA, then
+    measure exact recall by greedy generation on every fact: one point of a capacity curve."""
+    from ..datasets.phonebook import phonebook
+    from .data import Probe
+    from .engine import probe_exact_match
+    from .trainer import Example, TrainConfig, train_lora
+
+    pb = phonebook(facts, seed=seed + facts)
+    examples = [Example.qa(f.question, f.answer, system=system or None) for f in pb]
+    config = TrainConfig(
+        rank=rank,
+        lr=lr,
+        max_steps=max(1, math.ceil(facts / batch_size)) * max_epochs,
+        batch_size=batch_size,
+        seed=seed,
+        target_recall=1.0,
+        max_seconds=max_seconds,
+        target_modules=target_modules,
+        device=device,
+    )
+    result = train_lora(gen.path, examples, config, progress=progress)
+    probes = [Probe(f.question, f.answer, f"pb-{i}") for i, f in enumerate(pb)]
+    recall = _generated_recall(gen, result, probes, system, probe_exact_match)
+    return CalibrationPoint(
+        rank,
+        facts,
+        sum(gen.count_tokens(f.text) for f in pb),
+        recall,
+        result.steps,
+        result.seconds,
+        result.stopped_because,
+        params=sum(t.numel() for t in result.adapter_state.values()),
+    )
 
 
 def _generated_recall(

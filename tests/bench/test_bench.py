@@ -1,0 +1,88 @@
+"""`lora-memory bench` end to end on the tiny model: every suite runs through the public API,
+writes JSON + PNG, and the Markdown checks the paper's findings against the numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lora_memory_plugin import InvalidInputError
+from lora_memory_plugin.bench import SUITES, BenchOptions, findings, run_bench
+from lora_memory_plugin.cli.main import main
+from lora_memory_plugin.datasets.profiles import profiles
+from lora_memory_plugin.datasets.updates import knowledge_updates
+
+TINY = {  # every size small: the tiny model trains in seconds
+    "ranks": (1, 2),
+    "capacity.facts": (2, 4),
+    "facts": 4,
+    "max_epochs": 2,
+    "people": 2,
+    "latency_questions": 1,
+    "new_tokens": 4,
+    "entities": 2,
+    "modules": 2,
+    "rank": 2,
+    "single_calls": 3,
+    "batched_turns": 8,
+    "queries": 3,
+    "recipe_budget": 1.0,
+    "max_steps": 30,
+}
+
+
+def test_generators_are_deterministic_and_well_formed():
+    assert knowledge_updates(5, seed=3) == knowledge_updates(5, seed=3)
+    ups = knowledge_updates(20, versions=3)
+    assert all(len(set(u.values)) == 3 for u in ups)
+    assert len({v for u in ups for v in u.values}) == 60  # no number reused anywhere
+    assert ups[0].text(0).endswith(ups[0].values[0]) and ups[0].answer == ups[0].values[-1]
+    people = profiles(6, facts_per=3, seed=1)
+    assert people == profiles(6, facts_per=3, seed=1)
+    for p in people:
+        assert len(p.texts()) == 3 and len({a for a, _ in p.facts}) == 3
+        for q, (v1, v2) in p.pair_questions():
+            assert p.name in q and q.endswith("?") and {v1, v2} <= {v for _, v in p.facts}
+    with pytest.raises(ValueError):
+        knowledge_updates(2, versions=1)
+    with pytest.raises(ValueError):
+        profiles(2, facts_per=9)
+
+
+@pytest.mark.parametrize("quick", [True])
+def test_every_suite_writes_json_png_and_markdown(tmp_path, sharp_model_dir, quick):
+    out = tmp_path / "out"
+    options = BenchOptions(
+        quick=quick, out=out, base_model=str(sharp_model_dir), progress=False, overrides=TINY
+    )
+    report = run_bench(None, options)
+    assert set(report["suites"]) == set(SUITES)
+    for name, res in report["suites"].items():
+        saved = json.loads((out / f"bench-quick-{name}.json").read_text())
+        assert saved["environment"]["device"] and saved["quick"] is True
+        assert (out / f"bench-quick-{name}.png").stat().st_size > 1000
+        assert res["seconds"] > 0
+    cap = report["suites"]["capacity"]
+    assert {(p["rank"], p["facts"]) for p in cap["points"]} <= {(1, 2), (1, 4), (2, 2), (2, 4)}
+    assert all(p["params"] > 0 and p["tokens"] > 0 for p in cap["points"])
+    modes = report["suites"]["modes"]["modes"]
+    assert set(modes) == {"lora", "hybrid", "rag", "icl", "base"}
+    assert modes["icl"]["context_tokens_mean"] > modes["base"]["context_tokens_mean"]
+    write = report["suites"]["write"]
+    assert write["records"] == 1 + 3 + 8 and write["add_turns_per_s"]["raw"] > 0
+    md = (out / "bench-quick.md").read_text()
+    assert "## Findings of the paper" in md and md.count("![") == len(SUITES)
+    verdicts = findings(report["suites"])
+    assert len(verdicts) == 5 and all(
+        v in {"holds", "does not hold", "not shown"} for _, v, _ in verdicts
+    )
+
+
+def test_cli_rejects_unknown_suites_and_bad_sets(tmp_path, capsys):
+    assert main(["bench", "nosuch", "--out", str(tmp_path)]) == 1
+    assert "unknown suite" in capsys.readouterr().err
+    assert main(["bench", "write", "--set", "facts", "--out", str(tmp_path)]) == 1
+    assert "NAME=VALUE" in capsys.readouterr().err
+    with pytest.raises(InvalidInputError):
+        run_bench(["write"], BenchOptions(out=tmp_path, data=tmp_path / "missing"))
