@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv install models demo demo-langchain demo-llama-index test test-core test-langchain test-llama-index test-fast lint format bench clean
+.PHONY: help venv install models demo demo-langchain demo-llama-index test test-core test-langchain test-llama-index test-fast lint format bench bench-write clean
 
 help:
 	@echo "make demo       set up .venv, pull the default models, run examples/quickstart.py"
@@ -20,7 +20,7 @@ help:
 	@echo "make demo-llama-index documents -> LoRA module -> a LlamaIndex query engine, offline"
 	@echo "make test-fast  tests without the real default model"
 	@echo "make lint       ruff check, ruff format --check, mypy"
-	@echo "make bench      write-path benchmark -> docs/benchmarks/"
+	@echo "make bench      lora-memory bench --quick (every suite, < 10 min on 2 cores) -> docs/benchmarks/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,7 +81,13 @@ demo-llama-index: models $(VENV)/.installed-llama-index
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
+# The paper's findings on this machine (< 10 min on 2 CPU cores); full sizes: BENCH_ARGS= on a GPU.
+BENCH_ARGS ?= --quick
+BENCH_DATA ?= $(wildcard ../shared/datasets/phonebook)
 bench: models
+	$(BIN)/lora-memory bench $(BENCH_ARGS) $(if $(BENCH_DATA),--data $(BENCH_DATA)) --out docs/benchmarks
+
+bench-write: models
 	$(BIN)/python benchmarks/write_path.py
 
 clean:

@@ -74,7 +74,7 @@ def test_every_suite_writes_json_png_and_markdown(tmp_path, sharp_model_dir, qui
     md = (out / "bench-quick.md").read_text()
     assert "## Findings of the paper" in md and md.count("![") == len(SUITES)
     verdicts = findings(report["suites"])
-    assert len(verdicts) == 5 and all(
+    assert len(verdicts) == 6 and all(
         v in {"holds", "does not hold", "not shown"} for _, v, _ in verdicts
     )
 

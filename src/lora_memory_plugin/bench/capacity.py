@@ -20,9 +20,9 @@ TARGET = 0.95
 def run(ctx: Context) -> dict[str, Any]:
     from ..consolidation.capacity import capacity_point
 
-    ranks = ctx.size("ranks", (1, 8), (2, 4, 8, 16, 32, 64))
-    sizes = ctx.size("facts", (6, 24), (24, 48, 96, 192, 384, 768, 1536))
-    epochs = ctx.size("max_epochs", 12, 40)
+    ranks = ctx.size("ranks", (2, 16), (2, 4, 8, 16, 32, 64))
+    sizes = ctx.size("facts", (3, 8), (24, 48, 96, 192, 384, 768, 1536))
+    epochs = ctx.size("max_epochs", 16, 40)
     mem = ctx.store(NAME)
     gen = mem.generator()
     points: list[dict[str, Any]] = []

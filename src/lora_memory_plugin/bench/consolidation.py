@@ -50,8 +50,8 @@ def time_to(history: list[list[float]], target: float) -> float | None:
 def run(ctx: Context) -> dict[str, Any]:
     from ..consolidation.trainer import TrainConfig
 
-    n = int(ctx.size("facts", 8, 48))
-    budget = float(ctx.size("recipe_budget", 1.5, 5.0))
+    n = int(ctx.size("facts", 4, 48))
+    budget = float(ctx.size("recipe_budget", 1.0, 5.0))
     target = 0.99
     facts = load_phonebook(ctx, n)
     mem = ctx.store(NAME)

@@ -22,9 +22,9 @@ MODES = ("lora", "hybrid", "rag", "icl", "base")
 def run(ctx: Context) -> dict[str, Any]:
     from ..datasets.profiles import profiles
 
-    n = int(ctx.size("people", 4, 32))
+    n = int(ctx.size("people", 3, 32))
     per = int(ctx.size("facts_per", 2, 3))
-    latency_qs = int(ctx.size("latency_questions", 3, 20))
+    latency_qs = int(ctx.size("latency_questions", 2, 20))
     tokens = int(ctx.size("new_tokens", 24, 32))
     people = profiles(n, facts_per=per, seed=ctx.options.seed)
     mem = ctx.store(NAME)
@@ -57,14 +57,19 @@ def run(ctx: Context) -> dict[str, Any]:
         }
         ctx.log(f"modes {mode}: {out['modes'][mode]}")
     lat: dict[str, list[float]] = {m: [] for m in MODES}
+    made: dict[str, list[int]] = {m: [] for m in MODES}
     for q, _ in single[:latency_qs]:
         for mode in MODES:
             t0 = time.perf_counter()
-            mem.ask(NS, q, mode=mode, max_new_tokens=tokens)
+            a = mem.ask(NS, q, mode=mode, max_new_tokens=tokens)
             lat[mode].append(time.perf_counter() - t0)
+            made[mode].append(a.new_tokens)
     for mode in MODES:
-        out["modes"][mode]["p50_ms"] = 1000 * median(lat[mode])
-        out["modes"][mode]["p95_ms"] = 1000 * pct(lat[mode], 0.95)
+        r = out["modes"][mode]
+        r["p50_ms"] = 1000 * median(lat[mode])
+        r["p95_ms"] = 1000 * pct(lat[mode], 0.95)
+        r["new_tokens_mean"] = sum(made[mode]) / len(made[mode])
+        r["ms_per_new_token"] = 1000 * sum(lat[mode]) / max(1, sum(made[mode]))
     base = out["modes"]["base"]["p50_ms"] or 1.0
     for mode in MODES:
         out["modes"][mode]["p50_vs_base"] = out["modes"][mode]["p50_ms"] / base
@@ -79,6 +84,8 @@ def markdown(res: dict[str, Any]) -> str:
             fmt_pct(r["pair_em"]),
             f"{r['p50_ms']:.0f}",
             f"{r['p50_vs_base']:.2f}x",
+            f"{r['new_tokens_mean']:.1f}",
+            f"{r['ms_per_new_token']:.0f}",
             f"{r['context_tokens_mean']:.0f}",
             f"{r['batched_qps']:.2f}",
         ]
@@ -90,6 +97,8 @@ def markdown(res: dict[str, Any]) -> str:
         "pair EM",
         "p50 ms",
         "p50 / base",
+        "tokens out",
+        "ms / token out",
         "prompt tokens",
         "q/s batched",
     ]
