@@ -4,7 +4,7 @@ tokens stored per LoRA parameter (its Eq. 1), on the configured base model.
 Each point trains one adapter on ``n`` PhoneBook-style facts with the store's learning rate until
 teacher-forced recall is 1.0 or the epoch budget runs out (``capacity_point``, the routine
 ``lora-memory calibrate`` uses), then scores greedy answers. Sizes per rank grow until recall has
-collapsed (two points below 50%), so the curve shows both the plateau and the fall.
+collapsed (two points below 50%; ``--quick``: one), so the curve shows the plateau and the fall.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def run(ctx: Context) -> dict[str, Any]:
 
     ranks = ctx.size("ranks", (2, 16), (2, 4, 8, 16, 32, 64))
     sizes = ctx.size("facts", (3, 8), (24, 48, 96, 192, 384, 768, 1536))
-    epochs = ctx.size("max_epochs", 16, 40)
+    epochs = ctx.size("max_epochs", 14, 40)
+    give_up = int(ctx.size("stop_after_low", 1, 2))  # points below 50% before the next rank
     mem = ctx.store(NAME)
     gen = mem.generator()
     points: list[dict[str, Any]] = []
@@ -52,7 +53,7 @@ def run(ctx: Context) -> dict[str, Any]:
             points.append(row)
             ctx.log(f"capacity r={rank} {n} facts ({p.tokens} tokens): EM {fmt_pct(p.recall)}")
             low = low + 1 if p.recall < 0.5 else 0
-            if low >= 2:
+            if low >= give_up:  # recall only falls with more facts: the rest would fail too
                 break
     capacity = {}
     for rank in ranks:

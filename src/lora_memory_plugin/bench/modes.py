@@ -22,7 +22,7 @@ MODES = ("lora", "hybrid", "rag", "icl", "base")
 def run(ctx: Context) -> dict[str, Any]:
     from ..datasets.profiles import profiles
 
-    n = int(ctx.size("people", 3, 32))
+    n = int(ctx.size("people", 2, 32))
     per = int(ctx.size("facts_per", 2, 3))
     latency_qs = int(ctx.size("latency_questions", 2, 20))
     tokens = int(ctx.size("new_tokens", 24, 32))

@@ -39,7 +39,7 @@ def _ask(ctx: Context, mem: Any, items: list[Any], tokens: int) -> dict[str, Any
 def run(ctx: Context) -> dict[str, Any]:
     from ..datasets.updates import knowledge_updates
 
-    n = int(ctx.size("entities", 3, 48))
+    n = int(ctx.size("entities", 2, 48))
     tokens = int(ctx.size("new_tokens", 16, 16))
     items = knowledge_updates(n, versions=2, seed=ctx.options.seed)
     mem = ctx.store(NAME)
