@@ -50,7 +50,7 @@ def time_to(history: list[list[float]], target: float) -> float | None:
 def run(ctx: Context) -> dict[str, Any]:
     from ..consolidation.trainer import TrainConfig
 
-    n = int(ctx.size("facts", 3, 48))
+    n = int(ctx.size("facts", 2, 48))
     budget = float(ctx.size("recipe_budget", 1.0, 5.0))
     target = 0.99
     facts = load_phonebook(ctx, n)

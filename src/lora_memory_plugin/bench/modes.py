@@ -25,7 +25,7 @@ def run(ctx: Context) -> dict[str, Any]:
     n = int(ctx.size("people", 2, 32))
     per = int(ctx.size("facts_per", 2, 3))
     latency_qs = int(ctx.size("latency_questions", 2, 20))
-    tokens = int(ctx.size("new_tokens", 24, 32))
+    tokens = int(ctx.size("new_tokens", 20, 32))
     people = profiles(n, facts_per=per, seed=ctx.options.seed)
     mem = ctx.store(NAME)
     mem.add_turns(NS, [{"content": t, "role": "user"} for p in people for t in p.texts()])
