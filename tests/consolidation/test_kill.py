@@ -487,6 +487,9 @@ def test_kills_at_random_moments(forks: ForkServer, open_store: Any) -> None:
     rounds = int(os.environ.get("LORA_MEMORY_KILL_ROUNDS", "4"))
     rng = random.Random(20240607)
     mem = open_store()
+    # One module however many rounds run: at the uncalibrated default (1,300 tokens at r=16)
+    # the module is full after 9 rounds and the planner rightly starts a second one.
+    mem.update_config(consolidation={"capacity_tokens": {"16": 1_000_000}})
     added = add(mem, TEXTS[:4])
     first = clean_run(forks, mem).seconds
     added |= add(mem, TEXTS[4:6])

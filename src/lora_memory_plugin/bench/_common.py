@@ -38,7 +38,8 @@ class Context:
 
     def __init__(self, options: BenchOptions) -> None:
         self.options = options
-        self._tmp = Path(tempfile.mkdtemp(prefix="lm-bench-", dir=options.work))
+        # the suites' stores and files; deleted by close()
+        self.workdir = Path(tempfile.mkdtemp(prefix="lm-bench-", dir=options.work))
         self._stores: list[LoRAMemory] = []
         self.suite = ""  # the suite running now (scopes --set overrides)
 
@@ -70,7 +71,7 @@ class Context:
         kwargs: dict[str, Any] = {}
         if self.options.base_model:
             kwargs["base_model"] = self.options.base_model
-        mem = LoRAMemory.open(self._tmp / name, **kwargs)
+        mem = LoRAMemory.open(self.workdir / name, **kwargs)
         if self.options.device != "auto":
             mem.update_config(models={"device": self.options.device})
         self._stores.append(mem)
@@ -79,7 +80,7 @@ class Context:
     def close(self) -> None:
         for mem in self._stores:
             mem.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def hit(expected: str | Sequence[str], reply: str) -> bool:

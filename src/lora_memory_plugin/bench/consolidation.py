@@ -24,7 +24,7 @@ def _train(ctx: Context, mem: Any, facts: list[Any], config: Any) -> dict[str, A
     examples = [Example.qa(q, a, system=system) for q, a in facts]
     res = train_lora(mem.generator().path, examples, config, progress=False)
     gen = mem.generator()
-    adapter = save_adapter(res, ctx._tmp / f"adapter-{id(res)}")
+    adapter = save_adapter(res, ctx.workdir / f"adapter-{id(res)}")
     from ..generation.prompts import build_messages
 
     replies = gen.chat_routed(

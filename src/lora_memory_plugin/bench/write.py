@@ -35,7 +35,7 @@ def run(ctx: Context) -> dict[str, Any]:
     queries = int(ctx.size("queries", 40, 200))
     mem = ctx.store(NAME)
     client = chromadb.PersistentClient(
-        path=str(ctx._tmp / "raw-chroma"), settings=Settings(anonymized_telemetry=False)
+        path=str(ctx.workdir / "raw-chroma"), settings=Settings(anonymized_telemetry=False)
     )
     raw = client.create_collection(
         "raw", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
