@@ -65,7 +65,7 @@ def run(ctx: Context) -> dict[str, Any]:
     from ..generation.prompts import build_messages
     from ..registry import modules as registry
 
-    n = int(ctx.size("facts", 4, 384))
+    n = int(ctx.size("facts", 2, 384))
     modules = int(ctx.size("modules", 2, 8))
     rank = int(ctx.size("rank", 4, 4))
     tokens = int(ctx.size("new_tokens", 16, 16))
