@@ -21,7 +21,7 @@ def run(ctx: Context) -> dict[str, Any]:
     from ..consolidation.capacity import capacity_point
 
     ranks = ctx.size("ranks", (2, 16), (2, 4, 8, 16, 32, 64))
-    sizes = ctx.size("facts", (3, 8), (24, 48, 96, 192, 384, 768, 1536))
+    sizes = ctx.size("facts", (3, 6), (24, 48, 96, 192, 384, 768, 1536))
     epochs = ctx.size("max_epochs", 10, 40)
     give_up = int(ctx.size("stop_after_low", 1, 2))  # points below 50% before the next rank
     mem = ctx.store(NAME)
