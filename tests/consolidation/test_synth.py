@@ -402,6 +402,9 @@ def test_a_newer_answer_to_the_same_question_supersedes_the_older():
             _, probes = build_examples(records, SYSTEM)
         else:
             probes = synthesize(records, Recording([]), mixture, SYSTEM).probes
-        assert {(p.record_id, p.answer) for p in probes} == {("r-new", "Porto"), ("r-other", "Graz")}
+        assert {(p.record_id, p.answer) for p in probes} == {
+            ("r-new", "Porto"),
+            ("r-other", "Graz"),
+        }
     tie = [turn("a", "Question: Q1? Answer: x"), turn("b", "Question: Q1? Answer: y")]
     assert superseded(tie) == {"a"}  # same created_at: the later record wins
