@@ -74,6 +74,23 @@ def superseded(records: Sequence[Record]) -> set[str]:
     return out
 
 
+def qa_pairs(text: str) -> list[tuple[str, str]] | None:
+    """A QA-shaped record's pairs (one ``Question: .. Answer: ..``, or an FAQ chunk of several);
+    None when the text is not QA-shaped."""
+    from .synth import parse_qa_pairs
+
+    qa = parse_qa(text)
+    if qa is not None:
+        return [qa]
+    pairs = parse_qa_pairs(text)
+    return pairs if len(pairs) > 1 else None
+
+
+def not_knowledge(rec: Record) -> bool:
+    """The agent's own words, tool output, injected context: turns that are not a user's."""
+    return rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user"
+
+
 def build_examples(
     records: Sequence[Record], system_prompt: str
 ) -> tuple[list[Example], list[Probe]]:
@@ -84,19 +101,16 @@ def build_examples(
     injected context block is cut first. A QA record that a newer one answers again is left out
     (:func:`superseded`).
     """
-    from .synth import parse_qa_pairs, strip_injected
+    from .synth import strip_injected
 
     examples: list[Example] = []
     probes: list[Probe] = []
     stale = superseded(records)
     for rec in records:
-        if rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user":
+        if not_knowledge(rec) or rec.id in stale:
             continue
-        if rec.id in stale:
-            continue
-        qa = parse_qa(rec.text)
-        pairs = [qa] if qa is not None else parse_qa_pairs(rec.text)
-        if qa is not None or len(pairs) > 1:  # QA-shaped: one pair, or an FAQ chunk of several
+        pairs = qa_pairs(rec.text)
+        if pairs is not None:
             for question, answer in pairs:
                 examples.append(Example.qa(question, answer, system=system_prompt))
                 probes.append(Probe(question, answer, rec.id))

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError, ModelError
 from ..types import Record
-from .data import Probe, build_examples, parse_qa, superseded
+from .data import Probe, build_examples, not_knowledge, qa_pairs, superseded
 from .mixture import STRATEGIES, parse_mixture_names
 from .trainer import Example
 from .writers import DataWriter, Messages
@@ -458,15 +458,11 @@ def _plan(records: Sequence[Record], system: str, stats: Stats) -> _Plan:
     stale = superseded(records)
     plan: _Plan = []
     for i, rec in enumerate(records):
-        if rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user":
-            plan.append(None)  # the agent's own words, tool output, injected context: not facts
+        if not_knowledge(rec) or rec.id in stale:  # stale: a newer record answers it again
+            plan.append(None)
             continue
-        if rec.id in stale:
-            plan.append(None)  # a newer record answers the same question: the latest wins
-            continue
-        qa = parse_qa(rec.text)
-        pairs = [qa] if qa is not None else parse_qa_pairs(rec.text)
-        if qa is not None or len(pairs) > 1:  # QA-shaped: one pair, or an FAQ chunk of several
+        pairs = qa_pairs(rec.text)
+        if pairs is not None:
             for question, answer in pairs:
                 example = Example.qa(question, answer, system=system)
                 plan.append(_Ready(example, Probe(question, answer, rec.id)))
