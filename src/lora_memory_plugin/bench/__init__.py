@@ -3,7 +3,7 @@ RAG and ICL. Suites: capacity, modes, consolidation, write, updates, multimodule
 
 Each suite writes ``<out>/bench[-quick]-<suite>.json`` (config, environment, every raw number) and
 ``.png`` (its plot); the run writes ``<out>/bench[-quick].md`` with every table and the paper's
-qualitative findings checked against the numbers (holds / does not hold / not measured).
+qualitative findings checked against the numbers (holds / does not hold / not shown).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ __all__ = ["SUITES", "BenchOptions", "run_bench"]
 SUITES: dict[str, ModuleType] = {
     m.NAME: m for m in (write, capacity, consolidation, modes, updates, multimodule)
 }
-FULL_EPOCHS = 40  # the capacity suite's full-size epoch budget per point
 PACKAGES = ("torch", "transformers", "peft", "chromadb", "lora-memory-plugin")
 
 
@@ -99,7 +98,7 @@ def findings(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         rises = bool(pairs) and all(b >= a for a, b in pairs) and any(b > a for a, b in pairs)
         why = "EM per (rank, facts): " + ", ".join(f"r{r}/{n}: {v:.0%}" for (r, n), v in em.items())
         epochs = cap["config"]["max_epochs"]
-        budget = epochs < FULL_EPOCHS  # a fall may be under-training, not capacity
+        budget = epochs < capacity.FULL_EPOCHS  # a fall may be under-training, not capacity
         if budget:
             why += f" (each point trained at most {epochs} epochs)"
         verdict = ("holds within the epoch budget" if budget else "holds") if rises else "not shown"
@@ -122,7 +121,8 @@ def findings(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             verdict = "not shown"
             why += (
                 f"; but at {epochs} epochs a point may fail from too little training, so this "
-                "fall is not evidence of capacity (full runs train 40 epochs a point)"
+                "fall is not evidence of capacity "
+                f"(full runs train {capacity.FULL_EPOCHS} epochs a point)"
             )
         out.append(("at a fixed rank, recall collapses past its capacity", verdict, why))
     m = results.get("modes")

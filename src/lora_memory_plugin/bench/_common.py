@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,15 +106,6 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else 0.0
 
 
-@contextmanager
-def timed(into: dict[str, float], key: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        into[key] = into.get(key, 0.0) + time.perf_counter() - t0
-
-
 def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -123,3 +114,24 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def load_phonebook(ctx: Context, n: int) -> list[tuple[str, str]]:
+    """``n`` (question, number) pairs: the paper's PhoneBook rows when ``--data`` has a slice
+    with enough of them (the smallest such slice, first rows), else generated ones."""
+    from ..consolidation.data import parse_qa
+    from ..datasets.phonebook import phonebook
+
+    data = ctx.options.data
+    if data is not None:
+        for name in ("1K", "2K", "4K", "8K", "10K", "20K"):
+            path = data / f"phonebook_qa_{name}.csv"
+            if not path.is_file():
+                continue
+            with path.open(newline="", encoding="utf-8") as f:
+                pairs = [parse_qa(row["text"]) for row in csv.DictReader(f)]
+            rows = [p for p in pairs if p is not None]
+            if len(rows) >= n:
+                ctx.log(f"PhoneBook {name} from {data}: first {n} of {len(rows)} rows")
+                return rows[:n]
+    return [(f.question, f.number) for f in phonebook(n, seed=ctx.options.seed)]

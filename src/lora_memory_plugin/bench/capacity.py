@@ -15,6 +15,7 @@ from ._common import Context, fmt_pct, md_table
 
 NAME = "capacity"
 TARGET = 0.95
+FULL_EPOCHS = 40  # epochs a point may train at full size; quick runs train fewer
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     ranks = ctx.size("ranks", (2, 16), (2, 4, 8, 16, 32, 64))
     sizes = ctx.size("facts", (3, 6), (24, 48, 96, 192, 384, 768, 1536))
-    epochs = ctx.size("max_epochs", 10, 40)
+    epochs = ctx.size("max_epochs", 10, FULL_EPOCHS)
     give_up = int(ctx.size("stop_after_low", 1, 2))  # points below 50% before the next rank
     mem = ctx.store(NAME)
     gen = mem.generator()

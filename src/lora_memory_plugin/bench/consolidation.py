@@ -11,35 +11,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Context, fmt_pct, hit, md_table, rate
-from .multimodule import load_phonebook
+from ._common import Context, fmt_pct, load_phonebook, md_table
 
 NAME = "consolidation"
 
 
 def _train(ctx: Context, mem: Any, facts: list[Any], config: Any) -> dict[str, Any]:
-    from ..consolidation.trainer import Example, save_adapter, train_lora
+    from ..consolidation.capacity import generated_recall
+    from ..consolidation.data import Probe
+    from ..consolidation.engine import probe_exact_match
+    from ..consolidation.trainer import Example, train_lora
 
     system = mem.config.generation.system_prompt
     examples = [Example.qa(q, a, system=system) for q, a in facts]
-    res = train_lora(mem.generator().path, examples, config, progress=False)
     gen = mem.generator()
-    adapter = save_adapter(res, ctx.workdir / f"adapter-{id(res)}")
-    from ..generation.prompts import build_messages
-
-    replies = gen.chat_routed(
-        [build_messages(system, q, []) for q, _ in facts],
-        [(f"bench-{id(res)}", adapter)] * len(facts),
-        max_new_tokens=24,
-    )
-    gen.forget_adapter(f"bench-{id(res)}")
+    res = train_lora(gen.path, examples, config, progress=False)
+    probes = [Probe(q, a, f"pb-{i}") for i, (q, a) in enumerate(facts)]
     return {
         "steps": res.steps,
         "seconds": res.seconds,
         "tokens_per_second": res.tokens_per_second,
         "stopped_because": res.stopped_because,
         "history": [list(h) for h in res.recall_history],
-        "greedy_em": rate([hit(a, r.text) for (_, a), r in zip(facts, replies, strict=True)]),
+        "greedy_em": generated_recall(gen, res, probes, system, probe_exact_match),
     }
 
 

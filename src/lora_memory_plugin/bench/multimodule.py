@@ -9,35 +9,13 @@ Routing accuracy is reported on its own (chosen module == owner).
 
 from __future__ import annotations
 
-import csv
 import time
 from typing import Any
 
-from ._common import Context, fmt_pct, hit, md_table, rate
+from ._common import Context, fmt_pct, hit, load_phonebook, md_table, rate
 
 NAME = "multimodule"
 NS = "phonebook"
-
-
-def load_phonebook(ctx: Context, n: int) -> list[tuple[str, str]]:
-    """``n`` (question, number) pairs: the paper's PhoneBook rows when ``--data`` has a slice
-    with enough of them (the smallest such slice, first rows), else generated ones."""
-    from ..consolidation.data import parse_qa
-    from ..datasets.phonebook import phonebook
-
-    data = ctx.options.data
-    if data is not None:
-        for name in ("1K", "2K", "4K", "8K", "10K", "20K"):
-            path = data / f"phonebook_qa_{name}.csv"
-            if not path.is_file():
-                continue
-            with path.open(newline="", encoding="utf-8") as f:
-                pairs = [parse_qa(row["text"]) for row in csv.DictReader(f)]
-            rows = [p for p in pairs if p is not None]
-            if len(rows) >= n:
-                ctx.log(f"PhoneBook {name} from {data}: first {n} of {len(rows)} rows")
-                return rows[:n]
-    return [(f.question, f.number) for f in phonebook(n, seed=ctx.options.seed)]
 
 
 def _consolidate(

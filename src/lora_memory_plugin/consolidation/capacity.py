@@ -298,7 +298,7 @@ def capacity_point(
     )
     result = train_lora(gen.path, examples, config, progress=progress)
     probes = [Probe(f.question, f.answer, f"pb-{i}") for i, f in enumerate(pb)]
-    recall = _generated_recall(gen, result, probes, system, probe_exact_match)
+    recall = generated_recall(gen, result, probes, system, probe_exact_match)
     return CalibrationPoint(
         rank,
         facts,
@@ -311,9 +311,11 @@ def capacity_point(
     )
 
 
-def _generated_recall(
+def generated_recall(
     gen: Any, result: Any, probes: Sequence[Any], system: str, probe: Any
 ) -> float:
+    """``probe`` (e.g. ``engine.probe_exact_match``) on a trained, not yet committed adapter:
+    saved to a temp dir, loaded under a throwaway name, forgotten again."""
     import tempfile
     from pathlib import Path
 
