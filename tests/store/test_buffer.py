@@ -194,3 +194,47 @@ async def test_async_twins(store):
     assert await store.acount("ns") == 2
     got = await asyncio.gather(*(store.asearch("ns", "fact", k=1) for _ in range(4)))
     assert all(g[0].id == rid for g in got)
+
+
+def test_collections_persist_their_index_often_and_old_ones_are_moved(store):
+    """A small HNSW sync threshold keeps the log a reopening process must replay short."""
+    from lora_memory_plugin.store.buffer import NS_META_KEY, ROLE_BUFFER, ROLE_META_KEY
+    from lora_memory_plugin.store.client import HNSW_CONFIG
+    from lora_memory_plugin.store.namespaces import encode_namespace, pack_namespace
+
+    store.add_turn("new", "a fact")
+    client = store._buffer.provider.client()
+    col = client.get_collection(encode_namespace("new"))
+    assert col.configuration["hnsw"]["sync_threshold"] == HNSW_CONFIG["sync_threshold"] == 100
+    assert col.configuration["hnsw"]["space"] == "cosine"
+
+    # a namespace written by an older version: Chroma's default threshold (1,000)
+    client.create_collection(
+        encode_namespace("old"),
+        metadata={NS_META_KEY: pack_namespace("old"), ROLE_META_KEY: ROLE_BUFFER},
+        configuration={"hnsw": {"space": "cosine"}},
+        embedding_function=None,
+    )
+    assert (
+        client.get_collection(encode_namespace("old")).configuration["hnsw"]["sync_threshold"]
+        == 1000
+    )
+    store.add_turn("old", "written after the upgrade")
+    old = store._buffer.provider.client().get_collection(encode_namespace("old"))
+    assert old.configuration["hnsw"]["sync_threshold"] == 100
+    assert [h.text for h in store.search("old", "upgrade", k=1)] == ["written after the upgrade"]
+
+
+def test_server_and_embedded_stores_in_one_process_stay_apart(tmp_path, chroma_server):
+    """Each client gets its own Chroma settings object: the clients write into the one they are
+    given (HttpClient its API and host, PersistentClient its path), so a shared object once sent
+    an embedded store's reads to the server a store opened earlier had used."""
+    from lora_memory_plugin import LoRAMemory
+
+    served = LoRAMemory.open(tmp_path / "s", chroma_url=chroma_server, chroma_database="apart")
+    served.add_turn("ns", "only on the server")
+    local = LoRAMemory.open(tmp_path / "e")
+    local.add_turn("ns", "only in the embedded store")
+    assert [h.text for h in local.search("ns", "only", k=5)] == ["only in the embedded store"]
+    assert [h.text for h in served.search("ns", "only", k=5)] == ["only on the server"]
+    assert local.chroma_url == "" and (tmp_path / "e" / "chroma").is_dir()

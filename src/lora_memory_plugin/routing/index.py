@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import BackendError
 from ..registry import modules as registry
 from ..store.buffer import NS_META_KEY, ROLE_META_KEY, _is_not_found
+from ..store.client import get_or_create_collection
 from ..store.namespaces import encode_namespace, pack_namespace
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,11 @@ class RoutingIndex:
         name = encode_namespace(namespace, prefix=PREFIX)
         try:
             if create:
-                return client.get_or_create_collection(
+                return get_or_create_collection(
+                    client,
                     name,
                     metadata={NS_META_KEY: pack_namespace(namespace), ROLE_META_KEY: ROLE_ROUTING},
                     embedding_function=self.buffer.embedder,
-                    configuration={"hnsw": {"space": "cosine"}},
                 )
             return client.get_collection(name, embedding_function=self.buffer.embedder)
         except Exception as e:

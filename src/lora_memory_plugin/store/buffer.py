@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import BackendError, RecordNotFoundError, UnknownNamespaceError
 from ..types import Hit, Record
+from .client import get_or_create_collection
 from .embedder import MiniLMEmbeddingFunction
 from .namespaces import encode_namespace, pack_namespace, unpack_namespace
 from .records import NewRecord
@@ -51,11 +52,11 @@ class Buffer:
         name = encode_namespace(namespace)
         try:
             if create:
-                col = client.get_or_create_collection(
+                col = get_or_create_collection(
+                    client,
                     name,
                     metadata={NS_META_KEY: pack_namespace(namespace), ROLE_META_KEY: ROLE_BUFFER},
                     embedding_function=self.embedder,
-                    configuration={"hnsw": {"space": "cosine"}},
                 )
             else:
                 col = client.get_collection(name, embedding_function=self.embedder)
