@@ -96,11 +96,20 @@ async def test_async_recall_and_route(routed):
     assert decision.chosen == (owners[1],)
 
 
-def test_ask_many_mixed_batch_matches_one_at_a_time(routed, routing_config):
+def test_ask_many_mixed_batch_matches_one_at_a_time(routed, routing_config, monkeypatch):
+    from lora_memory_plugin.generation import multilora
+
     mem, _ = routed
     items = [("ns", q) for q, _ in FACTS] + [("other", q) for q, _ in OTHER]
     items.append(("plain", "When does the cafeteria open?"))
     single = [mem.ask(ns, q, mode="lora", max_new_tokens=6) for ns, q in items]
+    stacked = []
+    real = multilora.stacked_lora
+    monkeypatch.setattr(
+        multilora,
+        "stacked_lora",
+        lambda m, layers, names: stacked.append(names) or real(m, layers, names),
+    )
     batch = mem.ask_many(
         [n for n, _ in items], [q for _, q in items], mode="lora", max_new_tokens=6
     )
@@ -108,6 +117,13 @@ def test_ask_many_mixed_batch_matches_one_at_a_time(routed, routing_config):
     assert [a.modules for a in batch] == [a.modules for a in single]
     assert len({a.modules for a in batch if a.modules}) == 3  # three modules in one batch
     assert batch[-1].mode == "rag" and batch[-1].modules == ()
+    assert len(stacked) == 1 and len(set(stacked[0])) == 4  # 3 modules + base rows, one pass
+    gen = mem.generator()
+    monkeypatch.setattr(gen, "mixed_batch", "peft")  # peft's own loop: the same answers
+    looped = mem.ask_many(
+        [n for n, _ in items], [q for _, q in items], mode="lora", max_new_tokens=6
+    )
+    assert [a.text for a in looped] == [a.text for a in single] and len(stacked) == 1
     mem.update_config(routing={"max_resident": 1})  # batches split so one module is loaded
     small = mem.ask_many(
         [n for n, _ in items], [q for _, q in items], mode="lora", max_new_tokens=6

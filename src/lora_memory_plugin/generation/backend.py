@@ -215,7 +215,7 @@ class Generator:
         with self._lock, torch.inference_mode():
             if per_row:
                 names = self._use_adapters(adapter)  # type: ignore[arg-type]
-                hooks = _mixed_batch(self.model, names) if names else contextlib.nullcontext()
+                hooks = self._mixed_batch(names) if names else contextlib.nullcontext()
             else:
                 self._use_adapter(adapter)  # type: ignore[arg-type]
                 hooks = contextlib.nullcontext()
@@ -246,6 +246,19 @@ class Generator:
 
     #: LoRA modules kept loaded at once; the least recently used is unloaded beyond it.
     max_resident: int = 32
+
+    #: How a batch whose rows use different modules runs: ``"stacked"`` (two matmuls per LoRA
+    #: layer for all the batch's modules, :mod:`.multilora`) where the modules allow it, else
+    #: ``"peft"`` (peft's mixed-batch forward, a loop over the modules in every layer).
+    mixed_batch: str = "stacked"
+
+    def _mixed_batch(self, names: list[str]) -> Any:
+        from . import multilora
+
+        layers = multilora.lora_layers(self.model)
+        if self.mixed_batch == "stacked" and multilora.stackable(layers, names):
+            return multilora.stacked_lora(self.model, layers, names)
+        return _peft_mixed_batch(layers, names)
 
     def _use_adapter(self, adapter: tuple[str, Path] | None) -> None:
         """Activate one LoRA module (loading it once), or run the bare base model."""
@@ -315,19 +328,17 @@ def _delete_adapter(model: Any, name: str) -> None:
 
 
 @contextlib.contextmanager
-def _mixed_batch(model: Any, names: list[str]) -> Iterator[None]:
+def _peft_mixed_batch(layers: list[Any], names: list[str]) -> Iterator[None]:
     """Pass ``adapter_names`` (one per row) to every LoRA layer for the duration of a call.
 
     What peft's ``PeftModel`` does for ``generate(adapter_names=...)``; our base model carries
     its adapters through transformers' integration, which has no such argument.
     """
-    from peft.tuners.lora import LoraLayer
 
     def hook(_module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         kwargs["adapter_names"] = names
         return args, kwargs
 
-    layers: list[Any] = [m for m in model.modules() if isinstance(m, LoraLayer)]
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in layers]
     try:
         yield
