@@ -1430,7 +1430,8 @@ def main(argv: list[str] | None = None) -> int:
 def summary(report: dict[str, Any]) -> str:
     lines = ["reliability summary"]
     for part, r in report["results"].items():
-        if part == "concurrency":
+        kind = part.split("_")[0]  # earlier runs kept beside the newest: "isolation_2000"
+        if kind == "concurrency":
             detail = (
                 f"{r['writers']} writers x {r['turns_per_writer']} add_turn: "
                 f"{r['records_found']}/{r['records_expected']} records, "
@@ -1439,14 +1440,14 @@ def summary(report: dict[str, Any]) -> str:
                 f"({r['runs_started_while_writing']} while writing), "
                 f"{r['overlapping_runs']} overlapping; race {r['race']}"
             )
-        elif part == "isolation":
+        elif kind == "isolation":
             detail = (
                 f"{r['queries']} queries {r['by_op']} over {r['namespaces']} namespaces: "
                 f"{r['cross_namespace_results']} cross-namespace results; "
                 f"{r['disk']['paths_checked']} paths on disk, "
                 f"{len(r['disk']['problems'])} outside/raw"
             )
-        elif part == "fuzz":
+        elif kind == "fuzz":
             detail = (
                 f"{r['calls']} calls: {r['untyped']} untyped errors (+"
                 f"{sum(r['known_bugs_hit'].values())} known), {r['lost']} lost, "
