@@ -1,4 +1,4 @@
-"""Reliability checks: concurrency, namespace isolation, bad-input fuzzing, Chroma server faults.
+"""Reliability checks: concurrency, isolation, fuzzing, server faults, forgetting, integrity.
 
 Full run (the counts docs/reliability.md reports; ~30-60 min on a 2-core CPU):
 
@@ -31,6 +31,14 @@ Parts:
   never another type), reads while it is down too; after a restart on the same data, every
   acknowledged record is there, each record of the interrupted call is absent or complete, the
   retried call completes, and search works.
+- ``forget`` (on ``--base-model``, SmolLM2 by default): ``--forget-facts`` PhoneBook facts are
+  consolidated, ``--forget-count`` of them forgotten (the module rebuilt from the rest). The
+  forgotten facts must be known before and, after, answered no better than the base model and
+  absent from search; the kept facts must stay >= 95%; a second namespace must not change.
+- ``integrity``: ``--integrity-rounds`` rounds of three damages to a fresh module (a flipped
+  byte in the weights, another module's valid weights, a manifest naming other base weights):
+  each must be quarantined at load (rag answer that says so, ``status`` lists it) and retrained
+  by the next consolidation.
 
 Writes ``--out`` (default docs/benchmarks/reliability.json) and prints a summary. The test suite
 (tests/reliability/) runs the same functions with small counts.
@@ -1319,6 +1327,160 @@ def run_server_faults(
 # =============================================================================================
 # driver
 # =============================================================================================
+# ---- forget on the default model ------------------------------------------------------------
+def _hits(mem: Any, ns: str, facts: list[Any], mode: str) -> list[bool]:
+    from lora_memory_plugin.bench._common import hit
+
+    answers = mem.ask_many(ns, [f.question for f in facts], mode=mode, max_new_tokens=16)
+    return [hit(f.answer, a.text) for f, a in zip(facts, answers, strict=True)]
+
+
+def run_forget(
+    work: Path, base_model: str, *, facts: int = 8, forget: int = 2, seed: int = 0
+) -> dict[str, Any]:
+    """PhoneBook facts consolidated on ``base_model``; ``forget`` of them are forgotten (the module
+    is rebuilt from the rest). A second namespace holds two more facts and must not change."""
+    from lora_memory_plugin import LoRAMemory
+    from lora_memory_plugin.datasets.phonebook import phonebook
+
+    mem = LoRAMemory.open(work / "store", base_model=base_model)
+    items = phonebook(facts + 2, seed=seed)
+    mine, theirs = items[:facts], items[facts:]
+    ids = mem.add_turns("ns", [{"content": f.text} for f in mine])
+    mem.add_turns("other", [{"content": f.text} for f in theirs])
+    t0 = time.time()
+    [r1] = mem.consolidate("ns", seed=seed)
+    [r2] = mem.consolidate("other", seed=seed)
+    log(f"   consolidated: {r1.status} / {r2.status} in {time.time() - t0:.0f} s")
+    gone, kept = mine[:forget], mine[forget:]
+    before = {
+        "lora_forgotten": _hits(mem, "ns", gone, "lora"),
+        "lora_kept": _hits(mem, "ns", kept, "lora"),
+        "base_forgotten": _hits(mem, "ns", gone, "base"),
+        "other_lora": _hits(mem, "other", theirs, "lora"),
+    }
+    other_modules = sorted(m.module_id for m in mem.modules("other"))
+    old_modules = sorted(m.module_id for m in mem.modules("ns"))
+    t1 = time.time()
+    report = mem.forget("ns", ids[:forget], seed=seed)
+    forget_s = time.time() - t1
+    after = {
+        "lora_forgotten": _hits(mem, "ns", gone, "lora"),
+        "lora_kept": _hits(mem, "ns", kept, "lora"),
+        "base_forgotten": _hits(mem, "ns", gone, "base"),
+        "rag_forgotten": _hits(mem, "ns", gone, "rag"),
+        "other_lora": _hits(mem, "other", theirs, "lora"),
+    }
+    in_search = sum(
+        any(f.answer in h.text for h in mem.search("ns", f.question, k=10)) for f in gone
+    )
+    new_modules = mem.modules("ns")
+    held = {rid for m in new_modules for rid in m.record_ids}
+    problems = []
+    if sum(before["lora_forgotten"]) < len(gone):
+        problems.append(f"only {sum(before['lora_forgotten'])}/{len(gone)} known before forget")
+    if sum(after["lora_forgotten"]) > sum(after["base_forgotten"]):
+        problems.append("a forgotten fact is recalled above the base model's level")
+    if sum(after["lora_kept"]) < 0.95 * len(kept):
+        problems.append(f"kept facts {sum(after['lora_kept'])}/{len(kept)} < 95%")
+    if in_search or any(after["rag_forgotten"]):
+        problems.append("a forgotten value is still in the buffer")
+    if held & set(ids[:forget]) or set(old_modules) & {m.module_id for m in new_modules}:
+        problems.append("a module holding a forgotten record is still live")
+    if sorted(m.module_id for m in mem.modules("other")) != other_modules:
+        problems.append("the other namespace's modules changed")
+    if after["other_lora"] != before["other_lora"]:
+        problems.append("the other namespace's answers changed")
+    rate = {  # fraction of facts answered, per phase and check
+        ph: {k: sum(v) / len(v) for k, v in d.items()}
+        for ph, d in (("before", before), ("after", after))
+    }
+    return {
+        "facts": facts,
+        "forgotten": forget,
+        "modules_before": len(old_modules),
+        "modules_after": len(new_modules),
+        "forget_report": {
+            "deleted": report.deleted,
+            "modules_removed": len(report.modules_removed),
+            "records_reset": report.records_reset,
+            "rebuild": report.rebuild.status if report.rebuild else None,
+        },
+        "forget_seconds": round(forget_s, 1),
+        "recall": rate,
+        "forgotten_in_search": in_search,
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+# ---- adapter integrity -------------------------------------------------------------------------
+DAMAGES = ("corrupt", "swap", "base")
+
+
+def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
+    """Each round damages a fresh module in each way (flipped bytes in the weights, another
+    module's valid weights, a manifest naming other base weights): the next question must fall
+    back to rag and say why, ``status`` must list the module as quarantined, nothing may load
+    it, and the next consolidation must retrain its records into a new module that answers."""
+    from lora_memory_plugin.bench._common import hit
+    from lora_memory_plugin.registry import modules as registry
+
+    fast = {"lr": 1e-2, "rank": 16, "max_steps": 400}
+    donor_ns = "donor"
+    mem.add_turns(
+        donor_ns, [{"content": "Question: What is the code of the donor box? Answer: 5150"}]
+    )
+    mem.consolidate(donor_ns, **fast)
+    [donor] = mem.modules(donor_ns)
+    donor_weights = (
+        registry.modules_root(mem.path, donor_ns) / donor.module_id / registry.ADAPTER_WEIGHTS
+    )
+    stats = {f"{d}_{k}": 0 for d in DAMAGES for k in ("rounds", "caught", "retrained")}
+    problems = []
+    for r in range(rounds):
+        for damage in DAMAGES:
+            ns = f"r{r}-{damage}"
+            q, a = f"What is the code of box {r}{damage}?", f"{1000 + 97 * r + len(damage)}"
+            mem.add_turns(ns, [{"content": f"Question: {q} Answer: {a}"}])
+            mem.consolidate(ns, **fast)
+            [m] = mem.modules(ns)
+            d = registry.modules_root(mem.path, ns) / m.module_id
+            weights = d / registry.ADAPTER_WEIGHTS
+            if damage == "corrupt":
+                data = bytearray(weights.read_bytes())
+                pos = random.Random(r).randrange(len(data) // 2, len(data))
+                data[pos] ^= 0xFF
+                weights.write_bytes(bytes(data))
+            elif damage == "swap":
+                weights.write_bytes(donor_weights.read_bytes())
+            else:
+                manifest = json.loads((d / registry.MANIFEST).read_text())
+                manifest["base_fingerprint"] = f"{r:064x}"
+                (d / registry.MANIFEST).write_text(json.dumps(manifest))
+            stats[f"{damage}_rounds"] += 1
+            ans = mem.ask(ns, q, mode="lora", max_new_tokens=8)
+            [st] = [n for n in mem.status().namespaces if n.namespace == ns]
+            caught = (
+                ans.mode == "rag"
+                and any("quarantined" in n for n in ans.notes)
+                and mem.modules(ns) == []
+                and [x["module_id"] for x in st.quarantined] == [m.module_id]
+            )
+            stats[f"{damage}_caught"] += caught
+            if not caught:
+                problems.append(f"round {r} {damage}: answered as {ans.mode}, notes {ans.notes}")
+                continue
+            [rep] = mem.consolidate(ns, **fast)
+            fixed = rep.status == "consolidated" and hit(
+                a, mem.ask(ns, q, mode="lora", max_new_tokens=8).text
+            )
+            stats[f"{damage}_retrained"] += fixed
+            if not fixed:
+                problems.append(f"round {r} {damage}: re-consolidation {rep.status}")
+    return {"rounds": rounds, "stats": stats, "problems": problems, "ok": not problems}
+
+
 @contextlib.contextmanager
 def _tmp(keep: bool) -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="lm-reliability-"))
@@ -1332,8 +1494,16 @@ def _tmp(keep: bool) -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--part", choices=["concurrency", "isolation", "fuzz", "server", "all"], default="all"
+        "--part",
+        choices=["concurrency", "isolation", "fuzz", "server", "forget", "integrity", "all"],
+        default="all",
     )
+    p.add_argument(
+        "--base-model", default="default", help="the model forget runs on (default: SmolLM2)"
+    )
+    p.add_argument("--forget-facts", type=int, default=8, help="facts in the forget namespace")
+    p.add_argument("--forget-count", type=int, default=2, help="how many of them to forget")
+    p.add_argument("--integrity-rounds", type=int, default=10, help="rounds of each damage")
     p.add_argument("--writers", type=int, default=4)
     p.add_argument("--turns", type=int, default=2500, help="add_turn calls per writer")
     p.add_argument("--consolidators", type=int, default=2)
@@ -1364,7 +1534,8 @@ def main(argv: list[str] | None = None) -> int:
     from lora_memory_plugin import LoRAMemory
     from lora_memory_plugin.testing import build_tiny_model, sharpen_model
 
-    parts = ["concurrency", "isolation", "fuzz", "server"] if args.part == "all" else [args.part]
+    every = ["concurrency", "isolation", "fuzz", "server", "forget", "integrity"]
+    parts = every if args.part == "all" else [args.part]
     prior = json.loads(args.out.read_text()) if args.out.exists() else {}
     report: dict[str, Any] = {"results": prior.get("results", {})}
     with _tmp(args.keep) as tmp:
@@ -1412,6 +1583,20 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 res = run_fuzz(mem, dirs, examples=args.examples, seed=args.seed)
                 config = {"examples": args.examples}
+            elif part == "forget":
+                res = run_forget(
+                    tmp / "forget",
+                    args.base_model,
+                    facts=args.forget_facts,
+                    forget=args.forget_count,
+                    seed=args.seed,
+                )
+                config = {"base_model": args.base_model}
+            elif part == "integrity":
+                sharp = str(sharpen_model(Path(tiny), tmp / "sharp-integrity"))
+                mem = LoRAMemory.open(tmp / "integrity" / "store", base_model=sharp)
+                res = run_integrity(mem, rounds=args.integrity_rounds)
+                config = {"rounds": args.integrity_rounds}
             else:
                 res = run_server_faults(tmp / "server", rounds=args.rounds, seed=args.seed)
                 config = {"rounds": args.rounds}
@@ -1453,6 +1638,13 @@ def summary(report: dict[str, Any]) -> str:
                 f"{sum(r['known_bugs_hit'].values())} known), {r['lost']} lost, "
                 f"{r['changed']} changed, {r['roundtrip_failures']} bad round trips"
             )
+        elif kind == "forget":
+            detail = (
+                f"{r['forgotten']} of {r['facts']} facts forgotten: recall before "
+                f"{r['recall']['before']}, after {r['recall']['after']}"
+            )
+        elif kind == "integrity":
+            detail = f"{r['rounds']} rounds of each damage: {r['stats']}"
         else:
             detail = (
                 f"{r['rounds']} server kills: {r['stats']}; "

@@ -1,0 +1,24 @@
+"""Item 6: a damaged adapter is caught at load, quarantined, and retrained.
+
+One round of each damage (a flipped byte in the weights, another module's valid weights, a
+manifest naming other base weights) on the sharpened tiny model. Full counts: ``--part
+integrity``; tests/consolidation/test_forget.py checks each damage in more detail.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_memory_plugin import LoRAMemory
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_every_damage_is_quarantined_then_retrained(rel, tmp_path, sharp_model_dir, one_thread):
+    mem = LoRAMemory.open(tmp_path / "store", base_model=str(sharp_model_dir))
+    res = rel.run_integrity(mem, rounds=1)
+    assert res["problems"] == [], res
+    for damage in rel.DAMAGES:
+        assert res["stats"][f"{damage}_rounds"] == 1
+        assert res["stats"][f"{damage}_caught"] == 1
+        assert res["stats"][f"{damage}_retrained"] == 1
