@@ -1426,12 +1426,11 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
     from lora_memory_plugin.bench._common import hit
     from lora_memory_plugin.registry import modules as registry
 
-    fast = {"lr": 1e-2, "rank": 16, "max_steps": 400}
     donor_ns = "donor"
     mem.add_turns(
         donor_ns, [{"content": "Question: What is the code of the donor box? Answer: 5150"}]
     )
-    mem.consolidate(donor_ns, **fast)
+    mem.consolidate(donor_ns, **FAST_CONSOLIDATION)
     [donor] = mem.modules(donor_ns)
     donor_weights = (
         registry.modules_root(mem.path, donor_ns) / donor.module_id / registry.ADAPTER_WEIGHTS
@@ -1443,7 +1442,7 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
             ns = f"r{r}-{damage}"
             q, a = f"What is the code of box {r}{damage}?", f"{1000 + 97 * r + len(damage)}"
             mem.add_turns(ns, [{"content": f"Question: {q} Answer: {a}"}])
-            mem.consolidate(ns, **fast)
+            mem.consolidate(ns, **FAST_CONSOLIDATION)
             [m] = mem.modules(ns)
             d = registry.modules_root(mem.path, ns) / m.module_id
             weights = d / registry.ADAPTER_WEIGHTS
@@ -1471,7 +1470,7 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
             if not caught:
                 problems.append(f"round {r} {damage}: answered as {ans.mode}, notes {ans.notes}")
                 continue
-            [rep] = mem.consolidate(ns, **fast)
+            [rep] = mem.consolidate(ns, **FAST_CONSOLIDATION)
             fixed = rep.status == "consolidated" and hit(
                 a, mem.ask(ns, q, mode="lora", max_new_tokens=8).text
             )
