@@ -65,6 +65,7 @@ def stacked_lora(model: Any, layers: list[Any], names: list[str]) -> Iterator[No
     import torch
 
     wanted = sorted({n for n in names if n != BASE})
+    rows_of = {a: [i for i, n in enumerate(names) if n == a] for a in wanted}
     handles = []
     for layer in layers:
         present = [a for a in wanted if a in layer.lora_A]
@@ -76,8 +77,7 @@ def stacked_lora(model: Any, layers: list[Any], names: list[str]) -> Iterator[No
         start = 0
         for a in present:
             r = layer.r[a]
-            rows = [i for i, n in enumerate(names) if n == a]
-            scale[rows, :, start : start + r] = float(layer.scaling[a])
+            scale[rows_of[a], :, start : start + r] = float(layer.scaling[a])
             start += r
         handles.append(layer.register_forward_hook(_hook(a_cat, b_cat, scale, len(names))))
     model.disable_adapters()
