@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import REPO_ROOT, base_environment
 
 from lora_memory_plugin import LoRAMemory
+from lora_memory_plugin.bench._common import hit
 from lora_memory_plugin.consolidation.data import parse_qa
 from lora_memory_plugin.registry import modules as registry
 
@@ -46,10 +47,6 @@ MODES = ("lora", "hybrid", "rag", "icl", "base")
 
 def log(msg: str) -> None:
     print(f"[recall {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def hit(expected: str, reply: str) -> bool:
-    return expected.strip().lower() in reply.strip().lower()
 
 
 def load(data: Path, slice_: str) -> tuple[list[str], list[dict[str, str]]]:
