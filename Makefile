@@ -1,6 +1,7 @@
 # lora-memory: `make demo` (set up + end-to-end demo) and `make test` (lint + all tests).
 # Both do their own set-up on a fresh machine: a .venv, torch first (a CPU wheel; see
-# TORCH_SPEC), the package with its dev extras, and the offline default models.
+# TORCH_SPEC), then the exact set in requirements.lock (hash-checked), the package and both
+# integrations (editable, no dependency resolution), and the offline default models.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,9 +9,25 @@ BIN := $(VENV)/bin
 # Install torch before anything that depends on it: a bare `torch` requirement would pull a
 # multi-GB CUDA build. GPU users: make TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>".
 TORCH_SPEC ?= torch==2.13.0
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.6.2
+# pip's "Location ... is ignored: it is neither a file nor a directory" is noise from a
+# file:// extra index that lacks a project (some pip.conf set-ups); it is filtered out, and
+# pipefail keeps pip's exit status.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PIP_NOISE := { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+LOCK := requirements.lock
 PYTEST_ARGS ?=
 
-.PHONY: help venv install models demo demo-langchain demo-llama-index test test-core test-langchain test-llama-index test-fast lint format bench bench-write clean
+LLAMA_INDEX := $(wildcard integrations/llama-index/llama-index-*-lora-memory)
+EDITABLES := -e ".[dev,bench,langchain]" -e "integrations/langchain[test]" \
+	$(foreach d,$(LLAMA_INDEX),-e "$(d)[test]")
+PYPROJECTS := pyproject.toml integrations/langchain/pyproject.toml \
+	$(addsuffix /pyproject.toml,$(LLAMA_INDEX))
+
+.PHONY: help venv install models demo demo-langchain demo-llama-index test test-core test-langchain test-llama-index test-fast test-latest lock lock-upgrade lint format bench bench-write clean
 
 help:
 	@echo "make demo       set up .venv, pull the default models, run examples/quickstart.py"
@@ -20,15 +37,25 @@ help:
 	@echo "make demo-llama-index documents -> LoRA module -> a LlamaIndex query engine, offline"
 	@echo "make test-fast  tests without the real default model"
 	@echo "make lint       ruff check, ruff format --check, mypy"
+	@echo "make lock       regenerate requirements.lock from requirements.in (keeps pins)"
+	@echo "make lock-upgrade  the same with the newest versions the ranges allow"
+	@echo "make test-latest   the suite in .venv-latest with the newest versions the ranges allow,"
+	@echo "                and with each newer release our ranges exclude; reports what breaks"
 	@echo "make bench      lora-memory bench --quick (every suite, < 10 min on 2 cores) -> docs/benchmarks/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) install pip==$(PIP_VERSION) 2>&1 | $(PIP_NOISE)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+# The lock pins every package but torch, with hashes; the local packages go in without
+# resolving anything (setuptools' note on editable installs silenced), then `pip check` proves
+# the set is consistent.
+$(VENV)/.installed: $(BIN)/python $(LOCK) $(PYPROJECTS)
+	$(PIP) install $(TORCH_SPEC) 2>&1 | $(PIP_NOISE)
+	$(PIP) install --require-hashes --no-deps -r $(LOCK) 2>&1 | $(PIP_NOISE)
+	PYTHONWARNINGS="ignore:Editable installation" \
+		$(PIP) install --no-deps --no-build-isolation $(EDITABLES) 2>&1 | $(PIP_NOISE)
+	$(PIP) check
 	touch $@
 
 venv install: $(VENV)/.installed
@@ -54,28 +81,18 @@ test-core: $(VENV)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Framework integrations: separate distributions, installed editable into the same venv.
-$(VENV)/.installed-langchain: $(VENV)/.installed integrations/langchain/pyproject.toml
-	$(BIN)/python -m pip install --quiet -e "integrations/langchain[test]"
-	touch $@
-
-test-langchain: $(VENV)/.installed-langchain
+test-langchain: $(VENV)/.installed
 	cd integrations/langchain && $(abspath $(BIN))/mypy
 	cd integrations/langchain && $(abspath $(BIN))/python -m pytest -q $(PYTEST_ARGS) tests
 
-demo-langchain: models $(VENV)/.installed-langchain
+demo-langchain: models
 	$(BIN)/python examples/langchain_agent.py
 
-LLAMA_INDEX := $(wildcard integrations/llama-index/llama-index-*-lora-memory)
-
-$(VENV)/.installed-llama-index: $(VENV)/.installed $(addsuffix /pyproject.toml,$(LLAMA_INDEX))
-	$(BIN)/python -m pip install --quiet $(foreach d,$(LLAMA_INDEX),-e "$(d)[test]")
-	touch $@
-
-test-llama-index: $(VENV)/.installed-llama-index
+test-llama-index: $(VENV)/.installed
 	for d in $(LLAMA_INDEX); do (cd $$d && $(abspath $(BIN))/mypy --strict --explicit-package-bases --ignore-missing-imports llama_index) || exit 1; done
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) integrations/llama-index
 
-demo-llama-index: models $(VENV)/.installed-llama-index
+demo-llama-index: models
 	$(BIN)/python examples/llamaindex_query_engine.py
 
 test-fast: $(VENV)/.installed
@@ -90,5 +107,20 @@ bench: models
 bench-write: models
 	$(BIN)/python benchmarks/write_path.py
 
+# requirements.lock from requirements.in, with pip-tools in a venv of its own.
+.venv-lock/bin/pip-compile:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip --quiet install pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+
+lock: .venv-lock/bin/pip-compile
+	.venv-lock/bin/python tools/lock.py --pip-compile .venv-lock/bin/pip-compile
+
+lock-upgrade: .venv-lock/bin/pip-compile
+	.venv-lock/bin/python tools/lock.py --pip-compile .venv-lock/bin/pip-compile --upgrade
+
+# Not CI (which installs the lock): the newest versions the ranges allow, in .venv-latest.
+test-latest:
+	$(PYTHON) tools/test_latest.py --torch-spec "$(TORCH_SPEC)" --pip-version $(PIP_VERSION) $(if $(PYTEST_ARGS),--pytest-args "$(PYTEST_ARGS)")
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-memory demo-memory-langchain demo-memory-llamaindex
+	rm -rf $(VENV) .venv-lock .venv-latest .pytest_cache .mypy_cache .ruff_cache demo-memory demo-memory-langchain demo-memory-llamaindex

@@ -33,6 +33,7 @@ from .errors import (
     ModuleIntegrityError,
     RecordNotFoundError,
     StoreError,
+    TamperedModelError,
     TextTooLargeError,
     UnknownNamespaceError,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "RecordNotFoundError",
     "StoreError",
     "StoreStatus",
+    "TamperedModelError",
     "TextTooLargeError",
     "UnknownNamespaceError",
     "__version__",

