@@ -47,6 +47,7 @@ def test_public_api_is_pinned():
             "RecordNotFoundError",
             "StoreError",
             "StoreStatus",
+            "TamperedModelError",
             "TextTooLargeError",
             "UnknownNamespaceError",
             "__version__",
