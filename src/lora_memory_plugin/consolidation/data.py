@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..types import Record
+from .clean import trainable_text
 from .trainer import Example
 
 _QA_RE = re.compile(r"^\s*Question:\s*(?P<q>.+?)\s*Answer:\s*(?P<a>.+?)\s*$", re.S | re.I)
@@ -26,14 +27,24 @@ _QA_RE = re.compile(r"^\s*Question:\s*(?P<q>.+?)\s*Answer:\s*(?P<a>.+?)\s*$", re
 
 @dataclass(frozen=True)
 class Probe:
-    """A held-in question with its expected answer, kept in the module manifest."""
+    """A question with its expected answer, kept in the module manifest.
+
+    ``kind``: ``"held_in"`` (trained as written), ``"qa"`` (a QA-shaped record's own pair,
+    trained) or ``"held_out"`` (a phrasing never trained; its answer is the teacher's).
+    """
 
     question: str
     answer: str
     record_id: str
+    kind: str = "held_in"
 
     def to_dict(self) -> dict[str, str]:
-        return {"question": self.question, "answer": self.answer, "record_id": self.record_id}
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "record_id": self.record_id,
+            "kind": self.kind,
+        }
 
 
 def parse_qa(text: str) -> tuple[str, str] | None:
@@ -86,11 +97,6 @@ def qa_pairs(text: str) -> list[tuple[str, str]] | None:
     return pairs if len(pairs) > 1 else None
 
 
-def not_knowledge(rec: Record) -> bool:
-    """The agent's own words, tool output, injected context: turns that are not a user's."""
-    return rec.metadata.get("kind") == "turn" and rec.metadata.get("role", "user") != "user"
-
-
 def build_examples(
     records: Sequence[Record], system_prompt: str
 ) -> tuple[list[Example], list[Probe]]:
@@ -101,21 +107,19 @@ def build_examples(
     injected context block is cut first. A QA record that a newer one answers again is left out
     (:func:`superseded`).
     """
-    from .synth import strip_injected
-
     examples: list[Example] = []
     probes: list[Probe] = []
     stale = superseded(records)
     for rec in records:
-        if not_knowledge(rec) or rec.id in stale:
+        if rec.id in stale:
             continue
-        pairs = qa_pairs(rec.text)
+        text = trainable_text(rec)  # cleaned first: an injected block's QA lines never teach
+        pairs = qa_pairs(text) if text else None
         if pairs is not None:
             for question, answer in pairs:
                 examples.append(Example.qa(question, answer, system=system_prompt))
                 probes.append(Probe(question, answer, rec.id))
             continue
-        text = strip_injected(rec.text) if rec.metadata.get("kind") == "turn" else rec.text
         if text.strip():
             examples.append(Example.text(text))
     return examples, probes

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError, ModelError
 from ..types import Record
-from .data import Probe, build_examples, not_knowledge, qa_pairs, superseded
+from .clean import not_knowledge, strip_injected, trainable_text
+from .data import Probe, build_examples, qa_pairs, superseded
 from .mixture import STRATEGIES, parse_mixture_names
 from .trainer import Example
 from .writers import DataWriter, Messages
@@ -122,34 +123,6 @@ class SynthResult:
             "skipped_turns": self.skipped_turns,
             "fallbacks": self.fallbacks,
         }
-
-
-# --- cleaning ------------------------------------------------------------------------------
-
-_MEMORY_TAG = re.compile(r"<memory>.*?(?:</memory>|\Z)", re.S | re.I)
-_WRAPPED_QUESTION = re.compile(r"\s*Question:\s*(?P<q>.+?)\s*Answer:\s*", re.S | re.I)
-
-
-def strip_injected(text: str) -> str:
-    """A user turn without the context our prompts inject into it.
-
-    ``<memory>...</memory>`` spans go; a line ``Notes:`` starts a block of retrieved notes that
-    runs to the next blank line (``prompts.build_messages``'s layout), and our ``Question: q
-    Answer:`` wrapper around the real question is unwrapped.
-    """
-    text = _MEMORY_TAG.sub(" ", text)
-    kept: list[str] = []
-    in_notes = False
-    for line in text.splitlines():
-        if line.strip().lower() == "notes:":
-            in_notes = True
-        elif in_notes and not line.strip():
-            in_notes = False
-        elif not in_notes:
-            kept.append(line)
-    text = "\n".join(" ".join(line.split()) for line in kept).strip()
-    wrapped = _WRAPPED_QUESTION.fullmatch(text)
-    return wrapped.group("q").strip() if wrapped else text
 
 
 # --- grounding -----------------------------------------------------------------------------
@@ -461,7 +434,8 @@ def _plan(records: Sequence[Record], system: str, stats: Stats) -> _Plan:
         if not_knowledge(rec) or rec.id in stale:  # stale: a newer record answers it again
             plan.append(None)
             continue
-        pairs = qa_pairs(rec.text)
+        text = trainable_text(rec)  # cleaned first: an injected block's QA lines never teach
+        pairs = qa_pairs(text) if text else None
         if pairs is not None:
             for question, answer in pairs:
                 example = Example.qa(question, answer, system=system)
