@@ -273,3 +273,33 @@ def test_example_validation(sharp_model_dir: Path) -> None:
     ]
     with pytest.raises(InvalidInputError, match="examples must not be empty"):
         train_lora(sharp_model_dir, [], progress=False)
+
+
+def test_evaluate_stops_on_a_held_out_score_and_keeps_the_best_weights(
+    sharp_model_dir: Path,
+) -> None:
+    import torch
+    from peft import get_peft_model_state_dict
+
+    scores = iter([0.4, 0.6, 0.5, 0.3, 0.2, 0.1])
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def evaluate(model: object, gen: Generator) -> float:
+        snapshots.append({k: v.clone() for k, v in get_peft_model_state_dict(model).items()})
+        return next(scores)
+
+    config = TrainConfig(**FAST | {"patience": 2})
+    result = train_lora(str(sharp_model_dir), EXAMPLES, config, progress=False, evaluate=evaluate)
+    assert result.stopped_because == "plateau"
+    assert [s for _, _, s in result.eval_history] == [0.4, 0.6, 0.5, 0.3]
+    best = snapshots[1]  # the 0.6 evaluation: its weights are the result's
+    assert all(torch.equal(result.adapter_state[k], best[k]) for k in best)
+
+    reached = train_lora(
+        str(sharp_model_dir),
+        EXAMPLES,
+        TrainConfig(**FAST),
+        progress=False,
+        evaluate=lambda model, gen: 1.0,
+    )
+    assert reached.stopped_because == "target" and len(reached.eval_history) == 1

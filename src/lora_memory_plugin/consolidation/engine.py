@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GENTLER_LR_FACTOR = 0.5  # the drift retry: half the learning rate, same step budget
+DISTILL_PATIENCE = 4
+"""Distillation stops after this many held-out evaluations (one an epoch, once the trained
+questions are recalled) without a better agreement, keeping the best weights."""
 
 
 @dataclass
@@ -240,6 +243,7 @@ class _Outcome:
     probe_recall: float | None = None
     drift: float | None = None
     synth: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -253,13 +257,21 @@ def _build_module(
     seed: int,
     progress: bool,
 ) -> _Outcome:
+    from .distill import DistillResult, distill
+    from .gate import held_out_evaluator
+    from .mixture import DISTILL, parse_mixture_names
     from .synth import synthesize
     from .trainer import TrainConfig, save_adapter, train_lora
 
     out = _Outcome(plan)
     gen = mem.generator()
     system = mem.config.generation.system_prompt
-    data = synthesize(plan.records, writer, s.mixture, system)
+    names = parse_mixture_names(s.mixture)
+    data: Any
+    if DISTILL in names:
+        data = distill(plan.records, gen, writer, system, seed=seed, original="original" in names)
+    else:
+        data = synthesize(plan.records, writer, s.mixture, system)
     out.synth = data.stats
     if not data.examples:
         out.notes.append("no training examples could be made; records stay buffered")
@@ -276,8 +288,14 @@ def _build_module(
             seed=seed,
             max_seconds=remaining,
             device=mem.config.models.device,
+            patience=DISTILL_PATIENCE if isinstance(data, DistillResult) else None,
         )
-        result = train_lora(gen.path, data.examples, config, progress=progress)
+        evaluate = (
+            held_out_evaluator(data.probes, {r.id: r.text for r in plan.records}, system)
+            if isinstance(data, DistillResult)
+            else None
+        )
+        result = train_lora(gen.path, data.examples, config, progress=progress, evaluate=evaluate)
         failpoint("trained")
         from .drift import measure_drift
 
@@ -306,9 +324,26 @@ def _build_module(
     with tempfile.TemporaryDirectory(prefix=f"{registry.TMP_PREFIX}train-", dir=root) as tmp:
         adapter_dir = save_adapter(result, Path(tmp) / "adapter")
         failpoint("saved")
-        out.probe_recall = probe_exact_match(gen, (module_id, adapter_dir), data.probes, system)
-        gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
-        if data.probes and out.probe_recall is not None and out.probe_recall < s.target:
+        if isinstance(data, DistillResult):
+            verdict = _gate(mem, namespace, gen, (module_id, adapter_dir), data, plan, s)
+            gen.forget_adapter(module_id)
+            out.gate = verdict.to_dict()
+            out.probe_recall = verdict.held_out if verdict.held_out is not None else verdict.qa
+            if not verdict.passed:
+                out.notes.append(
+                    f"gate: {verdict.reason} after {result.steps} steps "
+                    f"({result.stopped_because}); {len(plan.new_ids)} record(s) stay buffered"
+                )
+                return out
+        else:
+            out.probe_recall = probe_exact_match(gen, (module_id, adapter_dir), data.probes, system)
+            gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
+        if (
+            not isinstance(data, DistillResult)
+            and data.probes
+            and out.probe_recall is not None
+            and out.probe_recall < s.target
+        ):
             out.notes.append(
                 f"probe exact match {out.probe_recall:.1%} < target {s.target:.0%} after "
                 f"{result.steps} steps ({result.stopped_because}); "
@@ -340,6 +375,7 @@ def _build_module(
                 "mixture": s.mixture,
                 "synthetic": data.stats,
                 "stopped_because": result.stopped_because,
+                **out.gate,
             },
         )
         registry.commit_module(mem.path, namespace, adapter_dir, manifest)  # the commit
@@ -354,6 +390,31 @@ def _build_module(
         gen.forget_adapter(plan.extends.module_id)
     out.committed = module_id
     return out
+
+
+def _gate(  # noqa: PLR0917
+    mem: LoRAMemory,
+    namespace: str,
+    gen: Any,
+    adapter: tuple[str, Path],
+    data: Any,
+    plan: PlannedModule,
+    s: _Settings,
+) -> Any:
+    """:func:`.gate.gate` with this namespace's rag retrieval and the plan's record texts."""
+    from .clean import trainable_text
+    from .gate import gate
+
+    gcfg = mem.config.generation
+
+    def search(question: str) -> list[Any]:
+        hits = mem.search(namespace, question, k=gcfg.rag_k)
+        return [h for h in hits if h.score >= gcfg.rag_min_score]
+
+    sources = {r.id: trainable_text(r) or r.text for r in plan.records}
+    return gate(
+        gen, adapter, data.probes, sources, gcfg.system_prompt, target=s.target, search=search
+    )
 
 
 def _report(
@@ -424,6 +485,7 @@ def _module_summary(o: _Outcome) -> dict[str, Any]:
         "probe_recall": o.probe_recall,
         "drift": o.drift,
         "synthetic": o.synth,
+        **o.gate,
         "committed": o.committed is not None,
     }
 

@@ -31,7 +31,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -49,7 +49,7 @@ IGNORE = -100
 """Label of positions without loss (prompt and padding)."""
 EVAL_GATE = 0.5
 """The exact recall pass runs once the free in-training estimate reaches this share of target."""
-StopReason = Literal["target", "max_steps", "max_epochs", "max_seconds"]
+StopReason = Literal["target", "max_steps", "max_epochs", "max_seconds", "plateau"]
 
 
 @dataclass
@@ -84,6 +84,13 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip grads; None: off."})
     share_prefix: bool = field(default=True, metadata={"help": "Run a common prefix once."})
+    patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "With train_lora(evaluate=...): stop after this many evaluations without a "
+            "better score, keeping the best weights; None: until the target or a budget."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seeds LoRA init and batch order."})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', ..."})
 
@@ -94,7 +101,7 @@ class TrainConfig:
         for name in ("rank", "lr", "batch_size", "max_steps", "eval_every_epochs"):
             if not getattr(self, name) > 0:
                 raise bad(name, "> 0")
-        for name in ("alpha", "max_epochs", "max_seconds", "max_grad_norm"):
+        for name in ("alpha", "max_epochs", "max_seconds", "max_grad_norm", "patience"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "> 0 or None")
         for name in ("warmup_steps", "weight_decay"):
@@ -178,6 +185,8 @@ class TrainResult:
     stopped_because: StopReason
     padding_fraction: float  # share of pad tokens in the training batches
     loss: float  # of the last step
+    eval_history: list[tuple[int, float, float]] = field(default_factory=list)
+    """(step, seconds, score) per call of ``train_lora(evaluate=...)``."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +330,7 @@ def train_lora(
     config: TrainConfig | None = None,
     *,
     progress: bool = True,
+    evaluate: Callable[[Any, Generator], float] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter until it recalls the QA examples, or a budget runs out.
 
@@ -330,6 +340,10 @@ def train_lora(
         examples: What to memorise.
         config: Hyper-parameters and budgets (defaults: :class:`TrainConfig`).
         progress: Show a tqdm bar on stderr.
+        evaluate: A score in [0, 1] of the model in training (e.g. agreement with a teacher on
+            held-out questions, :func:`.gate.held_out_evaluator`); when given, training stops
+            when it reaches ``target_recall`` -- checked once the examples are recalled -- instead
+            of at recall alone: memorising the trained phrasings is not yet answering others.
 
     Returns:
         The adapter, its training statistics and why training stopped.
@@ -351,7 +365,7 @@ def train_lora(
     with contextlib.nullcontext() if owned else gen._lock:
         model = _attach_lora(gen.model, config)
         try:
-            result = _train(model, gen, items, config, progress)
+            result = _train(model, gen, items, config, progress, evaluate)
         finally:
             if not owned:  # give the caller its bare model back
                 model.unload()
@@ -381,8 +395,13 @@ def _attach_lora(base: Any, config: TrainConfig) -> Any:
         return get_peft_model(base, lora_config)  # also freezes the base weights
 
 
-def _train(
-    model: Any, gen: Generator, items: list[_Item], config: TrainConfig, progress: bool
+def _train(  # noqa: PLR0917
+    model: Any,
+    gen: Generator,
+    items: list[_Item],
+    config: TrainConfig,
+    progress: bool,
+    evaluate: Callable[[Any, Generator], float] | None = None,
 ) -> TrainResult:
     import numpy as np
     import torch
@@ -422,6 +441,8 @@ def _train(
     steps = epochs = tokens = pads = 0
     loss_value, fit = float("nan"), 0.0
     history: list[tuple[int, float, float]] = []
+    evaluations: list[tuple[int, float, float]] = []
+    best: tuple[float, int, dict[str, Any]] | None = None  # score, evaluation no., LoRA weights
     stop: StopReason | None = None
     bar = tqdm(total=config.max_steps, unit="step", file=sys.stderr, disable=not progress)
     model.train()
@@ -461,10 +482,28 @@ def _train(
             history.append((steps, time.perf_counter() - t0, exact_recall()))
             bar.set_postfix(loss=f"{loss_value:.3f}", recall=f"{history[-1][2]:.3f}")
             if history[-1][2] >= config.target_recall:
-                stop = "target"
+                if evaluate is None:
+                    stop = "target"
+                else:
+                    model.eval()
+                    score = evaluate(model, gen)
+                    model.train()
+                    evaluations.append((steps, time.perf_counter() - t0, score))
+                    bar.set_postfix(loss=f"{loss_value:.3f}", held_out=f"{score:.3f}")
+                    if best is None or score > best[0]:
+                        best = (score, len(evaluations), _lora_state(model))
+                    if score >= config.target_recall:
+                        stop = "target"
+                    elif config.patience and len(evaluations) - best[1] >= config.patience:
+                        stop = "plateau"
         text_only = not qa_items
         if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
             stop = "max_epochs"
+    if best is not None and best[1] < len(evaluations):  # a later evaluation was worse
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, best[2])
+        logger.info("LoRA: kept the weights of evaluation %d (score %.3f)", best[1], best[0])
     if qa_items and (not history or history[-1][0] != steps):
         history.append((steps, time.perf_counter() - t0, exact_recall()))
     seconds = time.perf_counter() - t0
@@ -485,12 +524,19 @@ def _train(
         tokens_per_second=tokens / seconds,
         recall=history[-1][2] if history else None,
         recall_history=history,
+        eval_history=evaluations,
         stopped_because=stop or "max_steps",
         padding_fraction=pads / (pads + tokens),
         loss=loss_value,
     )
     logger.info("LoRA: %d steps, %.1fs, recall %s (%s)", steps, seconds, result.recall, stop)
     return result
+
+
+def _lora_state(model: Any) -> dict[str, Any]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def _has_lora_layers(model: Any) -> bool:

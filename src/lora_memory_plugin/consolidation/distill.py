@@ -1,0 +1,184 @@
+"""Stage 4 of consolidation: records -> distillation examples and held-out probes.
+
+The chain (each stage its own module, pure where it can be):
+
+1. :mod:`.clean` -- what may be trained (provenance) and its text without injected memory;
+2. :mod:`.questions` -- templates, the writer's questions, QA-shaped records' own pairs;
+   one phrasing per statement held out;
+3. :mod:`.teacher` -- the base model reading the records answers every question (batched);
+   ungrounded answers drop their question;
+4. here -- training examples: each trained question with the teacher's answer and *no* context
+   (the student learns to answer without reading), and a share of them again *with* the rag
+   context (the question's records among distractors), so the module does not damage the
+   model's reading and ``hybrid`` stays at least as good as ``rag``; probes: the held-out
+   questions with the teacher's answers, for the gate (:func:`.engine.gate`).
+
+The teacher's answer is the label (sequence-level distillation).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..generation.prompts import build_messages
+from ..types import Record
+from .clean import not_knowledge, trainable_text
+from .data import Probe, qa_pairs, superseded
+from .questions import Question, QuestionSet, template_questions, writer_questions
+from .teacher import Taught, note, teach
+from .trainer import Example
+from .writers import DataWriter
+
+CONTEXT_SHARE = 0.5
+"""Share of trained questions that get a second example with the rag context."""
+DISTRACTORS = 2
+"""Other records shown beside a question's own in a with-context example."""
+
+
+@dataclass
+class DistillResult:
+    """What the distillation stages made, shaped like :class:`.synth.SynthResult`.
+
+    Attributes:
+        examples: training examples (no-context and with-context).
+        probes: held-out probes (teacher answers) then QA-shaped records' own pairs.
+        held_in: trained questions with their teacher answers (for the report).
+        stats: counts per stage, written into the manifest.
+    """
+
+    examples: list[Example]
+    probes: list[Probe]
+    held_in: list[Probe] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def held_out(self) -> list[Probe]:
+        return [p for p in self.probes if p.kind == "held_out"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"examples": len(self.examples), "probes": len(self.probes), **self.stats}
+
+
+def collect_questions(
+    records: Sequence[Record], writer: DataWriter | None, seed: int
+) -> tuple[QuestionSet, dict[str, Any]]:
+    """Questions for the trainable records, deduplicated, with counts per source."""
+    qs = QuestionSet()
+    counts: dict[str, Any] = {
+        "records": len(records),
+        "skipped": 0,
+        "superseded": 0,
+        "qa": 0,
+        "template": 0,
+    }
+    stale = superseded(records)
+    ask_writer: list[tuple[str, str]] = []
+    for rec in records:
+        if not_knowledge(rec):
+            counts["skipped"] += 1
+            continue
+        if rec.id in stale:
+            counts["superseded"] += 1
+            continue
+        text = trainable_text(rec)
+        if not text:
+            counts["skipped"] += 1
+            continue
+        pairs = qa_pairs(text)
+        if pairs is not None:
+            qs.add([Question(q, (rec.id,), "qa", answer=a) for q, a in pairs])
+            counts["qa"] += len(pairs)
+            continue
+        found = template_questions(text, rec.id, random.Random(f"{seed}:{rec.id}"))
+        counts["template"] += len(found)
+        qs.add(found)
+        if not found or rec.metadata.get("kind") == "document":
+            ask_writer.append((rec.id, text))
+    counts["writer"] = 0
+    if writer is not None and ask_writer:
+        made = writer_questions(writer, ask_writer)
+        counts["writer"] = len(made)
+        qs.add(made)
+    counts["questions"] = len(qs.questions)
+    counts["duplicates"] = qs.duplicates
+    return qs, counts
+
+
+def distill(
+    records: Sequence[Record],
+    gen: Any,
+    writer: DataWriter | None,
+    system: str,
+    *,
+    seed: int = 0,
+    original: bool = False,
+    context_share: float = CONTEXT_SHARE,
+    distractors: int = DISTRACTORS,
+) -> DistillResult:
+    """Examples and probes for ``records`` by context distillation (see the module doc)."""
+    t0 = time.perf_counter()
+    qs, counts = collect_questions(records, writer, seed)
+    t1 = time.perf_counter()
+    by_id = {r.id: r for r in records}
+    taught = teach(gen, qs.questions, by_id, system)
+    t2 = time.perf_counter()
+    kept = [t for t in taught if t.grounded]
+    rng = random.Random(seed)
+    pool = [r for r in records if trainable_text(r)]
+    examples: list[Example] = []
+    held_in: list[Probe] = []
+    probes: list[Probe] = []
+    with_context = 0
+    for t in kept:
+        q = t.question
+        rid = q.record_ids[0]
+        if q.held_out:
+            probes.append(Probe(q.text, t.answer, rid, kind="held_out"))
+            continue
+        examples.append(Example.qa(q.text, t.answer, system=system))
+        held_in.append(Probe(q.text, t.answer, rid, kind="held_in"))
+        if q.source == "qa":
+            probes.append(Probe(q.text, t.answer, rid, kind="qa"))
+        if q.source != "qa" and rng.random() < context_share:
+            examples.append(_with_context(t, pool, system, rng, distractors))
+            with_context += 1
+    covered = {rid for t in kept for rid in t.question.record_ids}
+    uncovered = [r for r in pool if r.id not in covered]
+    if original:
+        examples.extend(Example.text(trainable_text(r)) for r in uncovered)
+    counts.update(
+        {
+            "teacher_answers": sum(t.question.answer is None for t in taught),
+            "dropped_ungrounded": len(taught) - len(kept),
+            "trained_questions": len(held_in),
+            "held_out_probes": sum(p.kind == "held_out" for p in probes),
+            "with_context_examples": with_context,
+            "uncovered_records": len(uncovered),
+            "original_examples": len(uncovered) if original else 0,
+            "seconds_questions": round(t1 - t0, 3),
+            "seconds_teacher": round(t2 - t1, 3),
+        }
+    )
+    return DistillResult(examples, probes, held_in, counts)
+
+
+def _with_context(
+    t: Taught, pool: Sequence[Record], system: str, rng: random.Random, distractors: int
+) -> Example:
+    """The question with its records among ``distractors`` others, as rag would show them."""
+    own = set(t.question.record_ids)
+    others = [r for r in pool if r.id not in own]
+    picked = rng.sample(others, min(distractors, len(others)))
+    notes = [note(r, dated=False) for r in pool if r.id in own] + [
+        note(r, dated=False) for r in picked
+    ]
+    rng.shuffle(notes)
+    messages = build_messages(system, t.question.text, notes)
+    return Example(answer=t.answer, prompt=tuple((m["role"], m["content"]) for m in messages))
+
+
+__all__ = ["CONTEXT_SHARE", "DISTRACTORS", "DistillResult", "collect_questions", "distill"]

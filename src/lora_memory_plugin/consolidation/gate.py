@@ -1,0 +1,173 @@
+"""Stage 6 of consolidation: a gate that can see a bad module.
+
+A module is committed only when, on questions it never trained on (held-out phrasings),
+
+- ``lora`` (the module, no context) agrees with the teacher (the base model reading the records)
+  on at least ``target`` of them, and
+- ``hybrid`` (the module + the rag context) agrees with the teacher at least as often as plain
+  ``rag`` (the base model + the same retrieved context) does,
+
+and QA-shaped records' own pairs (trained as written) are recalled at ``target``. Otherwise the
+records stay buffered and the report says which check failed. Agreement is judged on the answer's
+value (:func:`.teacher.agrees`), so a paraphrased reply counts and a wrong value does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..generation.prompts import build_messages
+from ..types import Hit
+from .data import Probe
+from .teacher import agrees
+
+GATE_TOKENS = 40
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Scores in [0, 1] (None: nothing to measure) and the verdict."""
+
+    held_out: float | None
+    qa: float | None
+    rag: float | None
+    hybrid: float | None
+    passed: bool
+    reason: str
+    probes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agreement_held_out": self.held_out,
+            "qa_recall": self.qa,
+            "rag_agreement": self.rag,
+            "hybrid_agreement": self.hybrid,
+            "held_out_probes": self.probes,
+            "gate": self.reason,
+        }
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def gate(
+    gen: Any,
+    adapter: tuple[str, Path],
+    probes: Sequence[Probe],
+    sources: dict[str, str],
+    system: str,
+    *,
+    target: float,
+    search: Callable[[str], list[Hit]] | None = None,
+    batch_size: int = 16,
+) -> GateResult:
+    """Judge a trained (not yet committed) module; see the module doc.
+
+    Args:
+        sources: record id -> text, to find each expected answer's value.
+        search: the namespace's rag retrieval for a question; None skips the hybrid check.
+    """
+    held_out = [p for p in probes if p.kind == "held_out"]
+    qa = [p for p in probes if p.kind == "qa"]
+
+    def ask(
+        items: Sequence[Probe], context: Sequence[Sequence[Hit]] | None, use: bool
+    ) -> list[str]:
+        messages = [
+            build_messages(system, p.question, context[i] if context is not None else ())
+            for i, p in enumerate(items)
+        ]
+        outs = gen.chat_many(
+            messages,
+            max_new_tokens=GATE_TOKENS,
+            batch_size=batch_size,
+            adapter=adapter if use else None,
+        )
+        return [o.text for o in outs]
+
+    def agree(items: Sequence[Probe], replies: Sequence[str]) -> list[bool]:
+        return [
+            agrees(r, p.answer, sources.get(p.record_id, p.answer))
+            for p, r in zip(items, replies, strict=True)
+        ]
+
+    lora = _share(agree(held_out, ask(held_out, None, True))) if held_out else None
+    qa_share = (
+        _share(
+            [
+                p.answer.strip().lower() in r.strip().lower()
+                for p, r in zip(qa, ask(qa, None, True), strict=True)
+            ]
+        )
+        if qa
+        else None
+    )
+    rag = hybrid = None
+    if held_out and search is not None:
+        contexts = [search(p.question) for p in held_out]
+        rag = _share(agree(held_out, ask(held_out, contexts, False)))
+        hybrid = _share(agree(held_out, ask(held_out, contexts, True)))
+    failures = []
+    if lora is not None and lora < target:
+        failures.append(
+            f"lora agrees with the teacher on {lora:.0%} of held-out probes < {target:.0%}"
+        )
+    if qa_share is not None and qa_share < target:
+        failures.append(f"QA recall {qa_share:.0%} < {target:.0%}")
+    if rag is not None and hybrid is not None and hybrid < rag:
+        failures.append(f"hybrid {hybrid:.0%} < rag {rag:.0%} on held-out probes")
+    if lora is None and qa_share is None:
+        failures.append("no probe to judge the module by")
+    reason = "; ".join(failures) if failures else "passed"
+    return GateResult(lora, qa_share, rag, hybrid, not failures, reason, len(held_out))
+
+
+def held_out_evaluator(
+    probes: Sequence[Probe], sources: dict[str, str], system: str, max_new_tokens: int = 24
+) -> Callable[[Any, Any], float] | None:
+    """For ``train_lora(evaluate=...)``: the model in training's agreement with the teacher on
+    the held-out probes (greedy, no context). None when there are no held-out probes."""
+    held_out = [p for p in probes if p.kind == "held_out"]
+    if not held_out:
+        return None
+
+    def evaluate(model: Any, gen: Any) -> float:
+        import torch
+
+        rows = [
+            list(
+                gen.tokenizer(
+                    gen.render(build_messages(system, p.question)), add_special_tokens=False
+                )["input_ids"]
+            )
+            for p in held_out
+        ]
+        width = max(len(r) for r in rows)
+        pad = int(gen.tokenizer.pad_token_id)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=gen.device)
+        mask = torch.tensor(
+            [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=gen.device
+        )
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+        replies = gen.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        flags = [
+            agrees(r, p.answer, sources.get(p.record_id, p.answer))
+            for p, r in zip(held_out, replies, strict=True)
+        ]
+        return sum(flags) / len(flags)
+
+    return evaluate
+
+
+__all__ = ["GateResult", "gate", "held_out_evaluator"]

@@ -1,0 +1,142 @@
+"""Stage 3 of consolidation: the teacher -- the base model reading the records -- answers.
+
+Context distillation (Knowledge Modules, arXiv 2503.08727; Cartridges, arXiv 2506.06266): a module
+is trained to say what the base model says when it *reads* the records, so its ceiling is the
+model's own reading quality and it never learns a writer's invention. The teacher prompt is the
+exact ``rag`` prompt (:func:`~lora_memory_plugin.generation.prompts.build_messages`) with the
+question's records as the notes, oldest first; when a question is tied to several records each
+note carries its date, so the latest of two conflicting turns can win.
+
+Answers are generated greedily in batches, cut to their first sentence, and kept only when
+grounded in the records (no name or number the records lack, a content word they share) and not a
+refusal; a dropped question is counted, never trained.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..generation.prompts import build_messages
+from ..types import Hit, Record
+from .questions import Question
+from .synth import _COMMON, text_grounded, tokens
+
+TEACHER_TOKENS = 40
+"""Answer budget: one sentence."""
+_REFUSAL = re.compile(
+    r"\b(?:i\s+(?:do not|don't|cannot|can't)\s+(?:know|find|see|tell|recall)|not\s+(?:mentioned|"
+    r"stated|specified|provided|given)|no\s+(?:information|mention|notes?)|i'm\s+sorry|"
+    r"unfortunately|there\s+is\s+no)\b",
+    re.I,
+)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
+
+
+@dataclass(frozen=True)
+class Taught:
+    """A question, the teacher's answer and the records it read."""
+
+    question: Question
+    answer: str
+    context: tuple[Hit, ...]
+    grounded: bool
+
+
+def note(rec: Record, dated: bool) -> Hit:
+    """A record as a rag note; with ``dated`` its text starts with its date."""
+    text = rec.text
+    if dated:
+        ts = rec.metadata.get("created_at")
+        if isinstance(ts, (int, float)):
+            day = datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d")
+            text = f"[{day}] {text}"
+    return Hit(rec.id, text, 1.0, dict(rec.metadata))
+
+
+def teacher_context(question: Question, records: Mapping[str, Record]) -> tuple[Hit, ...]:
+    """The question's records as notes, oldest first (dated when there are several)."""
+    recs = [records[rid] for rid in question.record_ids if rid in records]
+    recs.sort(key=lambda r: float(r.metadata.get("created_at") or 0.0))
+    return tuple(note(r, dated=len(recs) > 1) for r in recs)
+
+
+def first_sentence(text: str) -> str:
+    """The reply's first line, cut after its first sentence."""
+    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+    return _SENTENCE.split(line, maxsplit=1)[0].strip()
+
+
+def grounded_answer(answer: str, context: Sequence[Hit]) -> bool:
+    """Not empty, not a refusal, and grounded in the notes (:func:`.synth.text_grounded`)."""
+    if not answer or _REFUSAL.search(answer):
+        return False
+    source = " ".join(h.text for h in context)
+    return text_grounded(answer, source)
+
+
+def teach(
+    gen: Any,
+    questions: Sequence[Question],
+    records: Mapping[str, Record],
+    system: str,
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int = TEACHER_TOKENS,
+) -> list[Taught]:
+    """The teacher's answers to ``questions`` (QA-shaped ones keep their own answer)."""
+    todo = [q for q in questions if q.answer is None]
+    contexts = [teacher_context(q, records) for q in todo]
+    messages = [build_messages(system, q.text, ctx) for q, ctx in zip(todo, contexts, strict=True)]
+    outs = (
+        gen.chat_many(messages, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        if todo
+        else []
+    )
+    taught: dict[int, Taught] = {}
+    for q, ctx, out in zip(todo, contexts, outs, strict=True):
+        answer = first_sentence(out.text)
+        taught[id(q)] = Taught(q, answer, ctx, grounded_answer(answer, ctx))
+    result = []
+    for q in questions:
+        if q.answer is not None:
+            result.append(Taught(q, q.answer, teacher_context(q, records), True))
+        else:
+            result.append(taught[id(q)])
+    return result
+
+
+def value_tokens(expected: str, sources: str) -> set[str]:
+    """The expected answer's words and numbers that come from the records (its "value")."""
+    src = set(tokens(sources))
+    return {t for t in tokens(expected) if t[0].isalnum() and t not in _COMMON and t in src}
+
+
+def agrees(reply: str, expected: str, sources: str) -> bool:
+    """Does ``reply`` give the same answer as ``expected`` (the teacher's)?
+
+    Both may phrase it differently ("You live in Lisbon." / "Lisbon, since last month"): what
+    must match is the value -- the expected answer's words that come from the records. When the
+    expected answer has none, its normalised text must appear in the reply.
+    """
+    want = value_tokens(expected, sources)
+    got = set(tokens(reply))
+    if want:
+        return want <= got
+    norm = " ".join(t for t in tokens(expected) if t[0].isalnum())
+    return bool(norm) and norm in " ".join(t for t in tokens(reply) if t[0].isalnum())
+
+
+__all__ = [
+    "TEACHER_TOKENS",
+    "Taught",
+    "agrees",
+    "first_sentence",
+    "grounded_answer",
+    "teach",
+    "teacher_context",
+    "value_tokens",
+]
