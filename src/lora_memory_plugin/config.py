@@ -119,7 +119,21 @@ class GenerationConfig:
         metadata={"help": "Always sent, so chat templates never insert their own default."},
     )
 
+    auto_lora_confidence: float = field(
+        default=0.5,
+        metadata={
+            "help": "Mode auto answers from the module alone (lora) when its routing confidence "
+            "reaches this and its held-out agreement reached the consolidation target; else "
+            "hybrid when the module's hybrid was not worse than rag at its gate, else rag."
+        },
+    )
+
     def __post_init__(self) -> None:
+        if not 0.0 <= self.auto_lora_confidence <= 1.0:
+            raise ConfigError(
+                "generation.auto_lora_confidence must be in [0, 1], got "
+                f"{self.auto_lora_confidence}"
+            )
         if self.max_new_tokens < 1:
             raise ConfigError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.rag_k < 1:

@@ -46,7 +46,7 @@ R = TypeVar("R")
 
 MAX_QUERY_CHARS = 8192
 MAX_K = 1000
-MODES = ("hybrid", "lora", "rag", "icl", "base")
+MODES = ("auto", "hybrid", "lora", "rag", "icl", "base")
 
 
 def _async_twin(fn: Callable[P, R]) -> Callable[P, Any]:
@@ -497,7 +497,7 @@ class LoRAMemory:
         self,
         namespace: str,
         question: str,
-        mode: str = "hybrid",
+        mode: str = "auto",
         *,
         k: int | None = None,
         max_new_tokens: int | None = None,
@@ -517,7 +517,7 @@ class LoRAMemory:
         self,
         namespace: str | Sequence[str],
         questions: Sequence[str],
-        mode: str = "hybrid",
+        mode: str = "auto",
         *,
         k: int | None = None,
         max_new_tokens: int | None = None,

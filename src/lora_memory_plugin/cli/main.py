@@ -584,9 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("question", metavar="QUESTION")
     sp.add_argument(
         "--mode",
-        default="hybrid",
-        choices=["hybrid", "lora", "rag", "icl", "base"],
-        help="hybrid/lora use consolidated modules (rag until there are any)",
+        default="auto",
+        choices=["auto", "hybrid", "lora", "rag", "icl", "base"],
+        help="auto (default): lora, hybrid or rag per question from routing confidence and the "
+        "module's measured agreement; hybrid/lora use consolidated modules (rag until there "
+        "are any)",
     )
     sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
     sp.add_argument("--max-new-tokens", type=int, default=None)
@@ -605,7 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(sp)
     sp.add_argument("questions", metavar="FILE", help="one question a line")
-    sp.add_argument("--mode", default="hybrid", choices=["hybrid", "lora", "rag", "icl", "base"])
+    sp.add_argument(
+        "--mode", default="auto", choices=["auto", "hybrid", "lora", "rag", "icl", "base"]
+    )
     sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
     sp.add_argument("--max-new-tokens", type=int, default=None)
     sp.add_argument("--batch-size", type=int, default=16, help="rows per generate call")
@@ -641,7 +645,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--max-steps", type=int, default=None, help="training steps per module")
     sp.add_argument(
-        "--mixture", default=None, help="training data, e.g. qa+original, all (default: config)"
+        "--mixture",
+        default=None,
+        help="training data: distill (context distillation), distill+original, qa+original, "
+        "all (default: config)",
     )
     sp.add_argument(
         "--writer",

@@ -284,13 +284,18 @@ def _prepare(
     adapter: tuple[str, Path] | None = None
     decision: RouteDecision | None = None
     split_modules: list[str] = []
-    if mode in ("lora", "hybrid"):
+    if mode in ("lora", "hybrid", "auto"):
         decision = route_question(mem, namespace, question)
         adapter, why = _adapter_for(mem, namespace, decision, gen)
         timings["route"] = time.perf_counter() - t0
         if adapter is None:
             notes.append(f"mode {mode!r} answers from consolidated LoRA modules; {why}, so rag")
             effective = "rag"
+        elif mode == "auto":
+            effective, reason = choose_auto(mem, namespace, decision)
+            notes.append(f"auto: {effective} ({reason})")
+            if effective == "rag":
+                adapter = None
         elif decision.split:
             split_modules = [
                 c.module_id for c in decision.candidates[:3] if c.share >= _SPLIT_MIN_SHARE
@@ -348,6 +353,41 @@ def _prepare(
         timings=timings,
         confidence=decision.confidence if decision is not None and adapter is not None else 0.0,
         route=decision,
+    )
+
+
+def choose_auto(mem: LoRAMemory, namespace: str, decision: RouteDecision) -> tuple[str, str]:
+    """Mode ``auto`` for a question routed to a module: ``(lora|hybrid|rag, why)``.
+
+    From the routing confidence and what the module's gate measured on held-out questions:
+    lora when the router is confident and the module agreed with the teacher at the target;
+    hybrid when the module made the model's reading no worse than rag; else rag. A module
+    trained before the gate measured these (no metrics) answers as hybrid, as before.
+    """
+    manifest = live_modules(mem, namespace).get(decision.chosen[0])
+    metrics = dict(getattr(manifest, "metrics", None) or {})
+    agreement = metrics.get("agreement_held_out")
+    if agreement is None:  # only QA-shaped records: their own pairs, recalled at the gate
+        agreement = metrics.get("qa_recall")
+    rag, hybrid = metrics.get("rag_agreement"), metrics.get("hybrid_agreement")
+    target = mem.config.consolidation.target
+    need = mem.config.generation.auto_lora_confidence
+    conf = decision.confidence
+    if (
+        not decision.split
+        and conf >= need
+        and isinstance(agreement, (int, float))
+        and agreement >= target
+    ):
+        return "lora", f"confidence {conf:.2f} >= {need:.2f}, held-out agreement {agreement:.0%}"
+    if isinstance(rag, (int, float)) and isinstance(hybrid, (int, float)) and hybrid < rag:
+        return "rag", f"the module's hybrid ({hybrid:.0%}) was worse than rag ({rag:.0%})"
+    if agreement is None:
+        return "hybrid", "the module has no held-out measurements (consolidated before them)"
+    return "hybrid", (
+        f"confidence {conf:.2f}"
+        + (f" < {need:.2f}" if conf < need else "")
+        + (f", held-out agreement {agreement:.0%}" if isinstance(agreement, (int, float)) else "")
     )
 
 

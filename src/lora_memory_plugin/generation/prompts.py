@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from ..types import Hit
 
-MODES = ("hybrid", "lora", "rag", "icl", "base")
+MODES = ("auto", "hybrid", "lora", "rag", "icl", "base")
 
 
 def format_record(hit: Hit) -> str:

@@ -9,7 +9,8 @@ How it answers:
   (``lora``), or by the bare base model; no buffer text is added. When no module matches (or
   the namespace has none yet) the base model answers and the notes say so. In a
   ``RetrieverQueryEngine`` the retrieved context is in the prompt already.
-- ``mode="hybrid"``, ``"rag"`` or ``"icl"``: ``LoRAMemory.ask`` on the last user message, with
+- ``mode="auto"``, ``"hybrid"``, ``"rag"`` or ``"icl"``: ``LoRAMemory.ask`` on the last user
+  message (``auto`` picks lora, hybrid or rag per question, as ``ask`` does), with
   buffer records in the prompt (``ask`` takes one question: earlier messages are not sent, and
   the notes count them).
 
@@ -51,8 +52,9 @@ from lora_memory_plugin import Answer, InvalidInputError, LoRAMemory
 
 logger = logging.getLogger(__name__)
 
-MODES = ("lora", "base", "hybrid", "rag", "icl")
-ASK_MODES = ("hybrid", "rag", "icl")  # retrieval modes: LoRAMemory.ask on the last user message
+MODES = ("lora", "base", "auto", "hybrid", "rag", "icl")
+# retrieval modes: LoRAMemory.ask on the last user message
+ASK_MODES = ("auto", "hybrid", "rag", "icl")
 # The chat roles a chat template knows; LlamaIndex's others are mapped onto them.
 _ROLES = {"system": "system", "developer": "system", "assistant": "assistant"}
 _ROLES.update({"chatbot": "assistant", "model": "assistant"})
