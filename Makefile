@@ -120,7 +120,7 @@ lock-upgrade: .venv-lock/bin/pip-compile
 
 # Not CI (which installs the lock): the newest versions the ranges allow, in .venv-latest.
 test-latest:
-	$(PYTHON) tools/test_latest.py --torch-spec "$(TORCH_SPEC)" --pip-version $(PIP_VERSION) $(if $(PYTEST_ARGS),--pytest-args "$(PYTEST_ARGS)")
+	$(PYTHON) tools/test_latest.py --torch-spec "$(TORCH_SPEC)" --pip-version $(PIP_VERSION) $(if $(PYTEST_ARGS),--pytest-args '$(PYTEST_ARGS)')
 
 clean:
 	rm -rf $(VENV) .venv-lock .venv-latest .pytest_cache .mypy_cache .ruff_cache demo-memory demo-memory-langchain demo-memory-llamaindex
