@@ -29,6 +29,8 @@ TINY = {  # every size small: the tiny model trains in seconds
     "queries": 3,
     "recipe_budget": 1.0,
     "max_steps": 30,
+    "personas": 1,
+    "conversations": 0,  # LoCoMo: its own test below
 }
 
 
@@ -87,3 +89,23 @@ def test_cli_rejects_unknown_suites_and_bad_sets(tmp_path, capsys):
     assert "NAME=VALUE" in capsys.readouterr().err
     with pytest.raises(InvalidInputError):
         run_bench(["write"], BenchOptions(out=tmp_path, data=tmp_path / "missing"))
+
+
+def test_locomo_loader_and_token_f1():
+    from pathlib import Path
+
+    from lora_memory_plugin.datasets.locomo import load_locomo, normalize, token_f1
+
+    assert normalize("The 7 May, 2023!") == ["7", "may", "2023"]
+    assert token_f1("She went on 7 May 2023.", "7 May 2023") == pytest.approx(2 / 3)
+    assert token_f1("no idea", "7 May 2023") == 0.0
+    where = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "locomo"
+    if not where.is_dir():
+        pytest.skip(f"no LoCoMo data at {where}")
+    [conv] = load_locomo(where, sessions=3, limit=1)
+    assert conv.name == "conv-26" and len(conv.turns) == 58 and len(conv.questions) == 19
+    first = conv.turns[0]
+    assert first.content.startswith("[8 May 2023] Caroline: ") and first.session_id == "s1"
+    assert all(t.created_at > 0 for t in conv.turns)
+    assert {q.category for q in conv.questions} == {"single-hop", "multi-hop", "temporal"}
+    assert all(e.split(":")[0] in {"D1", "D2", "D3"} for q in conv.questions for e in q.evidence)

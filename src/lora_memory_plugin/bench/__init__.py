@@ -1,5 +1,5 @@
 """``lora-memory bench``: the paper's core experiments through the public API, side by side with
-RAG and ICL. Suites: capacity, modes, consolidation, write, updates, multimodule.
+RAG and ICL. Suites: capacity, modes, consolidation, write, updates, multimodule, conversation.
 
 Each suite writes ``<out>/bench[-quick]-<suite>.json`` (config, environment, every raw number) and
 ``.png`` (its plot); the run writes ``<out>/bench[-quick].md`` with every table and the paper's
@@ -17,14 +17,14 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import InvalidInputError
-from . import capacity, consolidation, modes, multimodule, updates, write
+from . import capacity, consolidation, conversation, modes, multimodule, updates, write
 from ._common import BenchOptions, Context
 from ._env import base_environment, device_name
 
 __all__ = ["SUITES", "BenchOptions", "run_bench"]
 
 SUITES: dict[str, ModuleType] = {
-    m.NAME: m for m in (write, capacity, consolidation, modes, updates, multimodule)
+    m.NAME: m for m in (write, capacity, consolidation, modes, updates, multimodule, conversation)
 }
 PACKAGES = ("torch", "transformers", "peft", "chromadb", "lora-memory-plugin")
 

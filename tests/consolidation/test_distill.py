@@ -1,0 +1,321 @@
+"""Context distillation stages: cleaning, questions, the teacher's answers, the gate, the engine."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from lora_memory_plugin.consolidation.clean import not_knowledge, strip_injected, trainable_text
+from lora_memory_plugin.consolidation.data import Probe, build_examples
+from lora_memory_plugin.consolidation.distill import collect_questions, distill
+from lora_memory_plugin.consolidation.gate import gate
+from lora_memory_plugin.consolidation.mixture import parse_mixture_names
+from lora_memory_plugin.consolidation.questions import (
+    QuestionSet,
+    parse_questions,
+    template_questions,
+)
+from lora_memory_plugin.consolidation.teacher import (
+    agrees,
+    first_sentence,
+    grounded_answer,
+    teach,
+    teacher_context,
+)
+from lora_memory_plugin.datasets.personas import lisbon_story, personas, score
+from lora_memory_plugin.types import Hit, Record
+
+SYSTEM = "You are a helpful assistant."
+
+
+def rec(rid: str, text: str, role: str = "user", kind: str = "turn", **md: object) -> Record:
+    meta: dict[str, object] = {"kind": kind, "created_at": md.pop("created_at", 0.0), **md}
+    if kind == "turn":
+        meta["role"] = role
+    return Record(rid, text, meta)
+
+
+# --- clean ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "injected",
+    [
+        "<memory>\nWhat you remember about this user:\n- Question: What is my PIN? Answer: 1234\n"
+        "</memory>",
+        "<lora_memory>Recalled: 1234\nNotes:\n- (user) Question: What is my PIN? Answer: 1234"
+        "</lora_memory>",
+        "Notes:\n- (user) Question: What is my PIN? Answer: 1234\n",
+        "Recalled: Question: What is my PIN? Answer: 1234",
+        "<long_term_memory>Question: What is my PIN? Answer: 1234",  # unclosed: to the end
+    ],
+)
+def test_every_injected_memory_format_is_cut(injected: str) -> None:
+    text = f"{injected}\n\nMy new bike is a green Brompton."
+    cleaned = strip_injected(text)
+    assert "1234" not in cleaned and "PIN" not in cleaned
+    if not injected.startswith("<long_term"):
+        assert cleaned.endswith("My new bike is a green Brompton.")
+
+
+def test_a_user_turn_with_a_memory_block_of_qa_lines_does_not_teach_them() -> None:
+    turn = rec(
+        "t1",
+        "<memory>\nQuestion: What is my PIN? Answer: 1234\n</memory>\nI moved to Lisbon last week.",
+    )
+    examples, probes = build_examples([turn], SYSTEM)
+    assert probes == [] and all("1234" not in e.answer for e in examples)
+    qs, _ = collect_questions([turn], writer=None, seed=0)
+    assert all("PIN" not in q.text for q in qs.questions)
+    assert any("live" in q.text for q in qs.questions)
+
+
+def test_trainability_comes_from_provenance() -> None:
+    assert not_knowledge(rec("a", "You live in Porto, right?", role="assistant"))
+    assert not_knowledge(rec("t", "tool output", role="tool"))
+    assert not_knowledge(
+        rec("d", "long assistant reply", kind="document", source="llama_index:assistant")
+    )
+    assert not not_knowledge(
+        rec("u", "long user paste", kind="document", source="llama_index:user")
+    )
+    assert not not_knowledge(rec("h", "handbook text", kind="document", source="handbook.md"))
+    assert trainable_text(rec("a", "Question: Where? Answer: Porto", role="assistant")) == ""
+
+
+# --- questions -----------------------------------------------------------------------------
+
+
+def test_templates_ask_back_every_fact_of_the_story_with_one_held_out_phrasing() -> None:
+    story = lisbon_story()
+    qs = QuestionSet()
+    for i, turn in enumerate(story.turns):
+        if turn.role == "user":
+            qs.add(template_questions(turn.content, f"r{i}", random.Random(i)))
+    texts = {q.text for q in qs.questions}
+    for q in story.questions:  # the user's own questions are among the generated ones
+        assert q.question in texts, q.question
+    groups: dict[str, list[bool]] = {}
+    for q in qs.questions:
+        groups.setdefault(q.group, []).append(q.held_out)
+    # one phrasing per statement is held out (a statement whose other phrasings merged into an
+    # earlier one keeps what is left)
+    assert all(any(flags) for flags in groups.values() if len(flags) > 1)
+    # both job turns ask "Where do I work now?": one question, tied to both records
+    [work] = [q for q in qs.questions if q.text == "Where do I work now?"]
+    assert set(work.record_ids) == {"r2", "r7"}
+
+
+def test_templates_cover_generated_personas() -> None:
+    for p in personas(5, seed=3):
+        found = [
+            q.text
+            for i, t in enumerate(p.turns)
+            if t.role == "user"
+            for q in template_questions(t.content, str(i), random.Random(0))
+        ]
+        for q in p.questions:
+            assert q.question in found, (p.name, q.question)
+
+
+def test_parse_questions_and_qa_records_keep_their_pair() -> None:
+    out = "1. Where do I keep the key?\n- What is my alarm code?\nsome text\nQ: Who?\nWhy not?"
+    assert parse_questions(out) == ["Where do I keep the key?", "What is my alarm code?"]
+    qs, counts = collect_questions(
+        [rec("q", "Question: What is the code of box 1? Answer: 4471")], writer=None, seed=0
+    )
+    [q] = qs.questions
+    assert (q.source, q.answer, q.held_out) == ("qa", "4471", False)
+    assert counts["qa"] == 1
+
+
+def test_distill_mixture_syntax() -> None:
+    assert parse_mixture_names("distill") == ("distill",)
+    assert parse_mixture_names("distill+original") == ("distill", "original")
+    with pytest.raises(ValueError, match="combines with 'original' only"):
+        parse_mixture_names("distill+qa")
+
+
+# --- teacher and agreement -----------------------------------------------------------------
+
+
+def test_teacher_reads_records_oldest_first_and_dated_when_they_conflict() -> None:
+    from lora_memory_plugin.consolidation.questions import Question
+
+    old = rec("a", "I work as a pastry chef at Forno Azul.", created_at=1_767_225_600.0)
+    new = rec("b", "I'm now head baker at Pao Dourado.", created_at=1_769_817_600.0)
+    q = Question("Where do I work now?", ("b", "a"), "template")
+    ctx = teacher_context(q, {"a": old, "b": new})
+    assert [h.id for h in ctx] == ["a", "b"]
+    assert ctx[0].text.startswith("[2026-01-01]") and ctx[1].text.startswith("[2026-01-31]")
+    single = teacher_context(Question("Where?", ("a",), "template"), {"a": old})
+    assert single[0].text == old.text
+
+
+def test_answers_are_cut_grounded_and_compared_by_value() -> None:
+    notes = [Hit("a", "We finally moved to Lisbon last month.", 1.0, {})]
+    assert first_sentence("You live in Lisbon. It is sunny there.\nMore") == "You live in Lisbon."
+    assert grounded_answer("You live in Lisbon.", notes)
+    assert not grounded_answer("You live in Porto.", notes)  # a name the notes lack
+    assert not grounded_answer("I'm sorry, the notes do not mention it.", notes)
+    src = notes[0].text
+    assert agrees("Lisbon, since last month.", "You live in Lisbon.", src)
+    assert not agrees("You live in Porto.", "You live in Lisbon.", src)
+    assert agrees("The code is 4471", "4471", "code 4471")
+    assert not agrees("The code is 447", "4471", "code 4471")
+
+
+def test_story_questions_score_exact_values_and_refuse_stale_ones() -> None:
+    [city, *_rest, work] = lisbon_story().questions
+    assert score("You live in Lisbon now.", city)
+    assert not score("Porto or Lisbon?", city)  # the assistant's wrong guess
+    assert score("At Pao Dourado.", work) and not score("Forno Azul, then Pao Dourado", work)
+
+
+@dataclass
+class _Out:
+    text: str
+
+
+class _EchoTeacher:
+    """Answers with the last note's text (the newest record): a stand-in whose reading is exact,
+    so the stages around it can be checked without a real model."""
+
+    def __init__(self) -> None:
+        self.prompts: list[list[dict[str, str]]] = []
+
+    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+        out = []
+        for m in messages:
+            self.prompts.append(m)
+            user = m[-1]["content"]
+            if "Notes:" in user:
+                notes = user.split("Notes:\n", 1)[1].split("\n\nQuestion:", 1)[0].splitlines()
+                out.append(_Out(notes[-1].split(") ", 1)[-1]))
+            else:
+                out.append(_Out("I do not know."))
+        return out
+
+
+def test_teach_and_distill_build_no_context_and_with_context_examples() -> None:
+    story = lisbon_story()
+    records = [
+        rec(f"r{i}", t.content, role=t.role, created_at=t.created_at, session_id=t.session_id)
+        for i, t in enumerate(story.turns)
+    ]
+    teacher = _EchoTeacher()
+    data = distill(records, teacher, None, SYSTEM, seed=0)
+    st = data.stats
+    assert st["skipped"] == 1  # the assistant's guess
+    assert st["teacher_answers"] == st["questions"] and st["held_out_probes"] > 0
+    assert all("Porto" not in e.answer for e in data.examples)
+    no_context = [e for e in data.examples if "Notes:" not in e.prompt[-1][1]]
+    with_context = [e for e in data.examples if "Notes:" in e.prompt[-1][1]]
+    assert no_context and with_context and st["with_context_examples"] == len(with_context)
+    assert {p.kind for p in data.probes} == {"held_out"}
+    trained = {e.prompt[-1][1] for e in no_context}
+    assert not trained & {p.question for p in data.held_out}  # held out means never trained
+    [work] = [
+        t
+        for t in teach(
+            teacher,
+            [
+                q
+                for q in collect_questions(records, None, 0)[0].questions
+                if q.text == "Where do I work now?"
+            ],
+            {r.id: r for r in records},
+            SYSTEM,
+        )
+    ]
+    assert "Pao Dourado" in work.answer and work.grounded
+
+
+class _FixedModel:
+    """Replies from a table: (with adapter?, with context?) -> reply."""
+
+    def __init__(self, replies: dict[tuple[bool, bool], str]) -> None:
+        self.replies = replies
+
+    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+        return [
+            _Out(self.replies[(adapter is not None, "Notes:" in m[-1]["content"])])
+            for m in messages
+        ]
+
+
+@pytest.mark.parametrize(
+    ("replies", "passed", "why"),
+    [
+        ({(True, False): "Lisbon", (True, True): "Lisbon", (False, True): "Lisbon"}, True, ""),
+        (
+            {(True, False): "Loving it", (True, True): "Lisbon", (False, True): "Lisbon"},
+            False,
+            "lora agrees",
+        ),
+        (
+            {(True, False): "Lisbon", (True, True): "Porto", (False, True): "Lisbon"},
+            False,
+            "hybrid 0% < rag 100%",
+        ),
+    ],
+)
+def test_gate_sees_a_bad_module(replies, passed, why) -> None:
+    probes = [Probe("What city does the user live in?", "You live in Lisbon.", "r0", "held_out")]
+    sources = {"r0": "We finally moved to Lisbon last month."}
+    hits = [Hit("r0", sources["r0"], 0.9, {"kind": "turn", "role": "user"})]
+    verdict = gate(
+        _FixedModel(replies),
+        ("m", None),
+        probes,
+        sources,
+        SYSTEM,
+        target=0.9,
+        search=lambda q: hits,
+    )
+    assert verdict.passed is passed
+    assert why in verdict.reason
+
+
+# --- auto mode -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metrics", "confidence", "split", "mode", "why"),
+    [
+        (
+            {"agreement_held_out": 1.0, "rag_agreement": 1, "hybrid_agreement": 1},
+            0.9,
+            False,
+            "lora",
+            "held-out agreement 100%",
+        ),
+        ({"agreement_held_out": 1.0}, 0.3, False, "hybrid", "confidence 0.30 < 0.50"),
+        ({"agreement_held_out": 1.0}, 0.9, True, "hybrid", "confidence 0.90"),
+        (
+            {"agreement_held_out": 0.5, "rag_agreement": 1.0, "hybrid_agreement": 0.5},
+            0.9,
+            False,
+            "rag",
+            "worse than rag",
+        ),
+        ({"qa_recall": 1.0, "agreement_held_out": None}, 0.9, False, "lora", "100%"),
+        ({}, 0.9, False, "hybrid", "no held-out measurements"),
+    ],
+)
+def test_auto_picks_lora_hybrid_or_rag_from_confidence_and_measured_agreement(
+    monkeypatch, metrics, confidence, split, mode, why
+) -> None:
+    from types import SimpleNamespace
+
+    from lora_memory_plugin.config import StoreConfig
+    from lora_memory_plugin.generation import answer
+
+    manifest = SimpleNamespace(metrics=metrics)
+    monkeypatch.setattr(answer, "live_modules", lambda mem, ns: {"m1": manifest})
+    mem = SimpleNamespace(config=StoreConfig())
+    decision = SimpleNamespace(chosen=["m1"], confidence=confidence, split=split)
+    got, reason = answer.choose_auto(mem, "ns", decision)
+    assert (got, why in reason) == (mode, True), reason
