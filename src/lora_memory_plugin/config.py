@@ -186,10 +186,12 @@ class RoutingConfig:
 @dataclass
 class ConsolidationConfig:
     mixture: str = field(
-        default="qa+original",
+        default="distill+original",
         metadata={
-            "help": "Training data strategies joined by '+': original, qa, summary, rewrite "
-            "(or 'all'). Chosen by measurement: docs/benchmarks/mixtures.md."
+            "help": "Training data: 'distill' (context distillation: questions answered by the "
+            "base model reading the records, gated on held-out questions), optionally "
+            "'+original' (records no question covers train as their text); or the previous "
+            "strategies joined by '+': original, qa, summary, rewrite (or 'all')."
         },
     )
     writer: str = field(

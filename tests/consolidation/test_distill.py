@@ -302,7 +302,7 @@ def test_gate_sees_a_bad_module(replies, passed, why) -> None:
             "worse than rag",
         ),
         ({"qa_recall": 1.0, "agreement_held_out": None}, 0.9, False, "lora", "100%"),
-        ({}, 0.9, False, "hybrid", "no held-out measurements"),
+        ({}, 0.9, False, "rag", "no held-out measurements"),
     ],
 )
 def test_auto_picks_lora_hybrid_or_rag_from_confidence_and_measured_agreement(

@@ -33,7 +33,7 @@ from .teacher import Taught, note, teach
 from .trainer import Example
 from .writers import DataWriter
 
-CONTEXT_SHARE = 0.5
+CONTEXT_SHARE = 1.0
 """Share of trained questions that get a second example with the rag context."""
 DISTRACTORS = 2
 """Other records shown beside a question's own in a with-context example."""

@@ -412,8 +412,16 @@ def _gate(  # noqa: PLR0917
         return [h for h in hits if h.score >= gcfg.rag_min_score]
 
     sources = {r.id: trainable_text(r) or r.text for r in plan.records}
+    text_only = not data.held_in and bool(data.examples)
     return gate(
-        gen, adapter, data.probes, sources, gcfg.system_prompt, target=s.target, search=search
+        gen,
+        adapter,
+        data.probes,
+        sources,
+        gcfg.system_prompt,
+        target=s.target,
+        search=search,
+        text_only=text_only,
     )
 
 

@@ -64,12 +64,15 @@ def gate(
     target: float,
     search: Callable[[str], list[Hit]] | None = None,
     batch_size: int = 16,
+    text_only: bool = False,
 ) -> GateResult:
     """Judge a trained (not yet committed) module; see the module doc.
 
     Args:
         sources: record id -> text, to find each expected answer's value.
         search: the namespace's rag retrieval for a question; None skips the hybrid check.
+        text_only: the module trained only records' original text (no question covered them):
+            with no probe it passes, and ``auto`` never answers from it (no measurement).
     """
     held_out = [p for p in probes if p.kind == "held_out"]
     qa = [p for p in probes if p.kind == "qa"]
@@ -120,9 +123,11 @@ def gate(
         failures.append(f"QA recall {qa_share:.0%} < {target:.0%}")
     if rag is not None and hybrid is not None and hybrid < rag:
         failures.append(f"hybrid {hybrid:.0%} < rag {rag:.0%} on held-out probes")
-    if lora is None and qa_share is None:
+    if lora is None and qa_share is None and not text_only:
         failures.append("no probe to judge the module by")
     reason = "; ".join(failures) if failures else "passed"
+    if not failures and lora is None and qa_share is None:
+        reason = "nothing to judge: only records' original text was trained"
     return GateResult(lora, qa_share, rag, hybrid, not failures, reason, len(held_out))
 
 

@@ -362,7 +362,8 @@ def choose_auto(mem: LoRAMemory, namespace: str, decision: RouteDecision) -> tup
     From the routing confidence and what the module's gate measured on held-out questions:
     lora when the router is confident and the module agreed with the teacher at the target;
     hybrid when the module made the model's reading no worse than rag; else rag. A module
-    trained before the gate measured these (no metrics) answers as hybrid, as before.
+    without those measurements (consolidated by an older version, or from original text only)
+    is not trusted: rag.
     """
     manifest = live_modules(mem, namespace).get(decision.chosen[0])
     metrics = dict(getattr(manifest, "metrics", None) or {})
@@ -382,8 +383,8 @@ def choose_auto(mem: LoRAMemory, namespace: str, decision: RouteDecision) -> tup
         return "lora", f"confidence {conf:.2f} >= {need:.2f}, held-out agreement {agreement:.0%}"
     if isinstance(rag, (int, float)) and isinstance(hybrid, (int, float)) and hybrid < rag:
         return "rag", f"the module's hybrid ({hybrid:.0%}) was worse than rag ({rag:.0%})"
-    if agreement is None:
-        return "hybrid", "the module has no held-out measurements (consolidated before them)"
+    if agreement is None:  # consolidated before the gate measured it, or original text only
+        return "rag", "the module has no held-out measurements to trust it by"
     return "hybrid", (
         f"confidence {conf:.2f}"
         + (f" < {need:.2f}" if conf < need else "")
