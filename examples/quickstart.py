@@ -1,4 +1,10 @@
-"""lora-memory quickstart: write turns and a document, search, and ask in rag and base mode.
+"""lora-memory quickstart: the whole loop on the default model, offline, on CPU.
+
+Eight turns of a conversation are written (searchable at once), questions are answered from the
+buffer (rag) and by the model alone (base), the namespace is consolidated into a LoRA module by
+context distillation (a progress bar per stage), and the same questions are answered again in
+rag, lora (the module alone, no context) and auto (the default: per question lora, hybrid or
+rag, from the routing confidence and what the module's gate measured), with timings.
 
 Run it with `make demo` (sets up .venv and pulls the default models first), or directly:
     .venv/bin/python examples/quickstart.py [--store DIR]
@@ -13,32 +19,25 @@ import time
 from pathlib import Path
 
 from lora_memory_plugin import LoRAMemory
+from lora_memory_plugin.datasets.personas import lisbon_story, score
 
-HANDBOOK = """\
-Welcome to Northwind Labs. The office opens at 8:00 and closes at 18:30 on weekdays.
-Visitors sign in at the front desk on the ground floor. The wifi network is called
-NW-Guest and its password changes every Monday. Parking is in the basement, level -2;
-spaces 40 to 55 are reserved for visitors. The cafeteria serves lunch from 11:45 to 14:00.
-Fire drills take place on the first Thursday of each month at 10:00. In an emergency, call
-the security desk on extension 5150. Lost badges are replaced by the facilities team in
-room B-104 within one working day.
-"""
+NS = "dana"
 
-TURNS = [
-    ("user", "Hi! My name is Dana and I just joined the robotics team.", "s1"),
-    ("assistant", "Welcome, Dana! How can I help you settle in?", "s1"),
-    ("user", "My locker code is 4471, please remember it.", "s1"),
-    ("user", "My manager is Priya Raman.", "s1"),
-    ("user", "I'm allergic to peanuts, so keep that in mind for lunch suggestions.", "s2"),
-    ("user", "My desk is number 318 on the third floor.", "s2"),
-]
 
-QUESTIONS = [
-    "What is my locker code?",
-    "Who is my manager?",
-    "What am I allergic to?",
-    "Which extension do I call in an emergency?",
-]
+def ask_all(mem: LoRAMemory, questions: list, mode: str) -> int:
+    right = 0
+    for q in questions:
+        a = mem.ask(NS, q.question, mode=mode, max_new_tokens=32)
+        ok = score(a.text, q)
+        right += ok
+        extra = f" as {a.mode}" if a.mode != mode else ""
+        print(
+            f"[{mode:5}{extra}] {q.question}\n"
+            f"          -> {a.text.strip()[:100]!r} {'(right)' if ok else f'(expected {q.answer})'}"
+            f"\n          {a.context_tokens} prompt tokens, total {a.timings['total']:.2f}s"
+        )
+    print(f"[{mode}] {right}/{len(questions)} right\n")
+    return right
 
 
 def main() -> None:
@@ -48,47 +47,53 @@ def main() -> None:
     store = Path(args.store)
     if store.exists():
         shutil.rmtree(store)
+    story = lisbon_story()
+    questions = list(story.questions)
 
     t0 = time.perf_counter()
     mem = LoRAMemory.open(store)
     print(f"opened {mem} in {time.perf_counter() - t0:.2f}s")
 
     t0 = time.perf_counter()
-    for role, content, session in TURNS:
-        mem.add_turn("dana", content, role=role, session_id=session)
-    ids = mem.add_document("dana", HANDBOOK, source="handbook.md")
+    mem.add_turns(NS, [t.to_dict() for t in story.turns])
+    print(f"wrote {len(story.turns)} turns in {time.perf_counter() - t0:.2f}s:")
+    for t in story.turns:
+        print(f"   ({t.role}, {t.session_id}) {t.content}")
+
+    print("\n== search (the buffer is searchable at once) ==")
+    t0 = time.perf_counter()
+    hits = mem.search(NS, "allergies", k=2)
+    print(f"'allergies' ({(time.perf_counter() - t0) * 1000:.1f} ms):")
+    for h in hits:
+        print(f"   {h.score:.3f}  {h.text[:90]!r}")
+
+    print("\n== before consolidating ==")
+    before = {mode: ask_all(mem, questions, mode) for mode in ("rag", "base")}
+
+    print("== consolidate: questions -> teacher answers -> LoRA training -> gate ==")
+    t0 = time.perf_counter()
+    [report] = mem.consolidate(NS, progress=True)
+    print(f"{report.status} in {time.perf_counter() - t0:.0f}s")
+    for m in report.modules:
+        print(
+            f"   module {m['module_id']}: {m['steps']} steps; held-out agreement with the teacher "
+            f"{m.get('agreement_held_out')}, hybrid {m.get('hybrid_agreement')} vs rag "
+            f"{m.get('rag_agreement')} on held-out questions"
+        )
+    for note in report.notes:
+        print(f"   note: {note}")
+
+    print("\n== after consolidating ==")
+    after = {mode: ask_all(mem, questions, mode) for mode in ("rag", "lora", "auto")}
     print(
-        f"wrote {len(TURNS)} turns and a document ({len(ids)} chunks) "
-        f"in {time.perf_counter() - t0:.2f}s (first write loads the embedder)"
+        "summary: "
+        + ", ".join(f"{m} before {v}/{len(questions)}" for m, v in before.items())
+        + "; "
+        + ", ".join(f"{m} after {v}/{len(questions)}" for m, v in after.items())
     )
-
-    print("\n== search (buffer, searchable at once) ==")
-    for query in ("locker", "where do visitors park"):
-        t0 = time.perf_counter()
-        hits = mem.search("dana", query, k=2)
-        ms = (time.perf_counter() - t0) * 1000
-        print(f"'{query}' ({ms:.1f} ms):")
-        for h in hits:
-            print(f"   {h.score:.3f}  {h.text[:90]!r}")
-
-    print("\n== ask: rag (buffer hits in context) vs base (model alone) ==")
-    for q in QUESTIONS:
-        for mode in ("rag", "base"):
-            a = mem.ask("dana", q, mode=mode, max_new_tokens=32)
-            t = a.timings
-            print(
-                f"[{mode:4}] {q}\n       -> {a.text[:120]!r}\n       "
-                f"{a.context_tokens} prompt tokens, {len(a.sources)} sources, "
-                f"generate {t['generate']:.2f}s, total {t['total']:.2f}s"
-            )
-    a = mem.ask("dana", QUESTIONS[0], mode="hybrid", max_new_tokens=16)
-    print(f"\n[hybrid] {QUESTIONS[0]} -> {a.text!r}\n       note: {a.notes[0]}")
-
-    st = mem.status()
-    print(f"\nstatus: {st.records} records in {len(st.namespaces)} namespace(s) at {st.path}")
     print(
-        "next: `lora-memory status demo-memory`, `lora-memory ask demo-memory -n dana "
-        "'Where is my desk?' --mode rag`"
+        f"next: `lora-memory status {store}`, `lora-memory ask {store} -n {NS} "
+        "'What am I allergic to?' --explain`"
     )
 
 

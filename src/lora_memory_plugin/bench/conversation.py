@@ -60,7 +60,7 @@ def _datasets(ctx: Context) -> dict[str, list[dict[str, Any]]]:
             }
             for c in load_locomo(where, sessions, limit=convs)
         ]
-    else:
+    elif convs > 0:
         ctx.log(f"conversation: no LoCoMo data at {where}; personas only")
     return out
 
