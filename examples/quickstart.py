@@ -43,6 +43,9 @@ def ask_all(mem: LoRAMemory, questions: list, mode: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="demo-memory", help="store directory (recreated)")
+    ap.add_argument(
+        "--max-minutes", type=float, default=4.0, help="training budget of the consolidation"
+    )
     args = ap.parse_args()
     store = Path(args.store)
     if store.exists():
@@ -72,7 +75,7 @@ def main() -> None:
 
     print("== consolidate: questions -> teacher answers -> LoRA training -> gate ==")
     t0 = time.perf_counter()
-    [report] = mem.consolidate(NS, progress=True)
+    [report] = mem.consolidate(NS, progress=True, max_minutes=args.max_minutes)
     print(f"{report.status} in {time.perf_counter() - t0:.0f}s")
     for m in report.modules:
         print(

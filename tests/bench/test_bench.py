@@ -58,7 +58,7 @@ def test_every_suite_writes_json_png_and_markdown(tmp_path, sharp_model_dir, qui
     options = BenchOptions(
         quick=quick, out=out, base_model=str(sharp_model_dir), progress=False, overrides=TINY
     )
-    report = run_bench(None, options)
+    report = run_bench(list(SUITES), options)
     assert set(report["suites"]) == set(SUITES)
     for name, res in report["suites"].items():
         saved = json.loads((out / f"bench-quick-{name}.json").read_text())

@@ -718,7 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
         "paper's findings checked against the numbers). Suites: capacity, modes, "
         "consolidation, write, updates, multimodule (default: all).",
     )
-    sp.add_argument("suites", nargs="*", metavar="SUITE", help="suites to run (default: all)")
+    sp.add_argument(
+        "suites", nargs="*", metavar="SUITE", help="suites to run (default: all but conversation)"
+    )
     sp.add_argument(
         "--quick", action="store_true", help="small sizes: all suites in < 10 min on 2 CPU cores"
     )
