@@ -7,12 +7,16 @@ One run for one namespace, under that namespace's lock (``LockHeldError`` -> CLI
 2. select the buffered records (records added during the run stay buffered for the next one);
 3. plan modules by capacity (:mod:`.capacity`): extend the newest module while it has room
    (retrained on its old records plus new ones), start new modules when it is full;
-4. per planned module: build training data (:mod:`.synth`: QA-shaped records as they are,
-   generated QA / summaries / rewrites from a writer model, original text), prompted with the
-   same system prompt and chat template that ``ask`` uses; train (:mod:`.trainer`);
+4. per planned module: build training data -- by default context distillation
+   (:mod:`.distill`: questions, the teacher's answers, examples with and without context,
+   held-out probes), or the previous mixtures (:mod:`.synth`) -- prompted with the same system
+   prompt and chat template that ``ask`` uses; train (:mod:`.trainer`; distillation stops on
+   held-out agreement, with patience);
 5. gate: base-model drift on a control text (:mod:`.drift`) -- over the limit, retrain once
-   with a gentler setting, then give up -- and greedy-generation exact match on the module's
-   probes must reach ``target``; a module that fails leaves its records buffered;
+   with a gentler setting, then give up -- then, for distillation, :mod:`.gate` (lora agrees
+   with the teacher on held-out probes at ``target``, hybrid no worse than rag), else greedy
+   exact match on the module's probes at ``target``; a module that fails leaves its records
+   buffered;
 6. commit the module directory by atomic rename, then mark its records, then remove the module
    it replaced. A crash before the rename leaves the records buffered; after it, the next run
    finishes the marking from the manifest.
