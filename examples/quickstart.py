@@ -77,11 +77,16 @@ def main() -> None:
     t0 = time.perf_counter()
     [report] = mem.consolidate(NS, progress=True, max_minutes=args.max_minutes)
     print(f"{report.status} in {time.perf_counter() - t0:.0f}s")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
     for m in report.modules:
+        name = f"module {m['module_id']}" if m["module_id"] else "module (not committed)"
         print(
-            f"   module {m['module_id']}: {m['steps']} steps; held-out agreement with the teacher "
-            f"{m.get('agreement_held_out')}, hybrid {m.get('hybrid_agreement')} vs rag "
-            f"{m.get('rag_agreement')} on held-out questions"
+            f"   {name}: {m['steps']} steps; on held-out questions lora agrees with the teacher "
+            f"{pct(m.get('agreement_held_out'))}, hybrid {pct(m.get('hybrid_agreement'))} vs rag "
+            f"{pct(m.get('rag_agreement'))}"
         )
     for note in report.notes:
         print(f"   note: {note}")
