@@ -26,7 +26,7 @@ from typing import Any
 
 from ..generation.prompts import build_messages
 from ..types import Record
-from .clean import not_knowledge, trainable_text
+from .clean import trainable_text
 from .data import Probe, qa_pairs, superseded
 from .questions import Question, QuestionSet, template_questions, writer_questions
 from .teacher import Taught, note, teach
@@ -78,15 +78,12 @@ def collect_questions(
     stale = superseded(records)
     ask_writer: list[tuple[str, str]] = []
     for rec in records:
-        if not_knowledge(rec):
+        text = trainable_text(rec)  # "" for what is not knowledge (agent turns, ...)
+        if not text:
             counts["skipped"] += 1
             continue
         if rec.id in stale:
             counts["superseded"] += 1
-            continue
-        text = trainable_text(rec)
-        if not text:
-            counts["skipped"] += 1
             continue
         pairs = qa_pairs(text)
         if pairs is not None:
@@ -128,7 +125,8 @@ def distill(
     t2 = time.perf_counter()
     kept = [t for t in taught if t.grounded]
     rng = random.Random(seed)
-    pool = [r for r in records if trainable_text(r)]
+    texts = {r.id: trainable_text(r) for r in records}
+    pool = [r for r in records if texts[r.id]]
     examples: list[Example] = []
     held_in: list[Probe] = []
     probes: list[Probe] = []
@@ -149,7 +147,7 @@ def distill(
     covered = {rid for t in kept for rid in t.question.record_ids}
     uncovered = [r for r in pool if r.id not in covered]
     if original:
-        examples.extend(Example.text(trainable_text(r)) for r in uncovered)
+        examples.extend(Example.text(texts[r.id]) for r in uncovered)
     counts.update(
         {
             "teacher_answers": sum(t.question.answer is None for t in taught),

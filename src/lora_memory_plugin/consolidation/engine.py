@@ -47,7 +47,7 @@ from .capacity import (
     open_module_for,
     plan_modules,
 )
-from .data import Probe
+from .gate import probe_exact_match  # the gate's QA check; capacity and bench call it from here
 
 if TYPE_CHECKING:
     from ..memory import LoRAMemory
@@ -261,6 +261,7 @@ def _build_module(
     seed: int,
     progress: bool,
 ) -> _Outcome:
+    from .clean import trainable_text
     from .distill import DistillResult, distill
     from .gate import held_out_evaluator
     from .mixture import DISTILL, parse_mixture_names
@@ -280,6 +281,11 @@ def _build_module(
     if not data.examples:
         out.notes.append("no training examples could be made; records stay buffered")
         return out
+    distilled = isinstance(data, DistillResult)
+    # record id -> the text its answers' values are found in: one map for the in-training
+    # evaluator and the gate, so both judge agreement the same way
+    sources = {r.id: trainable_text(r) or r.text for r in plan.records}
+    evaluate = held_out_evaluator(data.probes, sources, system) if distilled else None
     lr = s.lr
     result = None
     for attempt in range(2):
@@ -292,12 +298,7 @@ def _build_module(
             seed=seed,
             max_seconds=remaining,
             device=mem.config.models.device,
-            patience=DISTILL_PATIENCE if isinstance(data, DistillResult) else None,
-        )
-        evaluate = (
-            held_out_evaluator(data.probes, {r.id: r.text for r in plan.records}, system)
-            if isinstance(data, DistillResult)
-            else None
+            patience=DISTILL_PATIENCE if distilled else None,
         )
         result = train_lora(gen.path, data.examples, config, progress=progress, evaluate=evaluate)
         failpoint("trained")
@@ -328,9 +329,9 @@ def _build_module(
     with tempfile.TemporaryDirectory(prefix=f"{registry.TMP_PREFIX}train-", dir=root) as tmp:
         adapter_dir = save_adapter(result, Path(tmp) / "adapter")
         failpoint("saved")
-        if isinstance(data, DistillResult):
-            verdict = _gate(mem, namespace, gen, (module_id, adapter_dir), data, plan, s)
-            gen.forget_adapter(module_id)
+        if distilled:
+            verdict = _gate(mem, namespace, gen, (module_id, adapter_dir), data, sources, s)
+            gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
             out.gate = verdict.to_dict()
             out.probe_recall = verdict.held_out if verdict.held_out is not None else verdict.qa
             if not verdict.passed:
@@ -342,18 +343,13 @@ def _build_module(
         else:
             out.probe_recall = probe_exact_match(gen, (module_id, adapter_dir), data.probes, system)
             gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
-        if (
-            not isinstance(data, DistillResult)
-            and data.probes
-            and out.probe_recall is not None
-            and out.probe_recall < s.target
-        ):
-            out.notes.append(
-                f"probe exact match {out.probe_recall:.1%} < target {s.target:.0%} after "
-                f"{result.steps} steps ({result.stopped_because}); "
-                f"{len(plan.new_ids)} record(s) stay buffered"
-            )
-            return out
+            if out.probe_recall is not None and out.probe_recall < s.target:
+                out.notes.append(
+                    f"probe exact match {out.probe_recall:.1%} < target {s.target:.0%} after "
+                    f"{result.steps} steps ({result.stopped_because}); "
+                    f"{len(plan.new_ids)} record(s) stay buffered"
+                )
+                return out
         manifest = registry.ModuleManifest(
             module_id=module_id,
             namespace=namespace,
@@ -402,11 +398,10 @@ def _gate(  # noqa: PLR0917
     gen: Any,
     adapter: tuple[str, Path],
     data: Any,
-    plan: PlannedModule,
+    sources: dict[str, str],
     s: _Settings,
 ) -> Any:
-    """:func:`.gate.gate` with this namespace's rag retrieval and the plan's record texts."""
-    from .clean import trainable_text
+    """:func:`.gate.gate` with this namespace's rag retrieval."""
     from .gate import gate
 
     gcfg = mem.config.generation
@@ -415,7 +410,6 @@ def _gate(  # noqa: PLR0917
         hits = mem.search(namespace, question, k=gcfg.rag_k)
         return [h for h in hits if h.score >= gcfg.rag_min_score]
 
-    sources = {r.id: trainable_text(r) or r.text for r in plan.records}
     text_only = not data.held_in and bool(data.examples)
     return gate(
         gen,
@@ -565,28 +559,6 @@ def mark(mem: LoRAMemory, namespace: str, ids: list[str], module_id: str) -> Non
         mem.buffer.update_metadata(
             namespace, ids, {"status": STATUS_CONSOLIDATED, "module_id": module_id}
         )
-
-
-def probe_exact_match(
-    gen: Any, adapter: tuple[str, Path], probes: list[Probe], system: str, batch_size: int = 16
-) -> float | None:
-    """Share of probes whose greedy answer (with the adapter) contains the expected answer.
-
-    Batched (``Generator.chat_many``): the gate asks every probe, one ``generate`` per batch.
-    """
-    if not probes:
-        return None
-    messages = [
-        [{"role": "system", "content": system}, {"role": "user", "content": p.question}]
-        for p in probes
-    ]
-    budget = max(gen.count_tokens(p.answer) for p in probes) + 8
-    outs = gen.chat_many(messages, max_new_tokens=budget, batch_size=batch_size, adapter=adapter)
-    hits = sum(
-        p.answer.strip().lower() in out.text.strip().lower()
-        for p, out in zip(probes, outs, strict=True)
-    )
-    return hits / len(probes)
 
 
 def base_fingerprint(gen: Any) -> str:

@@ -50,6 +50,28 @@ class GateResult:
         }
 
 
+def probe_exact_match(
+    gen: Any, adapter: tuple[str, Path], probes: Sequence[Probe], system: str, batch_size: int = 16
+) -> float | None:
+    """Share of probes whose greedy answer (with the adapter) contains the expected answer.
+
+    Batched (``Generator.chat_many``): the gate asks every probe, one ``generate`` per batch.
+    """
+    if not probes:
+        return None
+    messages = [
+        [{"role": "system", "content": system}, {"role": "user", "content": p.question}]
+        for p in probes
+    ]
+    budget = max(gen.count_tokens(p.answer) for p in probes) + 8
+    outs = gen.chat_many(messages, max_new_tokens=budget, batch_size=batch_size, adapter=adapter)
+    hits = sum(
+        p.answer.strip().lower() in out.text.strip().lower()
+        for p, out in zip(probes, outs, strict=True)
+    )
+    return hits / len(probes)
+
+
 def _share(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
@@ -99,16 +121,7 @@ def gate(
         ]
 
     lora = _share(agree(held_out, ask(held_out, None, True))) if held_out else None
-    qa_share = (
-        _share(
-            [
-                p.answer.strip().lower() in r.strip().lower()
-                for p, r in zip(qa, ask(qa, None, True), strict=True)
-            ]
-        )
-        if qa
-        else None
-    )
+    qa_share = probe_exact_match(gen, adapter, qa, system, batch_size)  # as the other mixtures
     rag = hybrid = None
     if held_out and search is not None:
         contexts = [search(p.question) for p in held_out]
@@ -143,6 +156,8 @@ def held_out_evaluator(
     def evaluate(model: Any, gen: Any) -> float:
         import torch
 
+        from ..generation.backend import left_pad
+
         rows = [
             list(
                 gen.tokenizer(
@@ -151,12 +166,9 @@ def held_out_evaluator(
             )
             for p in held_out
         ]
-        width = max(len(r) for r in rows)
         pad = int(gen.tokenizer.pad_token_id)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=gen.device)
-        mask = torch.tensor(
-            [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=gen.device
-        )
+        ids, mask = left_pad(rows, pad, gen.device)
+        width = ids.shape[1]
         with torch.inference_mode():
             out = model.generate(
                 input_ids=ids,
@@ -175,4 +187,4 @@ def held_out_evaluator(
     return evaluate
 
 
-__all__ = ["GateResult", "gate", "held_out_evaluator"]
+__all__ = ["GateResult", "gate", "held_out_evaluator", "probe_exact_match"]

@@ -204,12 +204,9 @@ class Generator:
         """One left-padded ``generate`` call over token-id rows (one module, or one per row)."""
         import torch
 
-        width = max(len(r) for r in rows)
         pad = int(self.tokenizer.pad_token_id)
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        attn = torch.tensor(
-            [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device
-        )
+        input_ids, attn = left_pad(rows, pad, self.device)
+        width = input_ids.shape[1]
         per_row = isinstance(adapter, list)
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
@@ -319,6 +316,17 @@ class Generator:
             if name in self._resident:
                 _delete_adapter(self.model, name)
                 del self._resident[name]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[Any, Any]:
+    """Token-id rows -> ``(input_ids, attention_mask)``, left-padded to the longest row (what
+    greedy batched ``generate`` needs: every row's last prompt token in the last column)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
 
 
 def _delete_adapter(model: Any, name: str) -> None:
