@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -25,6 +26,7 @@ from lora_memory_plugin.consolidation.teacher import (
     teacher_context,
 )
 from lora_memory_plugin.datasets.personas import lisbon_story, personas, score
+from lora_memory_plugin.generation.prompts import build_messages, format_notes
 from lora_memory_plugin.types import Hit, Record
 
 SYSTEM = "You are a helpful assistant."
@@ -149,9 +151,37 @@ def test_teacher_reads_records_oldest_first_and_dated_when_they_conflict() -> No
     q = Question("Where do I work now?", ("b", "a"), "template")
     ctx = teacher_context(q, {"a": old, "b": new})
     assert [h.id for h in ctx] == ["a", "b"]
-    assert ctx[0].text.startswith("[2026-01-01]") and ctx[1].text.startswith("[2026-01-31]")
+    user = build_messages("sys", q.text, ctx)[1]["content"]
+    assert "- [2026-01-01] I work as a pastry chef" in user
+    assert user.index("[2026-01-01]") < user.index("[2026-01-31] I'm now head baker")
     single = teacher_context(Question("Where?", ("a",), "template"), {"a": old})
-    assert single[0].text == old.text
+    user = build_messages("sys", "Where?", single)[1]["content"]
+    assert "- (user) I work as a pastry chef" in user
+
+
+def test_rag_notes_are_dated_oldest_first_only_when_they_span_days() -> None:
+    new = Hit("b", "I'm now head baker at Pao Dourado.", 0.9, {"created_at": 1_769_817_600.0})
+    old = Hit(
+        "a",
+        "I work at Forno Azul.",
+        0.8,
+        {"created_at": 1_767_225_600.0, "role": "user", "kind": "turn"},
+    )
+    assert format_notes([new, old]).splitlines() == [
+        "- [2026-01-01] I work at Forno Azul.",
+        "- [2026-01-31] I'm now head baker at Pao Dourado.",
+    ]
+    same_day = Hit("c", "Biscuit is a corgi.", 0.7, {"created_at": 1_767_225_700.0})
+    assert format_notes([same_day, old]).splitlines() == [
+        "- Biscuit is a corgi.",
+        "- (user) I work at Forno Azul.",
+    ]  # one day: relevance order, as retrieved
+    undated = Hit("d", "Paris is in France.", 0.5, {"created_at": "bad"})
+    assert format_notes([new, undated, old]).splitlines() == [  # undated first, never a crash
+        "- Paris is in France.",
+        "- [2026-01-01] I work at Forno Azul.",
+        "- [2026-01-31] I'm now head baker at Pao Dourado.",
+    ]
 
 
 def test_answers_are_cut_grounded_and_compared_by_value() -> None:
@@ -193,7 +223,7 @@ class _EchoTeacher:
             user = m[-1]["content"]
             if "Notes:" in user:
                 notes = user.split("Notes:\n", 1)[1].split("\n\nQuestion:", 1)[0].splitlines()
-                out.append(_Out(notes[-1].split(") ", 1)[-1]))
+                out.append(_Out(re.sub(r"^- (\[[\d-]+\] |\(\w+\) )?", "", notes[-1])))
             else:
                 out.append(_Out("I do not know."))
         return out

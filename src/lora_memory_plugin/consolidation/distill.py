@@ -171,9 +171,7 @@ def _with_context(
     own = set(t.question.record_ids)
     others = [r for r in pool if r.id not in own]
     picked = rng.sample(others, min(distractors, len(others)))
-    notes = [note(r, dated=False) for r in pool if r.id in own] + [
-        note(r, dated=False) for r in picked
-    ]
+    notes = [note(r) for r in pool if r.id in own] + [note(r) for r in picked]
     rng.shuffle(notes)
     messages = build_messages(system, t.question.text, notes)
     return Example(answer=t.answer, prompt=tuple((m["role"], m["content"]) for m in messages))

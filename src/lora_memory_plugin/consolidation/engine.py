@@ -402,13 +402,15 @@ def _gate(  # noqa: PLR0917
     s: _Settings,
 ) -> Any:
     """:func:`.gate.gate` with this namespace's rag retrieval."""
+    from ..generation.prompts import fit_context
     from .gate import gate
 
     gcfg = mem.config.generation
 
-    def search(question: str) -> list[Any]:
+    def search(question: str) -> list[Any]:  # what rag would read: same k, floor and budget
         hits = mem.search(namespace, question, k=gcfg.rag_k)
-        return [h for h in hits if h.score >= gcfg.rag_min_score]
+        hits = [h for h in hits if h.score >= gcfg.rag_min_score]
+        return fit_context(hits, gcfg.context_budget, gen.count_tokens)[0]
 
     text_only = not data.held_in and bool(data.examples)
     return gate(

@@ -4,8 +4,9 @@ Context distillation (Knowledge Modules, arXiv 2503.08727; Cartridges, arXiv 250
 is trained to say what the base model says when it *reads* the records, so its ceiling is the
 model's own reading quality and it never learns a writer's invention. The teacher prompt is the
 exact ``rag`` prompt (:func:`~lora_memory_plugin.generation.prompts.build_messages`) with the
-question's records as the notes, oldest first; when a question is tied to several records each
-note carries its date, so the latest of two conflicting turns can win.
+question's records as the notes; when they were written on several days each note carries its
+date, oldest first (:func:`~lora_memory_plugin.generation.prompts.format_notes`, as ``rag`` shows
+them), so the latest of two conflicting turns can win.
 
 Answers are generated greedily in batches, cut to their first sentence, and kept only when
 grounded in the records (no name or number the records lack, a content word they share) and not a
@@ -17,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from ..generation.prompts import build_messages
@@ -46,22 +46,16 @@ class Taught:
     grounded: bool
 
 
-def note(rec: Record, dated: bool) -> Hit:
-    """A record as a rag note; with ``dated`` its text starts with its date."""
-    text = rec.text
-    if dated:
-        ts = rec.metadata.get("created_at")
-        if isinstance(ts, (int, float)):
-            day = datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d")
-            text = f"[{day}] {text}"
-    return Hit(rec.id, text, 1.0, dict(rec.metadata))
+def note(rec: Record) -> Hit:
+    """A record as a rag note (``build_messages`` dates it when the notes span several days)."""
+    return Hit(rec.id, rec.text, 1.0, dict(rec.metadata))
 
 
 def teacher_context(question: Question, records: Mapping[str, Record]) -> tuple[Hit, ...]:
-    """The question's records as notes, oldest first (dated when there are several)."""
+    """The question's records as notes, oldest first."""
     recs = [records[rid] for rid in question.record_ids if rid in records]
     recs.sort(key=lambda r: float(r.metadata.get("created_at") or 0.0))
-    return tuple(note(r, dated=len(recs) > 1) for r in recs)
+    return tuple(note(r) for r in recs)
 
 
 def first_sentence(text: str) -> str:
