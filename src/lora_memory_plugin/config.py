@@ -194,6 +194,14 @@ class ConsolidationConfig:
             "strategies joined by '+': original, qa, summary, rewrite (or 'all')."
         },
     )
+    distill_loss: str = field(
+        default="sequence",
+        metadata={
+            "help": "How 'distill' trains: 'sequence' (the teacher's answer is the label) or "
+            "'logits' (match the teacher's top-20 next-token distribution at every answer "
+            "token, taken with the records in context)."
+        },
+    )
     writer: str = field(
         default="local",
         metadata={
@@ -231,6 +239,11 @@ class ConsolidationConfig:
             parse_mixture_names(self.mixture)
         except ValueError as e:
             raise ConfigError(f"consolidation.mixture: {e}") from e
+        if self.distill_loss not in {"sequence", "logits"}:
+            raise ConfigError(
+                "consolidation.distill_loss must be 'sequence' or 'logits', "
+                f"got {self.distill_loss!r}"
+            )
         if self.writer not in {"local", "none"}:
             raise ConfigError(
                 f"consolidation.writer must be 'local' or 'none', got {self.writer!r}"

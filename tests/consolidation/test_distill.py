@@ -349,3 +349,33 @@ def test_auto_picks_lora_hybrid_or_rag_from_confidence_and_measured_agreement(
     decision = SimpleNamespace(chosen=["m1"], confidence=confidence, split=split)
     got, reason = answer.choose_auto(mem, "ns", decision)
     assert (got, why in reason) == (mode, True), reason
+
+
+def test_logits_loss_attaches_the_teachers_distributions(tiny_model_dir) -> None:
+    """``loss="logits"``: every teacher-answered trained example (with and without context)
+    carries the teacher's top-k distribution at each of its answer tokens, read with the
+    question's records in context; held-out probes and the answers stay the same."""
+    from lora_memory_plugin.consolidation.trainer import IGNORE, tokenize
+    from lora_memory_plugin.generation.backend import Generator
+
+    class EchoGenerator(Generator):  # a real model forward, the echo teacher's answers
+        chat_many = _EchoTeacher.chat_many  # type: ignore[assignment]
+
+    gen = EchoGenerator(str(tiny_model_dir))
+    gen.prompts = []  # type: ignore[attr-defined]
+    story = lisbon_story()
+    records = [
+        rec(f"r{i}", t.content, role=t.role, created_at=t.created_at, session_id=t.session_id)
+        for i, t in enumerate(story.turns)
+    ]
+    hard = distill(records, _EchoTeacher(), None, SYSTEM, seed=0)
+    soft = distill(records, gen, None, SYSTEM, seed=0, loss="logits")
+    assert [e.answer for e in soft.examples] == [e.answer for e in hard.examples]
+    assert [p.to_dict() for p in soft.probes] == [p.to_dict() for p in hard.probes]
+    assert soft.stats["loss"] == "logits" and not any(e.soft for e in hard.examples)
+    items = tokenize(gen, soft.examples)
+    for ex, item in zip(soft.examples, items, strict=True):
+        assert len(ex.soft) == sum(t != IGNORE for t in item.labels) > 0
+        assert all(len(ids) == 20 for ids, _ in ex.soft)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        distill(records, gen, None, SYSTEM, loss="kl")

@@ -23,6 +23,8 @@ from lora_memory_plugin.consolidation.trainer import (
     make_batches,
     save_adapter,
     supervised_logits,
+    teacher_distributions,
+    token_loss,
     tokenize,
     train_lora,
 )
@@ -303,3 +305,79 @@ def test_evaluate_stops_on_a_held_out_score_and_keeps_the_best_weights(
         evaluate=lambda model, gen: 1.0,
     )
     assert reached.stopped_because == "target" and len(reached.eval_history) == 1
+
+
+# --- logit-level distillation --------------------------------------------------------------
+
+
+def test_teacher_distributions_align_with_answer_tokens(gen: Generator) -> None:
+    (item,) = tokenize(gen, EXAMPLES[:1])
+    (soft,) = teacher_distributions(gen, EXAMPLES[:1], k=5)
+    answer = [t for t in item.labels if t != IGNORE]
+    assert len(soft) == len(answer)  # one distribution per answer token, end-of-turn included
+    for ids, probs in soft:
+        assert len(ids) == len(probs) == 5 and len(set(ids)) == 5
+        assert list(probs) == sorted(probs, reverse=True) and 0.0 < sum(probs) <= 1.0 + 1e-5
+    # the same as a plain forward over the whole row, at each answer position
+    import torch
+
+    with torch.inference_mode():
+        logits = gen.model(input_ids=torch.tensor([item.ids])).logits[0].float()
+    start = len(item.ids) - len(answer) - 1
+    for j, (ids, probs) in enumerate(soft):
+        ref = torch.softmax(logits[start + j], -1).topk(5)
+        assert list(ids) == ref.indices.tolist()
+        assert probs == pytest.approx(ref.values.tolist(), abs=1e-4)
+    wrong = Example.qa("Q?", "4471", system=SYSTEM)
+    with pytest.raises(InvalidInputError, match="soft targets"):
+        tokenize(gen, [Example(wrong.answer, wrong.prompt, soft=soft[:1])])
+    with pytest.raises(InvalidInputError, match="'qa' examples only"):
+        teacher_distributions(gen, [Example.text("a passage")])
+
+
+def test_soft_loss_is_cross_entropy_to_the_teacher_distribution(gen: Generator) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    pad_id = int(gen.tokenizer.pad_token_id)
+    items = tokenize(gen, EXAMPLES[:2])
+    hard_batch = collate(items, pad_id, share_prefix=False, device="cpu")
+    logits, targets, _ = supervised_logits(gen.model, hard_batch)
+    assert token_loss(logits, targets, hard_batch).item() == pytest.approx(
+        F.cross_entropy(logits.float(), targets).item(), rel=1e-5
+    )
+    one_hot = [tuple(((t,), (1.0,)) for t in it.labels if t != IGNORE) for it in items]
+    onehot_items = [
+        _Item(it.ids, it.labels, it.qa, soft=s) for it, s in zip(items, one_hot, strict=True)
+    ]
+    onehot_batch = collate(onehot_items, pad_id, share_prefix=False, device="cpu")
+    assert onehot_batch.soft_ids is not None and onehot_batch.soft_ids.shape[0] == len(targets)
+    assert token_loss(logits, targets, onehot_batch).item() == pytest.approx(
+        F.cross_entropy(logits.float(), targets).item(), rel=1e-5
+    )  # a one-hot teacher is the hard label
+    soft = teacher_distributions(gen, EXAMPLES[:2], k=8)
+    mixed = [_Item(items[0].ids, items[0].labels, True, soft=soft[0]), items[1]]
+    batch = collate(mixed, pad_id, share_prefix=False, device="cpu")
+    logp = F.log_softmax(logits.float(), -1)
+    n0 = len(soft[0])
+    want = [
+        -sum(p / sum(probs) * logp[j, i].item() for i, p in zip(ids, probs, strict=True))
+        for j, (ids, probs) in enumerate(soft[0])
+    ] + (-logp[torch.arange(n0, len(targets)), targets[n0:]]).tolist()
+    assert token_loss(logits, targets, batch).item() == pytest.approx(
+        sum(want) / len(want), rel=1e-4
+    )
+
+
+def test_training_on_soft_targets_learns_the_teachers_argmax(gen: Generator) -> None:
+    """A teacher sure of the answer token (0.7) with its mass spread on others: the student
+    trained on the distributions alone greedily says the answers."""
+    items = tokenize(gen, EXAMPLES)
+    examples = []
+    for ex, it in zip(EXAMPLES, items, strict=True):
+        answer = [t for t in it.labels if t != IGNORE]
+        soft = tuple(((t, t + 1, t + 2, t + 3), (0.7, 0.1, 0.1, 0.1)) for t in answer)
+        examples.append(Example(ex.answer, ex.prompt, soft=soft))
+    result = train_lora(gen.path, examples, TrainConfig(**FAST), progress=False)
+    assert result.stopped_because == "target" and result.recall == 1.0
+    assert result.loss > 0.5  # the spread mass keeps the cross-entropy above 0 (entropy ~0.94)

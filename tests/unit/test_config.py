@@ -36,6 +36,7 @@ def test_unknown_keys_are_dropped_with_a_warning(tmp_path, caplog):
         "[buffer]\nchunk_overlap = 500\n",
         "[models]\ndtype = 'float8'\n",
         "[buffer]\nchroma_url = 'ftp://x'\n",
+        "[consolidation]\ndistill_loss = 'kl'\n",
         "models = 3\n",
         b"\xff\xfe\x00garbage",
     ],

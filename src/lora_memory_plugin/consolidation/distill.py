@@ -13,7 +13,10 @@ The chain (each stage its own module, pure where it can be):
    model's reading and ``hybrid`` stays at least as good as ``rag``; probes: the held-out
    questions with the teacher's answers, for the gate (:func:`.engine.gate`).
 
-The teacher's answer is the label (sequence-level distillation).
+Two losses (``consolidation.distill_loss``): ``"sequence"`` -- the teacher's answer is the label;
+``"logits"`` -- at every answer token the student matches the teacher's top-k next-token
+distribution, taken with the records in context (:func:`.trainer.teacher_distributions`), as
+Knowledge Modules' deep context distillation and Cartridges do.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..generation.prompts import build_messages
@@ -30,13 +33,17 @@ from .clean import trainable_text
 from .data import Probe, qa_pairs, superseded
 from .questions import Question, QuestionSet, template_questions, writer_questions
 from .teacher import Taught, note, teach
-from .trainer import Example
+from .trainer import Example, teacher_distributions
 from .writers import DataWriter
 
 CONTEXT_SHARE = 1.0
 """Share of trained questions that get a second example with the rag context."""
 DISTRACTORS = 2
 """Other records shown beside a question's own in a with-context example."""
+LOSSES = ("sequence", "logits")
+"""``distill(loss=...)``: the teacher's answer as the label, or its top-k distributions."""
+TOP_K = 20
+"""Teacher probabilities kept per answer token for the ``"logits"`` loss (as Cartridges)."""
 
 
 @dataclass
@@ -115,8 +122,11 @@ def distill(
     original: bool = False,
     context_share: float = CONTEXT_SHARE,
     distractors: int = DISTRACTORS,
+    loss: str = "sequence",
 ) -> DistillResult:
     """Examples and probes for ``records`` by context distillation (see the module doc)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     t0 = time.perf_counter()
     qs, counts = collect_questions(records, writer, seed)
     t1 = time.perf_counter()
@@ -124,6 +134,14 @@ def distill(
     taught = teach(gen, qs.questions, by_id, system)
     t2 = time.perf_counter()
     kept = [t for t in taught if t.grounded]
+    soft: dict[int, Any] = {}
+    if loss == "logits":  # the teacher's distributions, reading the records, once per question
+        trained = [
+            i for i, t in enumerate(kept) if not t.question.held_out and t.question.source != "qa"
+        ]
+        readings = [_reading(kept[i], system) for i in trained]
+        soft = dict(zip(trained, teacher_distributions(gen, readings, k=TOP_K), strict=True))
+    t3 = time.perf_counter()
     rng = random.Random(seed)
     texts = {r.id: trainable_text(r) for r in records}
     pool = [r for r in records if texts[r.id]]
@@ -131,18 +149,19 @@ def distill(
     held_in: list[Probe] = []
     probes: list[Probe] = []
     with_context = 0
-    for t in kept:
+    for i, t in enumerate(kept):
         q = t.question
         rid = q.record_ids[0]
         if q.held_out:
             probes.append(Probe(q.text, t.answer, rid, kind="held_out"))
             continue
-        examples.append(Example.qa(q.text, t.answer, system=system))
+        example = Example.qa(q.text, t.answer, system=system)
+        examples.append(replace(example, soft=soft.get(i, ())))
         held_in.append(Probe(q.text, t.answer, rid, kind="held_in"))
         if q.source == "qa":
             probes.append(Probe(q.text, t.answer, rid, kind="qa"))
         if q.source != "qa" and rng.random() < context_share:
-            examples.append(_with_context(t, pool, system, rng, distractors))
+            examples.append(_with_context(t, pool, system, rng, distractors, soft.get(i, ())))
             with_context += 1
     covered = {rid for t in kept for rid in t.question.record_ids}
     uncovered = [r for r in pool if r.id not in covered]
@@ -159,13 +178,26 @@ def distill(
             "original_examples": len(uncovered) if original else 0,
             "seconds_questions": round(t1 - t0, 3),
             "seconds_teacher": round(t2 - t1, 3),
+            "loss": loss,
+            "seconds_teacher_logits": round(t3 - t2, 3),
         }
     )
     return DistillResult(examples, probes, held_in, counts)
 
 
-def _with_context(
-    t: Taught, pool: Sequence[Record], system: str, rng: random.Random, distractors: int
+def _reading(t: Taught, system: str) -> Example:
+    """The teacher's own prompt (the question's records as notes) with its answer."""
+    messages = build_messages(system, t.question.text, t.context)
+    return Example(t.answer, tuple((m["role"], m["content"]) for m in messages))
+
+
+def _with_context(  # noqa: PLR0917
+    t: Taught,
+    pool: Sequence[Record],
+    system: str,
+    rng: random.Random,
+    distractors: int,
+    soft: Any = (),
 ) -> Example:
     """The question with its records among ``distractors`` others, as rag would show them."""
     own = set(t.question.record_ids)
@@ -174,7 +206,16 @@ def _with_context(
     notes = [note(r) for r in pool if r.id in own] + [note(r) for r in picked]
     rng.shuffle(notes)
     messages = build_messages(system, t.question.text, notes)
-    return Example(answer=t.answer, prompt=tuple((m["role"], m["content"]) for m in messages))
+    prompt = tuple((m["role"], m["content"]) for m in messages)
+    return Example(answer=t.answer, prompt=prompt, soft=soft)
 
 
-__all__ = ["CONTEXT_SHARE", "DISTRACTORS", "DistillResult", "collect_questions", "distill"]
+__all__ = [
+    "CONTEXT_SHARE",
+    "DISTRACTORS",
+    "LOSSES",
+    "TOP_K",
+    "DistillResult",
+    "collect_questions",
+    "distill",
+]

@@ -274,7 +274,15 @@ def _build_module(
     names = parse_mixture_names(s.mixture)
     data: Any
     if DISTILL in names:
-        data = distill(plan.records, gen, writer, system, seed=seed, original="original" in names)
+        data = distill(
+            plan.records,
+            gen,
+            writer,
+            system,
+            seed=seed,
+            original="original" in names,
+            loss=mem.config.consolidation.distill_loss,
+        )
     else:
         data = synthesize(plan.records, writer, s.mixture, system)
     out.synth = data.stats

@@ -125,11 +125,17 @@ class Example:
             chat template, e.g. system + user. Must be empty for ``kind="text"``.
         kind: ``"qa"``: loss on the answer + end-of-turn tokens only. ``"text"``: loss on every
             token of a plain passage, no template (the 'original' strategy).
+        soft: Logit-level distillation targets for a ``"qa"`` example: for each answer token
+            (end-of-turn included) a teacher's top-k next-token ``(ids, probabilities)``
+            (:func:`teacher_distributions`). The loss at those positions is then the
+            cross-entropy to that distribution (= KL up to the teacher's entropy) instead of
+            to the answer token alone.
     """
 
     answer: str
     prompt: tuple[tuple[str, str], ...] = ()
     kind: Literal["qa", "text"] = "qa"
+    soft: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         pairs = tuple(
@@ -145,6 +151,11 @@ class Example:
             raise InvalidInputError("a 'qa' example needs prompt messages (system + user)")
         if self.kind == "text" and pairs:
             raise InvalidInputError("a 'text' example takes no prompt: put the passage in answer")
+        if self.soft and self.kind != "qa":
+            raise InvalidInputError("soft targets are for 'qa' examples only")
+        for ids, probs in self.soft:
+            if not ids or len(ids) != len(probs):
+                raise InvalidInputError("each soft target needs as many ids as probabilities")
 
     @classmethod
     def qa(cls, question: str, answer: str, system: str | None = None) -> Example:
@@ -194,6 +205,7 @@ class _Item:
     ids: list[int]
     labels: list[int]
     qa: bool
+    soft: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()  # one per supervised label
 
 
 @dataclass(frozen=True)
@@ -205,6 +217,8 @@ class _Batch:
     prefix: int  # leading tokens identical in every row, run once
     tokens: int  # non-pad tokens
     pads: int
+    soft_ids: torch.Tensor | None = None  # [N, k] teacher top-k ids per supervised position
+    soft_probs: torch.Tensor | None = None  # [N, k] their probabilities; a row of 0: none
 
 
 def end_of_turn(generator: Generator) -> str:
@@ -230,7 +244,14 @@ def tokenize(generator: Generator, examples: Sequence[Example]) -> list[_Item]:
             items.append(_Item(ids, list(ids), qa=False))
         else:
             prompt, answer = enc(generator.render(ex.messages())), enc(ex.answer + end)
-            items.append(_Item(prompt + answer, [IGNORE] * len(prompt) + answer, qa=True))
+            if ex.soft and len(ex.soft) != len(answer):
+                raise InvalidInputError(
+                    f"example {len(items)} has {len(ex.soft)} soft targets for {len(answer)} "
+                    "answer tokens: make them with teacher_distributions on the same tokenizer"
+                )
+            items.append(
+                _Item(prompt + answer, [IGNORE] * len(prompt) + answer, qa=True, soft=ex.soft)
+            )
         if len(items[-1].ids) < 2 or len(items[-1].ids) > generator.context_window:
             raise InvalidInputError(
                 f"example {len(items) - 1} has {len(items[-1].ids)} tokens: need 2 to "
@@ -277,6 +298,19 @@ def collate(rows: Sequence[_Item], pad_id: int, share_prefix: bool, device: Any)
         mask.append([1] * len(r.ids) + [0] * pad)
         labels.append(r.labels + [IGNORE] * pad)
     tokens = sum(len(r.ids) for r in rows)
+    soft_ids = soft_probs = None
+    if any(r.soft for r in rows):  # aligned with supervised positions, row-major
+        k = max(len(top) for r in rows for top, _ in r.soft)
+        sid: list[list[int]] = []
+        spr: list[list[float]] = []
+        for r in rows:
+            n = sum(t != IGNORE for t in r.labels[1:])  # positions whose next token is labelled
+            targets = list(r.soft) if r.soft else [((0,), (0.0,))] * n
+            for top, probs in targets:
+                sid.append(list(top) + [0] * (k - len(top)))
+                spr.append(list(probs) + [0.0] * (k - len(probs)))
+        soft_ids = torch.tensor(sid, device=device)
+        soft_probs = torch.tensor(spr, device=device, dtype=torch.float32)
     return _Batch(
         ids=torch.tensor(ids, device=device),  # [B, T]
         mask=torch.tensor(mask, device=device),  # [B, T]
@@ -285,6 +319,8 @@ def collate(rows: Sequence[_Item], pad_id: int, share_prefix: bool, device: Any)
         prefix=shared_prefix(rows) if share_prefix and len(rows) > 1 else 0,
         tokens=tokens,
         pads=width * len(rows) - tokens,
+        soft_ids=soft_ids,
+        soft_probs=soft_probs,
     )
 
 
@@ -311,6 +347,54 @@ def supervised_logits(model: Any, batch: _Batch) -> tuple[torch.Tensor, torch.Te
         logits_to_keep=keep,
     )
     return out.logits, targets[:, p:][keep], keep.nonzero()[:, 0]  # [N, V], [N], [N]
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, batch: _Batch) -> torch.Tensor:
+    """Mean loss over supervised positions: cross-entropy to the label, or -- where the batch has
+    a teacher's top-k distribution -- cross-entropy to that distribution (its KL to the student
+    up to the teacher's entropy, a constant; the tail beyond top-k is dropped, as Cartridges'
+    top-k distillation does)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    logp = F.log_softmax(logits.float(), dim=-1)  # [N, V]
+    hard = -logp.gather(1, targets[:, None]).squeeze(1)  # [N]
+    if batch.soft_ids is None or batch.soft_probs is None:
+        return hard.mean()
+    probs = batch.soft_probs / batch.soft_probs.sum(-1, keepdim=True).clamp_min(1e-9)  # [N, k]
+    soft = -(probs * logp.gather(1, batch.soft_ids)).sum(-1)  # [N]
+    has = batch.soft_probs.sum(-1) > 0  # [N]
+    return torch.where(has, soft, hard).mean()
+
+
+def teacher_distributions(
+    gen: Generator, examples: Sequence[Example], k: int = 20, batch_size: int = 16
+) -> list[tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]]:
+    """The bare base model's top-``k`` next-token distribution at each answer token of each
+    ``"qa"`` example (teacher-forced on the example's answer, end-of-turn included), tokenized
+    as :func:`train_lora` will: the ``soft`` targets for logit-level distillation.
+
+    The teacher's prompt is the example's own (for context distillation: the records in context);
+    pass the returned targets to ``Example(..., soft=...)`` on the student's prompt.
+    """
+    import torch
+
+    if any(ex.kind != "qa" for ex in examples):
+        raise InvalidInputError("teacher distributions are for 'qa' examples only")
+    items = tokenize(gen, examples)
+    pad_id = int(gen.tokenizer.pad_token_id)
+    out: dict[int, tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]] = {}
+    with gen._lock, torch.inference_mode():
+        gen._use_adapter(None)  # the bare base model reads
+        for idx in make_batches(items, batch_size, None):
+            batch = collate([items[i] for i in idx], pad_id, True, gen.device)
+            logits, _, rows = supervised_logits(gen.model, batch)  # [N, V], [N], [N]
+            top = torch.softmax(logits.float(), -1).topk(k, dim=-1)  # [N, k]
+            ids, probs = top.indices.tolist(), top.values.tolist()
+            for r, i in enumerate(idx):
+                at = (rows == r).nonzero()[:, 0].tolist()
+                out[i] = tuple((tuple(ids[j]), tuple(round(p, 6) for p in probs[j])) for j in at)
+    return [out[i] for i in range(len(items))]
 
 
 def count_recalled(
@@ -405,7 +489,6 @@ def _train(  # noqa: PLR0917
 ) -> TrainResult:
     import numpy as np
     import torch
-    import torch.nn.functional as F  # noqa: N812
     from peft import get_peft_model_state_dict
     from tqdm.auto import tqdm
 
@@ -456,7 +539,7 @@ def _train(  # noqa: PLR0917
                 group["lr"] = config.lr * min(1.0, (steps + 1) / (config.warmup_steps + 1))
             with autocast():
                 logits, targets, rows = supervised_logits(model, batch)  # [N, V], [N], [N]
-                loss = F.cross_entropy(logits.float(), targets)
+                loss = token_loss(logits, targets, batch)
             loss.backward()  # type: ignore[no-untyped-call]
             if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
