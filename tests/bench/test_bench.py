@@ -109,3 +109,36 @@ def test_locomo_loader_and_token_f1():
     assert all(t.created_at > 0 for t in conv.turns)
     assert {q.category for q in conv.questions} == {"single-hop", "multi-hop", "temporal"}
     assert all(e.split(":")[0] in {"D1", "D2", "D3"} for q in conv.questions for e in q.evidence)
+
+
+def test_conversation_targets_fail_when_no_module_answered():
+    """A refused module leaves lora and hybrid answering by rag: the scores as a user sees them
+    equal rag's, but the lora and hybrid targets must not count as met."""
+    from lora_memory_plugin.bench import conversation
+
+    def runs(scores, how):
+        return [{"scores": scores, "answered_as": [how] * len(scores)}]
+
+    before = {"personas": {"rag": runs([1.0, 0.0], "rag"), "base": runs([0.0, 0.0], "base")}}
+    refused = {m: runs([1.0, 0.0], "rag") for m in conversation.AFTER}
+    good = {
+        "auto": runs([1.0, 1.0], "lora"),
+        "lora": runs([1.0, 0.0], "lora"),
+        "hybrid": runs([1.0, 1.0], "hybrid"),
+        "rag": runs([1.0, 0.0], "rag"),
+    }
+    res = {
+        "before": before,
+        "after": {"refused": {"personas": refused}, "good": {"personas": good}},
+        "consolidation": {m: {"personas": {"seconds_per_turn": 1.0}} for m in ("refused", "good")},
+    }
+    row = conversation.summary(res)["personas"]
+    assert row["refused"]["lora"] == 0.5 and row["refused"]["lora_by_module"] == 0.0
+    assert row["refused"]["hybrid_by_module"] is None and row["refused"]["module_answered"] == 0
+    assert row["refused"]["targets"] == {
+        "auto >= rag before": True,  # rag answered: no worse than before
+        "lora >= 0.9 x rag": False,
+        "hybrid >= rag": False,
+    }
+    assert all(row["good"]["targets"].values()) and row["good"]["module_answered"] == 1.0
+    assert "(no module)" in conversation.markdown(res | {"summary": {"personas": row}})

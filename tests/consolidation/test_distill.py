@@ -143,7 +143,7 @@ def test_distill_mixture_syntax() -> None:
 # --- teacher and agreement -----------------------------------------------------------------
 
 
-def test_teacher_reads_records_oldest_first_and_dated_when_they_conflict() -> None:
+def test_teacher_reads_records_dated_and_oldest_first() -> None:
     from lora_memory_plugin.consolidation.questions import Question
 
     old = rec("a", "I work as a pastry chef at Forno Azul.", created_at=1_767_225_600.0)
@@ -156,29 +156,24 @@ def test_teacher_reads_records_oldest_first_and_dated_when_they_conflict() -> No
     assert user.index("[2026-01-01]") < user.index("[2026-01-31] I'm now head baker")
     single = teacher_context(Question("Where?", ("a",), "template"), {"a": old})
     user = build_messages("sys", "Where?", single)[1]["content"]
-    assert "- (user) I work as a pastry chef" in user
+    assert "- [2026-01-01] I work as a pastry chef" in user
 
 
-def test_rag_notes_are_dated_oldest_first_only_when_they_span_days() -> None:
+def test_rag_notes_are_dated_and_oldest_first_when_they_span_days() -> None:
     new = Hit("b", "I'm now head baker at Pao Dourado.", 0.9, {"created_at": 1_769_817_600.0})
-    old = Hit(
-        "a",
-        "I work at Forno Azul.",
-        0.8,
-        {"created_at": 1_767_225_600.0, "role": "user", "kind": "turn"},
-    )
+    old = Hit("a", "I work at  Forno Azul.", 0.8, {"created_at": 1_767_225_600.0, "kind": "turn"})
     assert format_notes([new, old]).splitlines() == [
         "- [2026-01-01] I work at Forno Azul.",
         "- [2026-01-31] I'm now head baker at Pao Dourado.",
     ]
     same_day = Hit("c", "Biscuit is a corgi.", 0.7, {"created_at": 1_767_225_700.0})
     assert format_notes([same_day, old]).splitlines() == [
-        "- Biscuit is a corgi.",
-        "- (user) I work at Forno Azul.",
+        "- [2026-01-01] Biscuit is a corgi.",
+        "- [2026-01-01] I work at Forno Azul.",
     ]  # one day: relevance order, as retrieved
-    undated = Hit("d", "Paris is in France.", 0.5, {"created_at": "bad"})
+    undated = Hit("d", "Paris is in France.", 0.5, {"created_at": "bad", "source": "atlas.md"})
     assert format_notes([new, undated, old]).splitlines() == [  # undated first, never a crash
-        "- Paris is in France.",
+        "- [atlas.md] Paris is in France.",
         "- [2026-01-01] I work at Forno Azul.",
         "- [2026-01-31] I'm now head baker at Pao Dourado.",
     ]

@@ -14,10 +14,6 @@ from ..types import Hit
 MODES = ("auto", "hybrid", "lora", "rag", "icl", "base")
 
 
-DATE_TOKENS = 8
-"""Tokens a ``[YYYY-MM-DD]`` prefix may add to a note (budgeted by :func:`fit_context`)."""
-
-
 def _created_at(hit: Hit) -> float | None:
     ts = hit.metadata.get("created_at")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
@@ -37,28 +33,31 @@ def note_day(hit: Hit) -> str | None:
 
 
 def format_notes(hits: Sequence[Hit]) -> str:
-    """The notes block of a ``rag`` prompt.
+    """The notes block of a ``rag`` prompt: one line a record, each with the day it was written.
 
-    When the notes were written on more than one day they are listed oldest first, each with its
-    date, so the latest of two conflicting turns can win ("I work at Forno Azul" ... a month
-    later "I'm now head baker at Pao Dourado"). Otherwise the best hit comes first, as retrieved.
-    Measured on SmolLM2-135M (10 seeded personas, 60 questions, same retrieved hits): dated and
-    oldest first answered 43/60, best-first with role tags 32/60, dated with role tags 38/60.
+    When the notes were written on more than one day they are listed oldest first, so the latest
+    of two conflicting turns can win ("I work at Forno Azul" ... a month later "I'm now head
+    baker at Pao Dourado"); otherwise the best hit comes first, as retrieved. Measured on
+    SmolLM2-135M (the Lisbon story and 10 seeded personas, 66 questions, the same retrieved
+    hits): this answered 49/66; the previous format (best first, role tags, undated) 38/66, and
+    dating only notes that span several days 40/66.
     """
-    days = {note_day(h) for h in hits}
-    if len(days - {None}) > 1:
-        ordered = sorted(hits, key=lambda h: _created_at(h) or 0.0)
-        lines = []
-        for h in ordered:
-            day = note_day(h)
-            text = " ".join(h.text.split())
-            lines.append(f"- [{day}] {text}" if day else f"- {text}")
-        return "\n".join(lines)
-    return "\n".join(format_record(h) for h in hits)
+    days = {note_day(h) for h in hits} - {None}
+    ordered = sorted(hits, key=lambda h: _created_at(h) or 0.0) if len(days) > 1 else hits
+    return "\n".join(note_line(h) for h in ordered)
+
+
+def note_line(hit: Hit) -> str:
+    """One rag note: ``- [YYYY-MM-DD] [source] text``, with the parts the record has."""
+    meta = hit.metadata
+    text = " ".join(hit.text.split())
+    source = meta.get("source") if meta.get("kind") != "turn" else None
+    head = "".join(f"[{part}] " for part in (note_day(hit), source) if part)
+    return f"- {head}{text}"
 
 
 def format_record(hit: Hit) -> str:
-    """One note as shown when all notes share a day: role or source tag, then the text."""
+    """A record for an agent's memory block (the integrations): role or source tag, then text."""
     meta = hit.metadata
     text = " ".join(hit.text.split())
     if meta.get("kind") == "turn" and meta.get("role"):
@@ -74,7 +73,7 @@ def fit_context(
     """The leading hits whose formatted lines fit ``budget`` tokens, and the tokens they use."""
     used, kept = 0, []
     for hit in hits:
-        n = count_tokens(format_record(hit)) + DATE_TOKENS + 1  # dated or not
+        n = count_tokens(note_line(hit)) + 1
         if used + n > budget:
             break
         kept.append(hit)
