@@ -24,6 +24,7 @@ from lora_memory_plugin.consolidation.teacher import (
     grounded_answer,
     teach,
     teacher_context,
+    trim_ungrounded,
 )
 from lora_memory_plugin.datasets.personas import lisbon_story, personas, score
 from lora_memory_plugin.generation.prompts import build_messages, format_notes
@@ -181,6 +182,16 @@ def test_rag_notes_are_dated_and_oldest_first_when_they_span_days() -> None:
 
 def test_answers_are_cut_grounded_and_compared_by_value() -> None:
     notes = [Hit("a", "We finally moved to Lisbon last month.", 1.0, {})]
+    assert trim_ungrounded("You live in Lisbon, Portugal.", notes) == "You live in Lisbon."
+    assert trim_ungrounded("You live in Lisbon.", notes) == "You live in Lisbon."
+    assert trim_ungrounded("You live in Porto, Portugal.", notes) == "You live in Porto, Portugal."
+    assert not grounded_answer("You live in Porto, Portugal.", notes)  # still dropped
+    visit = "My sister Ines visits on March 14th, she has never been here."
+    teacher = "The user's sister visiting is on March 14th."
+    asked = "When is the user's sister visiting?"
+    assert agrees('The answer is "March 14th"', teacher, visit, asked)  # "sister" was asked
+    assert not agrees('The answer is "March 14th"', teacher, visit)  # without the question
+    assert not agrees("Your sister is visiting soon.", teacher, visit, asked)
     assert first_sentence("You live in Lisbon. It is sunny there.\nMore") == "You live in Lisbon."
     assert grounded_answer("You live in Lisbon.", notes)
     assert not grounded_answer("You live in Porto.", notes)  # a name the notes lack
@@ -374,3 +385,47 @@ def test_logits_loss_attaches_the_teachers_distributions(tiny_model_dir) -> None
         assert all(len(ids) == 20 for ids, _ in ex.soft)
     with pytest.raises(ValueError, match="loss must be one of"):
         distill(records, gen, None, SYSTEM, loss="kl")
+
+
+def test_template_values_catch_a_teacher_that_misreads() -> None:
+    """A template knows what the statement said ("corgi"); a teacher answer without it is a
+    misreading and is dropped (counted apart from ungrounded ones); after an update the newest
+    record's value is the one expected."""
+    from lora_memory_plugin.consolidation.questions import Question
+    from lora_memory_plugin.consolidation.teacher import says_value
+
+    qs = {
+        q.text: q
+        for q in template_questions(
+            "Our dog Biscuit is a corgi and hates the tram.", "r", random.Random(0)
+        )
+    }
+    assert qs["What breed is my dog?"].value == "corgi"
+    assert qs["What is my dog's name?"].value == "biscuit"
+    assert says_value("Your dog is a Corgi.", "corgi") and not says_value("Biscuit", "corgi")
+    story = lisbon_story()
+    records = [
+        rec(f"r{i}", t.content, role=t.role, created_at=t.created_at, session_id=t.session_id)
+        for i, t in enumerate(story.turns)
+    ]
+    questions, _ = collect_questions(list(reversed(records)), None, 0)  # any order in
+    [work] = [q for q in questions.questions if q.text == "Where do I work now?"]
+    assert work.value == "pao dourado"  # the newest statement's
+    [job] = [q for q in questions.questions if q.text == "What is my job?"]
+    assert job.value == "head baker"
+
+    class Misreader(_EchoTeacher):  # answers every question with the dog's name
+        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+            return [_Out("Your dog is called Biscuit.") for _ in messages]
+
+    taught = teach(
+        Misreader(),
+        [qs["What breed is my dog?"], qs["What did I name my dog?"]],
+        {"r": records[5]},
+        SYSTEM,
+    )
+    assert [(t.grounded, t.misread) for t in taught] == [(False, True), (True, False)]
+    data = distill(records, Misreader(), None, SYSTEM)
+    assert data.stats["dropped_misread"] > 0
+    assert all("Biscuit" in e.answer for e in data.examples if e.prompt)
+    assert Question("Q?", ("r",), "writer").value is None  # writer questions carry none

@@ -381,3 +381,22 @@ def test_training_on_soft_targets_learns_the_teachers_argmax(gen: Generator) -> 
     result = train_lora(gen.path, examples, TrainConfig(**FAST), progress=False)
     assert result.stopped_because == "target" and result.recall == 1.0
     assert result.loss > 0.5  # the spread mass keeps the cross-entropy above 0 (entropy ~0.94)
+
+
+def test_top_layers_put_lora_on_the_upper_layers_only(
+    sharp_model_dir: Path, tmp_path: Path
+) -> None:
+    import json as _json
+
+    gen = Generator(str(sharp_model_dir))
+    n = int(gen.model.config.num_hidden_layers)
+    cfg = TrainConfig(**FAST | {"top_layers": 1, "max_steps": 2})
+    result = train_lora(gen.path, EXAMPLES, cfg, progress=False)
+    layers = {
+        int(m.group(1)) for k in result.adapter_state if (m := re.search(r"layers\.(\d+)\.", k))
+    }
+    assert layers == {n - 1} and result.steps == 2
+    out = save_adapter(result, tmp_path / "a")
+    assert _json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [n - 1]
+    with pytest.raises(InvalidInputError, match="top_layers"):
+        TrainConfig(top_layers=0)

@@ -84,7 +84,7 @@ def collect_questions(
     }
     stale = superseded(records)
     ask_writer: list[tuple[str, str]] = []
-    for rec in records:
+    for rec in sorted(records, key=_created_at):  # oldest first: a newer value wins a question
         text = trainable_text(rec)  # "" for what is not knowledge (agent turns, ...)
         if not text:
             counts["skipped"] += 1
@@ -110,6 +110,11 @@ def collect_questions(
     counts["questions"] = len(qs.questions)
     counts["duplicates"] = qs.duplicates
     return qs, counts
+
+
+def _created_at(rec: Record) -> float:
+    ts = rec.metadata.get("created_at")
+    return float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else 0.0
 
 
 def distill(
@@ -170,7 +175,8 @@ def distill(
     counts.update(
         {
             "teacher_answers": sum(t.question.answer is None for t in taught),
-            "dropped_ungrounded": len(taught) - len(kept),
+            "dropped_ungrounded": sum(not t.grounded and not t.misread for t in taught),
+            "dropped_misread": sum(t.misread for t in taught),
             "trained_questions": len(held_in),
             "held_out_probes": sum(p.kind == "held_out" for p in probes),
             "with_context_examples": with_context,

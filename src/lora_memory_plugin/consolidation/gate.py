@@ -116,7 +116,7 @@ def gate(
 
     def agree(items: Sequence[Probe], replies: Sequence[str]) -> list[bool]:
         return [
-            agrees(r, p.answer, sources.get(p.record_id, p.answer))
+            agrees(r, p.answer, sources.get(p.record_id, p.answer), p.question)
             for p, r in zip(items, replies, strict=True)
         ]
 
@@ -179,7 +179,7 @@ def held_out_evaluator(
             )
         replies = gen.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         flags = [
-            agrees(r, p.answer, sources.get(p.record_id, p.answer))
+            agrees(r, p.answer, sources.get(p.record_id, p.answer), p.question)
             for p, r in zip(held_out, replies, strict=True)
         ]
         return sum(flags) / len(flags)

@@ -38,6 +38,8 @@ class Question:
     held_out: bool = False
     answer: str | None = None
     group: str = ""  # questions of one statement share a group (one of them is held out)
+    value: str | None = None  # what a template read in the statement ("corgi"): the answer
+    # must say it, or the teacher misread (the newest record's value after an update)
 
 
 _NAME = r"[A-Z][\w'&.-]*(?:\s+(?:de|da|do|van|von|&|[A-Z][\w'&.-]*))*"
@@ -50,7 +52,8 @@ _RELATIVES = (
 )
 _PETS = "dog|cat|puppy|kitten|rabbit|bunny|parrot|bird|horse|hamster|turtle|fish"
 
-# (pattern, [(trained phrasings...)], [held-out phrasings]); {x} names a captured group.
+# (pattern, phrasings); {x} names a captured group; the answer is group "v" unless the phrasing
+# ends in "|group" (a question about another part of the statement).
 _TEMPLATES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (
         re.compile(
@@ -81,7 +84,7 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
         (
             "Where do I work now?",
             "Where do I work?",
-            "What is my job?",
+            "What is my job?|job",
             "Which company does the user work for?",
             "Where does the user work now?",
         ),
@@ -93,9 +96,9 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
         ),
         (
             "Where do I work now?",
-            "What is my job?",
+            "What is my job?|job",
             "Where do I work?",
-            "What does the user do for a living?",
+            "What does the user do for a living?|job",
             "Where does the user work now?",
         ),
     ),
@@ -206,16 +209,21 @@ def template_questions(text: str, record_id: str, rng: random.Random) -> list[Qu
     out: list[Question] = []
     for i, (pattern, phrasings) in enumerate(_TEMPLATES):
         for m in pattern.finditer(text):
-            fields = {k: " ".join(v.split()).lower() for k, v in m.groupdict().items() if v}
+            fields = {
+                k: " ".join(v.split()).lower().rstrip(".") for k, v in m.groupdict().items() if v
+            }
+            asked: dict[str, str | None] = {}
             try:
-                texts = list(dict.fromkeys(p.format(**fields) for p in phrasings))
+                for p in phrasings:
+                    phrasing, _, slot = p.partition("|")
+                    asked.setdefault(phrasing.format(**fields), fields.get(slot or "v"))
             except KeyError:
                 continue
-            held = rng.randrange(len(texts))
+            held = rng.randrange(len(asked))
             group = f"{record_id}:{i}:{m.start()}"
             out.extend(
-                Question(t, (record_id,), "template", held_out=j == held, group=group)
-                for j, t in enumerate(texts)
+                Question(t, (record_id,), "template", held_out=j == held, group=group, value=v)
+                for j, (t, v) in enumerate(asked.items())
             )
     return out
 
@@ -309,7 +317,13 @@ class QuestionSet:
             # phrasings) keeps a held-out probe instead of training every phrasing
             held = old.held_out or q.held_out
             self.questions[index[k]] = Question(
-                old.text, ids, old.source, held_out=held, answer=old.answer, group=old.group
+                old.text,
+                ids,
+                old.source,
+                held_out=held,
+                answer=old.answer,
+                group=old.group,
+                value=q.value or old.value,  # records come oldest first: the newest value wins
             )
 
     @property

@@ -10,7 +10,8 @@ them), so the latest of two conflicting turns can win.
 
 Answers are generated greedily in batches, cut to their first sentence, and kept only when
 grounded in the records (no name or number the records lack, a content word they share) and not a
-refusal; a dropped question is counted, never trained.
+refusal -- a tail that alone brings what the records lack is cut first ("..., Portugal."); a dropped
+question is counted, never trained.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Taught:
     answer: str
     context: tuple[Hit, ...]
     grounded: bool
+    misread: bool = False  # a template's value (the statement's "corgi") is not in the answer
 
 
 def note(rec: Record) -> Hit:
@@ -72,6 +74,20 @@ def grounded_answer(answer: str, context: Sequence[Hit]) -> bool:
     return text_grounded(answer, source)
 
 
+def trim_ungrounded(answer: str, context: Sequence[Hit]) -> str:
+    """The answer, or its longest grounded head cut at a comma when only a tail brings what the
+    notes lack: "You live in Lisbon, Portugal." -> "You live in Lisbon." (the model's world
+    knowledge, not the records', is left out rather than losing the question)."""
+    if grounded_answer(answer, context):
+        return answer
+    parts = answer.rstrip(".!").split(", ")
+    for n in range(len(parts) - 1, 0, -1):
+        head = ", ".join(parts[:n]).rstrip() + "."
+        if len(head.split()) >= 2 and grounded_answer(head, context):
+            return head
+    return answer
+
+
 def teach(
     gen: Any,
     questions: Sequence[Question],
@@ -92,8 +108,10 @@ def teach(
     )
     taught: dict[int, Taught] = {}
     for q, ctx, out in zip(todo, contexts, outs, strict=True):
-        answer = first_sentence(out.text)
-        taught[id(q)] = Taught(q, answer, ctx, grounded_answer(answer, ctx))
+        answer = trim_ungrounded(first_sentence(out.text), ctx)
+        misread = q.value is not None and not says_value(answer, q.value)
+        grounded = grounded_answer(answer, ctx) and not misread
+        taught[id(q)] = Taught(q, answer, ctx, grounded, misread)
     result = []
     for q in questions:
         if q.answer is not None:
@@ -103,20 +121,27 @@ def teach(
     return result
 
 
+def says_value(answer: str, value: str) -> bool:
+    """Does ``answer`` say every word of ``value`` (a template's reading of the statement)?"""
+    got = set(tokens(answer))
+    return all(t in got for t in tokens(value) if t[0].isalnum())
+
+
 def value_tokens(expected: str, sources: str) -> set[str]:
     """The expected answer's words and numbers that come from the records (its "value")."""
     src = set(tokens(sources))
     return {t for t in tokens(expected) if t[0].isalnum() and t not in _COMMON and t in src}
 
 
-def agrees(reply: str, expected: str, sources: str) -> bool:
+def agrees(reply: str, expected: str, sources: str, question: str = "") -> bool:
     """Does ``reply`` give the same answer as ``expected`` (the teacher's)?
 
     Both may phrase it differently ("You live in Lisbon." / "Lisbon, since last month"): what
-    must match is the value -- the expected answer's words that come from the records. When the
-    expected answer has none, its normalised text must appear in the reply.
+    must match is the value -- the expected answer's words that come from the records and are
+    not the ``question``'s own ("When does my sister visit?" -> "March 14th", not "sister").
+    When the expected answer has none, its normalised text must appear in the reply.
     """
-    want = value_tokens(expected, sources)
+    want = value_tokens(expected, sources) - set(tokens(question))
     got = set(tokens(reply))
     if want:
         return want <= got
@@ -130,7 +155,9 @@ __all__ = [
     "agrees",
     "first_sentence",
     "grounded_answer",
+    "says_value",
     "teach",
     "teacher_context",
+    "trim_ungrounded",
     "value_tokens",
 ]

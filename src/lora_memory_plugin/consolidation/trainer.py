@@ -67,6 +67,13 @@ class TrainConfig:
     target_modules: str | tuple[str, ...] = field(
         default="all-linear", metadata={"help": "'all-linear' (all but the LM head) or names."}
     )
+    top_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA on the top N transformer layers only (the backward pass stops at the "
+            "lowest one); None: every layer."
+        },
+    )
     lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
     max_steps: int = field(default=2000, metadata={"help": "Step budget."})
@@ -101,7 +108,14 @@ class TrainConfig:
         for name in ("rank", "lr", "batch_size", "max_steps", "eval_every_epochs"):
             if not getattr(self, name) > 0:
                 raise bad(name, "> 0")
-        for name in ("alpha", "max_epochs", "max_seconds", "max_grad_norm", "patience"):
+        for name in (
+            "alpha",
+            "max_epochs",
+            "max_seconds",
+            "max_grad_norm",
+            "patience",
+            "top_layers",
+        ):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "> 0 or None")
         for name in ("warmup_steps", "weight_decay"):
@@ -466,17 +480,44 @@ def _attach_lora(base: Any, config: TrainConfig) -> Any:
 
     torch.manual_seed(config.seed)  # LoRA A init
     target = config.target_modules
+    layers = None
+    if config.top_layers is not None:
+        n = int(base.config.num_hidden_layers)
+        layers = list(range(max(0, n - config.top_layers), n))
+        if target == "all-linear":  # peft takes layers_to_transform with module names only
+            target = _linear_names(base)
+            if not target:
+                raise InvalidInputError(
+                    "top_layers needs target_modules named for this model (no linear layers "
+                    "found under '.layers.')"
+                )
     lora_config = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha if config.alpha is not None else config.rank,
         lora_dropout=config.dropout,
         target_modules=target if isinstance(target, str) else list(target),
+        layers_to_transform=layers,
         bias="none",
         task_type="CAUSAL_LM",
     )
     with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated
         warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
         return get_peft_model(base, lora_config)  # also freezes the base weights
+
+
+def _linear_names(model: Any) -> tuple[str, ...]:
+    """The names of the linear layers inside the transformer blocks (what 'all-linear' means)."""
+    import torch
+
+    return tuple(
+        sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, mod in model.named_modules()
+                if isinstance(mod, torch.nn.Linear) and ".layers." in f".{name}"
+            }
+        )
+    )
 
 
 def _train(  # noqa: PLR0917
