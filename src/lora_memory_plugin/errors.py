@@ -78,6 +78,23 @@ class BaseModelMismatchError(ModuleIntegrityError):
     """A LoRA module was trained on a different base model than the one loaded."""
 
 
+class MissingRecordsError(LoraMemoryError):
+    """Too many records a namespace's modules hold are gone from the buffer to repair safely.
+
+    That many missing records point at a lost, restored or misconfigured buffer (a Chroma
+    volume, an older ``DIR/chroma``, a wrong ``chroma_database``) rather than at deletions, and
+    the modules may be the only copy left of those facts: consolidation changes nothing and
+    raises this. ``missing_ids`` are the records missing; ``namespace`` is where.
+    """
+
+    def __init__(
+        self, message: str, *, namespace: str = "", missing_ids: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.namespace = namespace
+        self.missing_ids = missing_ids
+
+
 class MissingExtraError(LoraMemoryError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
 
@@ -91,6 +108,7 @@ __all__ = [
     "LockHeldError",
     "LoraMemoryError",
     "MissingExtraError",
+    "MissingRecordsError",
     "ModelError",
     "ModelNotAvailableError",
     "ModelPullError",

@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .config import (
     CONFIG_NAME,
@@ -38,6 +38,9 @@ from .types import (
     Record,
     StoreStatus,
 )
+
+if TYPE_CHECKING:
+    from .consolidation.engine import ConsolidationOptions
 
 logger = logging.getLogger(__name__)
 
@@ -420,8 +423,13 @@ class LoRAMemory:
         """Delete records from the buffer now; returns how many existed.
 
         A deleted record that was consolidated still lives in its module until the next
-        ``consolidate`` of the namespace, which removes that module and retrains its other
-        records. :meth:`forget` does all of it at once (and waits for no cron job).
+        ``consolidate`` of the namespace, which quarantines that module (nothing answers from
+        it; its files stay on disk, listed by :meth:`status`) and retrains its other records.
+        That run cannot tell a deletion from a lost buffer, so when more than half of what the
+        modules hold is missing (and at least a few records) it changes nothing and raises
+        MissingRecordsError.
+        :meth:`forget` is the deliberate way: it deletes the modules at once (and waits for no
+        cron job).
         """
         ns = self._ns(namespace)
         if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
@@ -602,8 +610,11 @@ class LoRAMemory:
 
         Options: ``min_records``, ``max_minutes``, ``target`` (probe exact match the gate
         needs), ``rank``, ``lr``, ``max_steps``, ``seed``. For one namespace, raises
-        LockHeldError when another process consolidates it; with ``namespace=None`` such a
-        namespace is skipped and reported with status ``"locked"``.
+        LockHeldError when another process consolidates it, and any other error of its run
+        (e.g. MissingRecordsError). With ``namespace=None`` each namespace stands alone: one
+        another process consolidates is skipped and reported with status ``"locked"``, one
+        whose run raised is reported with status ``"failed"`` (the error in its notes), and
+        the others are consolidated all the same.
         """
         from .consolidation.engine import ConsolidationOptions, consolidate_namespace
 
@@ -618,13 +629,28 @@ class LoRAMemory:
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
         if namespace is not None:
             return [consolidate_namespace(self, targets[0], opts, progress=progress)]
-        reports = []
-        for ns in targets:  # --all: a namespace another process is consolidating is skipped
-            try:
-                reports.append(consolidate_namespace(self, ns, opts, progress=progress))
-            except LockHeldError as e:
-                reports.append(ConsolidationReport(ns, "locked", notes=(str(e),)))
-        return reports
+        return [self._consolidate_one_of_all(ns, opts, progress) for ns in targets]
+
+    def _consolidate_one_of_all(
+        self, ns: str, opts: ConsolidationOptions, progress: bool
+    ) -> ConsolidationReport:
+        """One namespace of ``consolidate(None)``: its failure is its report, not the run's.
+
+        A cron job consolidates every namespace in one run; a record that breaks training, or a
+        namespace whose buffer lost its records, must not starve the namespaces after it.
+        """
+        from .consolidation.engine import consolidate_namespace
+
+        t0 = time.perf_counter()
+        try:
+            return consolidate_namespace(self, ns, opts, progress=progress)
+        except LockHeldError as e:  # another process is consolidating it: not a failure
+            return ConsolidationReport(ns, "locked", notes=(str(e),))
+        except Exception as e:  # not KeyboardInterrupt / SystemExit: those stop the run
+            logger.error("consolidation of %r failed; going on with the others", ns, exc_info=True)
+            return ConsolidationReport(
+                ns, "failed", seconds=time.perf_counter() - t0, notes=(f"{type(e).__name__}: {e}",)
+            )
 
     def forget(
         self,
@@ -632,6 +658,7 @@ class LoRAMemory:
         ids: Sequence[str] | None = None,
         *,
         where: dict[str, Any] | None = None,
+        missing: bool = False,
         rebuild: bool = True,
         progress: bool = False,
         **options: Any,
@@ -642,6 +669,10 @@ class LoRAMemory:
         Every module that held one of them is removed at once, its other records are put back
         in the buffer's ``buffered`` state and, with ``rebuild=True`` (default), consolidated
         again (``options`` as for :meth:`consolidate`), so only the forgotten facts are gone.
+        ``missing=True`` (instead of ids/where) forgets the records the modules hold that the
+        buffer no longer has: the deliberate answer to a MissingRecordsError, once the buffer
+        is known to be the right one. Modules listing other missing records are quarantined;
+        when those are a mass loss they are left alone, not rebuilt, and a note says so.
         Holds the namespace's consolidation lock (LockHeldError while a consolidation runs).
         Other namespaces are never touched.
         """
@@ -652,7 +683,16 @@ class LoRAMemory:
             from .errors import UnknownNamespaceError
 
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
-        return forget(self, ns, ids, where, rebuild=rebuild, progress=progress, options=options)
+        return forget(
+            self,
+            ns,
+            ids,
+            where,
+            missing=missing,
+            rebuild=rebuild,
+            progress=progress,
+            options=options,
+        )
 
     def generator_if_loaded_forget(self, module_id: str) -> None:
         """Unload ``module_id`` from the generator if the generator is loaded (internal)."""

@@ -98,8 +98,9 @@ class Recall:
 
 @dataclass(frozen=True)
 class NamespaceStatus:
-    """Counts for one namespace (``quarantined``: modules that failed their integrity check,
-    as ``{"module_id", "reason", "path"}``; their records are retrained by the next run)."""
+    """Counts for one namespace (``quarantined``: modules that failed their integrity check or
+    listed records the buffer had lost, as ``{"module_id", "reason", "path"}``; kept on disk,
+    never routed to; their records are retrained by the next run)."""
 
     namespace: str
     records: int
@@ -143,8 +144,9 @@ class ConsolidationReport:
         namespace: the namespace.
         status: 'consolidated' (every planned module committed), 'partial' (some were, the
             others' records stay buffered), 'kept_buffered' (none passed the gate),
-            'nothing_to_do', or 'locked' (another process holds the namespace; only with
-            namespace=None).
+            'nothing_to_do', 'locked' (another process holds the namespace; only with
+            namespace=None), or 'failed' (its run raised; only with namespace=None, which goes
+            on with the other namespaces: the notes hold the error's class and message).
         records_in: buffered records this run selected.
         records_consolidated: of those, how many a committed module now holds.
         modules_created: ids of the modules committed by this run.
@@ -187,8 +189,9 @@ class ForgetReport:
         namespace: the namespace.
         deleted: records deleted from the buffer.
         missing: requested ids the namespace did not hold.
-        modules_removed: modules that held a forgotten record (removed: nothing answers from
-            them any more).
+        modules_removed: modules that held a forgotten record (deleted: nothing answers from
+            them any more). Modules listing records that went missing on their own are
+            quarantined instead (see notes and :meth:`LoRAMemory.status`).
         records_reset: their remaining records, put back in the buffered state.
         rebuild: the consolidation that retrained those records (None with ``rebuild=False``).
         seconds: wall time.

@@ -112,3 +112,41 @@ def test_cli_consolidate_modules_and_lock(store, capsys):
     assert main(["modules", d, "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)["modules"]
     assert row["namespace"] == "ns" and row["records"] == 1
+
+
+def test_all_goes_on_when_one_namespace_fails(store, monkeypatch, capsys):
+    """consolidate --all: a namespace whose run raises (a record that breaks tokenizing, a
+    buffer that lost its records) is reported as failed; the namespaces after it still run."""
+    from lora_memory_plugin.cli.main import main
+    from lora_memory_plugin.consolidation import engine
+
+    for ns, (q, a) in zip("abc", FACTS, strict=False):
+        store.add_turns(ns, [{"content": f"Question: {q} Answer: {a}"}])
+    real = engine.consolidate_namespace
+    boom: type[BaseException] = RuntimeError
+
+    def flaky(mem, namespace, options, **kw):
+        if namespace == "b":
+            raise boom("tokenizer exploded")
+        return real(mem, namespace, options, **kw)
+
+    monkeypatch.setattr(engine, "consolidate_namespace", flaky)
+    reports = store.consolidate(**FAST)
+    assert [(r.namespace, r.status) for r in reports] == [
+        ("a", "consolidated"),
+        ("b", "failed"),
+        ("c", "consolidated"),
+    ]
+    assert reports[1].notes == ("RuntimeError: tokenizer exploded",)
+    assert len(store.modules("c")) == 1 and store.modules("b") == []
+    with pytest.raises(RuntimeError, match="tokenizer exploded"):  # one namespace: raised
+        store.consolidate("b", **FAST)
+
+    assert main(["consolidate", str(store.path), "--all"]) == 1  # cron sees the failure
+    out = capsys.readouterr().out
+    assert "'b': failed" in out and "note: RuntimeError: tokenizer exploded" in out
+    assert "'c': nothing_to_do" in out
+
+    boom = KeyboardInterrupt  # an interrupt still stops the whole run
+    with pytest.raises(KeyboardInterrupt):
+        store.consolidate(**FAST)

@@ -10,9 +10,19 @@ import json
 
 import pytest
 
-from lora_memory_plugin import InvalidInputError, LockHeldError, UnknownNamespaceError
+from lora_memory_plugin import (
+    InvalidInputError,
+    LockHeldError,
+    MissingRecordsError,
+    UnknownNamespaceError,
+)
 from lora_memory_plugin.cli.main import main
 from lora_memory_plugin.consolidation.engine import consolidation_lock
+from lora_memory_plugin.consolidation.forget import (
+    MASS_LOSS_MIN_RECORDS,
+    MASS_LOSS_SHARE,
+    drop_modules_missing_records,
+)
 from lora_memory_plugin.registry import modules as registry
 
 FACTS = [
@@ -77,14 +87,142 @@ def test_forget_by_filter_without_rebuild_then_consolidate(store):
     assert r.status == "consolidated" and r.records_in == 2
 
 
-def test_deleting_buffer_records_directly_is_repaired_by_the_next_run(store):
+def quarantined(store, ns):
+    [st] = [n for n in store.status().namespaces if n.namespace == ns]
+    return st.quarantined
+
+
+def snapshot(store, ns):
+    """What a refused repair must leave as it was: the module dirs and the records' state."""
+    root = registry.modules_root(store.path, ns)
+    records = sorted((r.id, r.metadata["status"], r.metadata["module_id"]) for r in store.get(ns))
+    return sorted(p.name for p in root.iterdir()), records
+
+
+def test_records_deleted_from_the_buffer_quarantine_their_module(store):
+    """A record or two missing on their own (LoRAMemory.delete, a killed forget, or a buffer
+    that lost them): the module is set aside with its files, never deleted; its other records
+    go back to buffered and the next run retrains them."""
     ids = add(store, "ns", FACTS[:3])
     store.consolidate("ns", **FAST)
-    store.buffer.delete("ns", [ids[0]])  # e.g. an integration deleting records, or a killed forget
+    [old] = store.modules("ns")
+    store.buffer.delete("ns", [ids[0]])  # straight in Chroma: no forget knows of it
+    with consolidation_lock(store, "ns"):
+        assert drop_modules_missing_records(store, "ns") == ([old.module_id], 2)
+    assert store.modules("ns") == [] and store.count("ns", status="buffered") == 2
+    [q] = quarantined(store, "ns")
+    assert q["module_id"] == old.module_id and "missing from the buffer" in q["reason"]
+    kept = registry.modules_root(store.path, "ns") / f"{registry.QUARANTINE_PREFIX}{old.module_id}"
+    assert (kept / registry.ADAPTER_WEIGHTS).is_file()
+    assert registry.read_manifest(kept).record_ids == old.record_ids
+    assert old.module_id not in lora(store, "ns", FACTS[0][0]).modules  # no longer routed to
+
     [r] = store.consolidate("ns", **FAST)
-    assert r.status == "consolidated" and any("deleted records" in n for n in r.notes)
+    assert r.status == "consolidated" and r.records_in == 2
     [m] = store.modules("ns")
     assert set(m.record_ids) == set(ids[1:])
+    assert [q["module_id"] for q in quarantined(store, "ns")] == [old.module_id]  # still kept
+
+
+def test_buffer_losing_most_records_refuses_and_changes_nothing(store, capsys):
+    """A lost volume, a restored older DIR/chroma, a chroma_database typo: most records a
+    module holds are gone. The module is the last copy of those facts: every consolidation
+    path refuses with a typed error, changes nothing, and says what to check."""
+    ids = add(store, "ns", FACTS)
+    store.consolidate("ns", **FAST)
+    [m] = store.modules("ns")
+    lost = ids[:3]
+    assert len(lost) >= MASS_LOSS_MIN_RECORDS and len(lost) > MASS_LOSS_SHARE * len(ids)
+    store.buffer.delete("ns", lost)  # straight in Chroma, as a swapped buffer looks
+    before = snapshot(store, "ns")
+
+    with pytest.raises(MissingRecordsError, match="chroma_database") as err:
+        store.consolidate("ns", **FAST)
+    assert err.value.namespace == "ns" and set(err.value.missing_ids) == set(lost)
+    assert "--missing" in str(err.value) and str(store.path / "chroma") in str(err.value)
+    [r] = store.consolidate(**FAST)  # --all: reported as failed, not raised
+    assert r.status == "failed" and r.notes[0].startswith("MissingRecordsError: ")
+    assert main(["consolidate", str(store.path), "-n", "ns"]) == 1
+    assert "missing from the buffer" in capsys.readouterr().err
+    assert main(["consolidate", str(store.path), "--all", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["failed"] == 1 and out["reports"][0]["status"] == "failed"
+    assert snapshot(store, "ns") == before and quarantined(store, "ns") == ()
+    assert [x.module_id for x in store.modules("ns")] == [m.module_id]
+    assert FACTS[0][1] in lora(store, "ns", FACTS[0][0]).text  # its record lost, still known
+
+    # Deliberately, once the buffer is known to be the right one: forget the missing records.
+    argv = ["forget", str(store.path), "-n", "ns", "--missing", "--no-rebuild", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["modules_removed"] == [m.module_id] and out["records_reset"] == 1
+    assert not (registry.modules_root(store.path, "ns") / m.module_id).exists()
+    assert quarantined(store, "ns") == ()  # deleted, not kept: the user said so
+    [r] = store.consolidate("ns", **FAST)
+    assert r.status == "consolidated" and store.modules("ns")[0].record_ids == (ids[3],)
+
+
+def test_forgetting_most_records_deletes_their_module(store):
+    """forget is the deliberate path: however many records it forgets, the modules holding
+    them are deleted (not quarantined, not refused), also when a killed forget is retried."""
+    ids = add(store, "ns", FACTS)
+    store.consolidate("ns", **FAST)
+    [m] = store.modules("ns")
+    store.buffer.delete("ns", ids[:3])  # a forget killed after deleting the records
+    report = store.forget("ns", ids[:3], **FAST)  # ... and retried
+    assert report.deleted == 0 and report.missing == tuple(ids[:3])
+    assert report.modules_removed == (m.module_id,) and report.rebuild is not None
+    assert report.rebuild.status == "consolidated"
+    root = registry.modules_root(store.path, "ns")
+    assert not [p for p in root.iterdir() if m.module_id in p.name]  # gone from disk
+    [new] = store.modules("ns")
+    assert new.record_ids == (ids[3],)
+
+
+def test_a_forget_killed_after_deleting_records_is_finished_by_consolidate(store, monkeypatch):
+    """Its intent outlives it: the next run deletes the modules of the forgotten records
+    (however many), rather than quarantining them or refusing a mass loss."""
+    from lora_memory_plugin.consolidation import forget as forget_mod
+
+    ids = add(store, "ns", FACTS)
+    store.consolidate("ns", **FAST)
+    [m] = store.modules("ns")
+    real = forget_mod.repair_missing_records
+
+    def crash(*a, **kw):
+        raise OSError("killed")
+
+    monkeypatch.setattr(forget_mod, "repair_missing_records", crash)
+    with pytest.raises(OSError, match="killed"):
+        store.forget("ns", ids[:3])
+    monkeypatch.setattr(forget_mod, "repair_missing_records", real)
+    assert store.count("ns") == 1 and forget_mod.pending_forget(store, "ns") == set(ids[:3])
+    [r] = store.consolidate("ns", **FAST)
+    assert r.status == "consolidated" and r.records_in == 1
+    root = registry.modules_root(store.path, "ns")
+    assert not [p for p in root.iterdir() if m.module_id in p.name]  # deleted, not quarantined
+    assert store.modules("ns")[0].record_ids == (ids[3],)
+    assert forget_mod.pending_forget(store, "ns") == set()
+
+
+def test_forget_reports_a_mass_loss_elsewhere_and_still_forgets(store):
+    """Forgetting a record while another module's records went missing en masse: the
+    forgotten record's module is deleted, the other module is left alone (a note says why)
+    and nothing is rebuilt."""
+    lost_ids = add(store, "ns", FACTS)
+    store.consolidate("ns", **FAST)
+    [big] = store.modules("ns")
+    [doomed] = add(store, "ns", [("What is the code of box 9?", "5566")])
+    store.consolidate("ns", **{**FAST, "rank": 8})  # another rank: a second module
+    small = next(x for x in store.modules("ns") if x.module_id != big.module_id)
+    assert small.record_ids == (doomed,)
+    store.buffer.delete("ns", lost_ids[:3])
+
+    report = store.forget("ns", [doomed], **FAST)
+    assert report.deleted == 1 and report.modules_removed == (small.module_id,)
+    assert report.rebuild is None and any("missing from the buffer" in n for n in report.notes)
+    assert [x.module_id for x in store.modules("ns")] == [big.module_id]
+    assert quarantined(store, "ns") == ()
 
 
 def test_forget_errors_and_lock(store, tmp_path):

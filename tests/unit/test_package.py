@@ -37,6 +37,7 @@ def test_public_api_is_pinned():
             "LockHeldError",
             "LoraMemoryError",
             "MissingExtraError",
+            "MissingRecordsError",
             "ModelError",
             "ModelNotAvailableError",
             "ModelPullError",

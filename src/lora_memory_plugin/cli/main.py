@@ -292,7 +292,7 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
             for n in r.notes:
                 print(f"  note: {n}")
 
-    failed = [r for r in reports if r.status in ("kept_buffered", "partial")]
+    failed = [r for r in reports if r.status in ("kept_buffered", "partial", "failed")]
     locked = [r for r in reports if r.status == "locked"]
     payload = {
         "reports": [r.to_dict() for r in reports],
@@ -311,12 +311,15 @@ def cmd_forget(args: argparse.Namespace) -> int:
             where = json.loads(args.where)
         except json.JSONDecodeError as e:
             raise InvalidInputError(f"--where must be a JSON object: {e}") from e
-    if (not args.id) == (where is None):
-        raise InvalidInputError("give --id ID (repeatable) or --where JSON, not both")
+    if bool(args.id) + (where is not None) + args.missing != 1:
+        raise InvalidInputError(
+            "give exactly one of --id ID (repeatable), --where JSON or --missing"
+        )
     report = mem.forget(
         args.namespace,
         args.id or None,
         where=where,
+        missing=args.missing,
         rebuild=not args.no_rebuild,
         progress=sys.stderr.isatty() and not args.json,
     )
@@ -691,6 +694,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", "--namespace", required=True, metavar="NS")
     sp.add_argument("--id", action="append", default=[], metavar="ID", help="record id")
     sp.add_argument("--where", default=None, metavar="JSON", help='e.g. \'{"session_id": "s1"}\'')
+    sp.add_argument(
+        "--missing",
+        action="store_true",
+        help="the records the modules hold but the buffer lost (after checking the buffer is "
+        "the right one: the answer to a MissingRecordsError)",
+    )
     sp.add_argument("--no-rebuild", action="store_true", help="do not retrain now")
     sp.add_argument("--chroma-url", default=None, metavar="URL")
     sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")

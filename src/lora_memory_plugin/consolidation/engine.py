@@ -163,7 +163,8 @@ def _run(
     stale_modules, reset = drop_modules_missing_records(mem, namespace)
     if stale_modules:
         notes.append(
-            f"removed {len(stale_modules)} module(s) holding deleted records; {reset} of their "
+            f"set aside {len(stale_modules)} module(s) listing records the buffer no longer has "
+            f"(quarantined, or deleted for a forget that was interrupted); {reset} of their "
             "records are retrained"
         )
     finished = finish_marking(mem, namespace)
