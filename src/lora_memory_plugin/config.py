@@ -222,6 +222,15 @@ class ConsolidationConfig:
     target: float = field(
         default=0.95, metadata={"help": "Probe exact match a module needs to be committed."}
     )
+    held_out_target: float = field(
+        default=0.6,
+        metadata={
+            "help": "Distilled modules: share of held-out phrasings (never trained) on which the "
+            "module alone must agree with the base model reading the records, to be committed "
+            "(hybrid must also be no worse than rag). auto answers from a module alone only "
+            "when this agreement reached `target`."
+        },
+    )
     drift_max: float = field(
         default=0.25,
         metadata={
@@ -262,6 +271,10 @@ class ConsolidationConfig:
             )
         if not 0.0 < self.target <= 1.0:
             raise ConfigError(f"consolidation.target must be in (0, 1], got {self.target}")
+        if not 0.0 < self.held_out_target <= 1.0:
+            raise ConfigError(
+                f"consolidation.held_out_target must be in (0, 1], got {self.held_out_target}"
+            )
         if self.drift_max <= 0:
             raise ConfigError(f"consolidation.drift_max must be > 0, got {self.drift_max}")
         if self.lr <= 0 or self.max_steps < 1:

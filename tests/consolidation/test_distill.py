@@ -429,3 +429,24 @@ def test_template_values_catch_a_teacher_that_misreads() -> None:
     assert data.stats["dropped_misread"] > 0
     assert all("Biscuit" in e.answer for e in data.examples if e.prompt)
     assert Question("Q?", ("r",), "writer").value is None  # writer questions carry none
+
+
+def test_gate_takes_its_held_out_share_from_held_out_target() -> None:
+    """3 of 4 held-out phrasings agree: committed at held_out_target=0.6, refused at 0.9."""
+    sources = {"r0": "We finally moved to Lisbon last month."}
+    probes = [
+        Probe(q, "You live in Lisbon.", "r0", "held_out")
+        for q in ("Where do I live?", "Which city?", "My city?", "Where now?")
+    ]
+
+    class ThreeOfFour:
+        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+            return [_Out("Porto" if i == 3 else "Lisbon") for i, _ in enumerate(messages)]
+
+    hits = [Hit("r0", sources["r0"], 0.9, {})]
+    kwargs = {"target": 0.95, "search": lambda q: hits}
+    ok = gate(ThreeOfFour(), ("m", None), probes, sources, SYSTEM, held_out_target=0.6, **kwargs)
+    assert ok.passed and ok.held_out == 0.75
+    no = gate(ThreeOfFour(), ("m", None), probes, sources, SYSTEM, held_out_target=0.9, **kwargs)
+    assert not no.passed and "75% of held-out probes < 90%" in no.reason
+    assert not gate(ThreeOfFour(), ("m", None), probes, sources, SYSTEM, **kwargs).passed

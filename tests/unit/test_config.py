@@ -37,6 +37,7 @@ def test_unknown_keys_are_dropped_with_a_warning(tmp_path, caplog):
         "[models]\ndtype = 'float8'\n",
         "[buffer]\nchroma_url = 'ftp://x'\n",
         "[consolidation]\ndistill_loss = 'kl'\n",
+        "[consolidation]\nheld_out_target = 0\n",
         "models = 3\n",
         b"\xff\xfe\x00garbage",
     ],

@@ -422,6 +422,7 @@ def _gate(  # noqa: PLR0917
         return fit_context(hits, gcfg.context_budget, gen.count_tokens)[0]
 
     text_only = not data.held_in and bool(data.examples)
+    held_out_target = mem.config.consolidation.held_out_target
     return gate(
         gen,
         adapter,
@@ -429,6 +430,7 @@ def _gate(  # noqa: PLR0917
         sources,
         gcfg.system_prompt,
         target=s.target,
+        held_out_target=held_out_target,
         search=search,
         text_only=text_only,
     )
