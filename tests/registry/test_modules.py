@@ -124,3 +124,27 @@ def test_manifest_from_a_newer_version_still_reads(tmp_path):
     assert again.module_id == m.module_id and again.probes == m.probes
     with pytest.raises(ModuleIntegrityError):
         reg.ModuleManifest.from_json("[]")
+
+
+def test_manifests_are_input_a_planted_one_cannot_point_elsewhere(tmp_path, adapter_dir):
+    """A manifest whose module_id is a path (into another namespace) or not its directory's name
+    is refused, and a bad field type too; a bad created_at only loses the module its time."""
+    m = manifest()
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    text = (path / reg.MANIFEST).read_text()
+    victim = reg.modules_root(tmp_path, "victim").name
+    for mid in (f"../{victim}/m-x", "m-../../x", "m-a/b", "", 7):
+        data = json.loads(text) | {"module_id": mid}
+        with pytest.raises(ModuleIntegrityError, match="module_id"):
+            reg.ModuleManifest.from_json(json.dumps(data))
+    other = reg.new_module_id()
+    (path / reg.MANIFEST).write_text(json.dumps(json.loads(text) | {"module_id": other}))
+    with pytest.raises(ModuleIntegrityError, match="not its directory's name"):
+        reg.read_manifest(path)
+    assert reg.list_modules(tmp_path, m.namespace) == []  # skipped, with a warning
+    for key, value in (("record_ids", "t-1"), ("rank", "4"), ("probes", [1]), ("metrics", [])):
+        with pytest.raises(ModuleIntegrityError, match=key):
+            reg.ModuleManifest.from_json(json.dumps(json.loads(text) | {key: value}))
+    (path / reg.MANIFEST).write_text(json.dumps(json.loads(text) | {"created_at": "yesterday"}))
+    [listed] = reg.list_modules(tmp_path, m.namespace)  # still listed, sorted as time 0
+    assert listed.module_id == m.module_id and listed.created_at == 0.0

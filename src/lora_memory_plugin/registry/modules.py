@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import shutil
 import time
@@ -94,6 +96,7 @@ class ModuleManifest:
         if extra:
             logger.warning("%s: unknown manifest keys %s ignored", source, extra)
         kwargs = {k: v for k, v in data.items() if k in known}
+        _check_schema(kwargs, source)
         for key in ("record_ids", "probes"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
@@ -103,6 +106,45 @@ class ModuleManifest:
             return cls(**kwargs)
         except TypeError as e:
             raise ModuleIntegrityError(f"{source} misses manifest fields: {e}") from e
+
+
+MODULE_ID = re.compile(r"m-[0-9A-Za-z_-]{1,80}")
+"""What a module id may look like (``new_module_id``): never a path, never a dot."""
+
+
+def _check_schema(data: dict[str, Any], source: str) -> None:
+    """A manifest is input (a planted or damaged file): its fields must have their types, and
+    its ``module_id`` must be an id, not a path into another namespace. A bad ``created_at``
+    only loses the module its place in time (it is read as 0, with a warning)."""
+
+    def bad(key: str, rule: str) -> ModuleIntegrityError:
+        return ModuleIntegrityError(f"{source}: {key} must be {rule}, got {data.get(key)!r:.80}")
+
+    mid = data.get("module_id")
+    if not isinstance(mid, str) or not MODULE_ID.fullmatch(mid):
+        raise bad("module_id", f"an id matching {MODULE_ID.pattern}")
+    for key in ("namespace", "base_model", "base_fingerprint"):
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, "a string")
+    for key in ("rank", "alpha", "knowledge_tokens", "capacity_tokens", "format"):
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
+            raise bad(key, "an integer")
+    ids = data.get("record_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise bad("record_ids", "a list of strings")
+    probes = data.get("probes", [])
+    if not isinstance(probes, list) or not all(isinstance(p, dict) for p in probes):
+        raise bad("probes", "a list of objects")
+    if not isinstance(data.get("metrics", {}), dict):
+        raise bad("metrics", "an object")
+    created = data.get("created_at", 0.0)
+    if (
+        isinstance(created, bool)
+        or not isinstance(created, (int, float))
+        or not math.isfinite(created)
+    ):
+        logger.warning("%s: created_at %r is not a time; read as 0", source, created)
+        data["created_at"] = 0.0
 
 
 def modules_root(store_dir: Path, namespace: str) -> Path:
@@ -209,12 +251,19 @@ def list_modules(store_dir: Path, namespace: str) -> list[ModuleManifest]:
 
 
 def read_manifest(module_dir: Path) -> ModuleManifest:
+    """A module directory's manifest; its ``module_id`` must be the directory's own name."""
     path = module_dir / MANIFEST
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ModuleIntegrityError(f"cannot read {path}: {e}") from e
-    return ModuleManifest.from_json(text, source=str(path))
+    manifest = ModuleManifest.from_json(text, source=str(path))
+    if manifest.module_id != module_dir.name:
+        raise ModuleIntegrityError(
+            f"{path}: module_id {manifest.module_id!r} is not its directory's name "
+            f"{module_dir.name!r} (a copied or planted manifest)"
+        )
+    return manifest
 
 
 def verify_module(module_dir: Path, base_fingerprint: str | None = None) -> ModuleManifest:
