@@ -5,8 +5,10 @@ Each item is one buffered user-role record, so it is searchable at once and, aft
 
 Mapping:
     - a namespace tuple ``("memories", "user-42")`` is the memory namespace
-      ``"memories/user-42"`` (labels joined by ``separator``); the exact tuple is kept in the
-      record's metadata, so two tuples that join to the same string never mix;
+      ``"memories/user-42"`` (labels joined by ``separator``, a separator or backslash inside a
+      label escaped with a backslash), so ``("memories", "alice", "notes")`` and
+      ``("memories", "alice/notes")`` never share a collection or a LoRA module; the exact tuple
+      is also kept in the record's metadata;
     - the record text is the item's indexed text (the ``index_fields`` of the value, as
       LangGraph's ``InMemoryStore`` extracts them; the whole value as JSON by default), which
       is what the embedder and the consolidation see;
@@ -121,8 +123,8 @@ class LoRAMemoryStore(BaseStore):
             raise ValueError(
                 f"index_fields must be a non-empty list of JSON paths, got {index_fields!r}"
             )
-        if not separator:
-            raise ValueError("separator must be a non-empty string, e.g. '/'")
+        if not separator or "\\" in separator:
+            raise ValueError("separator must be a non-empty string without '\\', e.g. '/'")
         self.memory = resolve_memory(memory, path, type(self).__name__)
         self.index_fields = tuple(index_fields)
         self.separator = separator
@@ -133,8 +135,11 @@ class LoRAMemoryStore(BaseStore):
         return f"LoRAMemoryStore(memory={self.memory!r}, index_fields={list(self.index_fields)})"
 
     def memory_namespace(self, namespace: tuple[str, ...]) -> str:
-        """The lora-memory namespace that holds the items of ``namespace``."""
-        return self.separator.join(namespace)
+        """The lora-memory namespace that holds the items of ``namespace``: its labels joined by
+        the separator, each escaped, so distinct tuples never map to one namespace (whose
+        collection and modules they would share)."""
+        sep = self.separator
+        return sep.join(label.replace("\\", "\\\\").replace(sep, "\\" + sep) for label in namespace)
 
     # ---- BaseStore ---------------------------------------------------------------------
     def batch(self, ops: Iterable[Op]) -> list[Result]:

@@ -28,7 +28,9 @@ _MEMORY_TAG = re.compile(
     r"<(?P<tag>[A-Za-z_:-]*memory[A-Za-z_:-]*)\b[^>]*>.*?(?:</(?P=tag)\s*>|\Z)", re.S | re.I
 )
 _RECALLED = re.compile(r"^\s*Recalled:.*$", re.M | re.I)
-_REMEMBER_HEADER = re.compile(r"^\s*What you remember about this user:\s*$", re.M | re.I)
+_REMEMBER_HEADER = re.compile(
+    r"^\s*What you remember about this user(?: \([^)\n]*\))?:\s*$", re.M | re.I
+)
 _WRAPPED_QUESTION = re.compile(r"\s*Question:\s*(?P<q>.+?)\s*Answer:\s*", re.S | re.I)
 
 #: A long message the LlamaIndex memory block flushes is stored as a document with source
@@ -40,11 +42,10 @@ def strip_injected(text: str) -> str:
     """A user turn without the context our prompts and integrations inject into it."""
     text = _MEMORY_TAG.sub(" ", text)
     text = _RECALLED.sub("", text)
-    text = _REMEMBER_HEADER.sub("", text)
     kept: list[str] = []
     in_notes = False
-    for line in text.splitlines():
-        if line.strip().lower() == "notes:":
+    for line in text.splitlines():  # a notes block runs from its header to a blank line
+        if line.strip().lower() == "notes:" or _REMEMBER_HEADER.fullmatch(line):
             in_notes = True
         elif in_notes and not line.strip():
             in_notes = False

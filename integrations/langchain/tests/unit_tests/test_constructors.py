@@ -64,5 +64,18 @@ def test_middleware_needs_a_namespace_source(memory: Any) -> None:
 def test_store_rejects_bad_options(memory: Any) -> None:
     with pytest.raises(ValueError, match="index_fields"):
         LoRAMemoryStore(memory=memory, index_fields="content")
+    with pytest.raises(ValueError, match="separator"):
+        LoRAMemoryStore(memory=memory, separator="\\")
     store = LoRAMemoryStore(memory=memory)
     assert store.memory_namespace(("memories", "user-42")) == "memories/user-42"
+    # distinct tuples never share a namespace (its collection and its LoRA modules)
+    tuples = [
+        ("memories", "alice", "notes"),
+        ("memories", "alice/notes"),
+        ("memories", "alice\\", "notes"),
+        ("memories", "alice\\/notes"),
+        ("memories/alice", "notes"),
+    ]
+    names = [store.memory_namespace(t) for t in tuples]
+    assert len(set(names)) == len(tuples), names
+    assert names[1] == "memories/alice\\/notes"

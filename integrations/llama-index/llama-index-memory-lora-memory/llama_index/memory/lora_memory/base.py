@@ -10,6 +10,7 @@ store recalls: the consolidated modules' recollection first, then the closest bu
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from pathlib import Path
 from typing import Any
@@ -191,16 +192,24 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
 
 
 def format_memory(recall: Recall | None, hits: list[Hit], min_confidence: float = 0.0) -> str:
-    """The block's text: one ``Recalled:`` line, then one ``- ...`` line per buffer hit."""
+    """The block's text: one ``Recalled:`` line, then one ``- ...`` line per buffer hit.
+
+    Stored and recalled text is data users control: each line is escaped (``&``, ``<``, ``>``),
+    so a stored ``</lora_memory>`` cannot close the block inside the system message.
+    """
     from lora_memory_plugin.generation.prompts import format_record
 
     lines = []
     if recall is not None and recall.text.strip() and recall.confidence >= min_confidence:
-        lines.append(f"{RECALL_PREFIX} {' '.join(recall.text.split())}")
+        lines.append(f"{RECALL_PREFIX} {_escape(' '.join(recall.text.split()))}")
     if hits:
         lines.append(NOTES_HEADER)
-        lines.extend(format_record(h) for h in hits)  # whitespace collapsed: one line each
+        lines.extend(_escape(format_record(h)) for h in hits)  # one line each
     return "\n".join(lines)
+
+
+def _escape(line: str) -> str:
+    return html.escape(line, quote=False)
 
 
 def message_text(message: ChatMessage) -> str:
