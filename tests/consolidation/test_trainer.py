@@ -400,3 +400,22 @@ def test_top_layers_put_lora_on_the_upper_layers_only(
     assert _json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [n - 1]
     with pytest.raises(InvalidInputError, match="top_layers"):
         TrainConfig(top_layers=0)
+
+
+def test_evaluate_from_judges_before_full_recall(sharp_model_dir: Path) -> None:
+    """Soft targets may never give full argmax recall: evaluate_from starts the held-out
+    evaluations (and so patience) at a lower recall instead of training to max_steps."""
+    calls: list[int] = []
+
+    def evaluate(model: object, gen: Generator) -> float:
+        calls.append(1)
+        return 0.3
+
+    cfg = TrainConfig(**FAST | {"patience": 2, "evaluate_from": 0.25})
+    result = train_lora(str(sharp_model_dir), EXAMPLES, cfg, progress=False, evaluate=evaluate)
+    assert result.stopped_because == "plateau" and len(calls) == 3
+    first_eval = result.eval_history[0][0]
+    recall_then = next(r for step, _, r in result.recall_history if step == first_eval)
+    assert recall_then < 1.0  # judged before the trained phrasings were all recalled
+    with pytest.raises(InvalidInputError, match="evaluate_from"):
+        TrainConfig(evaluate_from=0.0)
