@@ -142,3 +142,19 @@ def test_conversation_targets_fail_when_no_module_answered():
     }
     assert all(row["good"]["targets"].values()) and row["good"]["module_answered"] == 1.0
     assert "(no module)" in conversation.markdown(res | {"summary": {"personas": row}})
+
+
+def test_set_takes_numbers_tuples_names_and_paths():
+    from lora_memory_plugin.cli.main import parse_set
+
+    got = parse_set(["ranks=2,8", "facts=4", "lr=1e-3", "methods=distill,previous", "locomo=/d"])
+    assert got == {
+        "ranks": (2, 8),
+        "facts": 4,
+        "lr": 1e-3,
+        "methods": "distill,previous",
+        "locomo": "/d",
+    }
+    for bad in ("noequals", "=3", "x="):
+        with pytest.raises(InvalidInputError):
+            parse_set([bad])

@@ -472,20 +472,30 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from ..bench import BenchOptions, run_bench
-
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items: a number, numbers joined by commas (a tuple), or else the text
+    as given (``methods=distill,previous``, ``locomo=DIR``)."""
     overrides: dict[str, Any] = {}
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InvalidInputError(f"--set takes NAME=VALUE, got {item!r}")
         parts = [v.strip() for v in value.split(",")]
         try:
             nums = [float(v) if "." in v or "e" in v else int(v) for v in parts]
-        except ValueError as e:
-            raise InvalidInputError(f"--set {key}: numbers only, got {value!r}") from e
+        except ValueError:  # a name list or a path: methods=distill,previous, locomo=DIR
+            if not value.strip():
+                raise InvalidInputError(f"--set {key}: empty value") from None
+            overrides[key.strip()] = value.strip()
+            continue
         overrides[key.strip()] = tuple(nums) if len(nums) > 1 else nums[0]
+    return overrides
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench import BenchOptions, run_bench
+
+    overrides = parse_set(args.set)
     options = BenchOptions(
         quick=args.quick,
         out=Path(args.out),
