@@ -148,3 +148,13 @@ def test_manifests_are_input_a_planted_one_cannot_point_elsewhere(tmp_path, adap
     (path / reg.MANIFEST).write_text(json.dumps(json.loads(text) | {"created_at": "yesterday"}))
     [listed] = reg.list_modules(tmp_path, m.namespace)  # still listed, sorted as time 0
     assert listed.module_id == m.module_id and listed.created_at == 0.0
+
+
+def test_a_quarantined_module_keeps_a_readable_manifest(tmp_path, adapter_dir):
+    m = manifest()
+    reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    first = reg.quarantine_module(tmp_path, m.namespace, m.module_id, "test")
+    assert first is not None and reg.read_manifest(first).module_id == m.module_id
+    renamed = first.with_name(f"{first.name}-1764615600")  # a second quarantine of one id
+    first.rename(renamed)
+    assert reg.read_manifest(renamed).module_id == m.module_id

@@ -258,7 +258,12 @@ def read_manifest(module_dir: Path) -> ModuleManifest:
     except OSError as e:
         raise ModuleIntegrityError(f"cannot read {path}: {e}") from e
     manifest = ModuleManifest.from_json(text, source=str(path))
-    if manifest.module_id != module_dir.name:
+    name = module_dir.name
+    if name.startswith(QUARANTINE_PREFIX):  # .quarantine-<id>, or .quarantine-<id>-<time>
+        name = name[len(QUARANTINE_PREFIX) :]
+        if name != manifest.module_id:
+            name = re.sub(r"-\d+$", "", name)
+    if manifest.module_id != name:
         raise ModuleIntegrityError(
             f"{path}: module_id {manifest.module_id!r} is not its directory's name "
             f"{module_dir.name!r} (a copied or planted manifest)"
