@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..generation.prompts import build_messages
+from ..generation.prompts import build_messages, created_at
 from ..types import Record
 from .clean import trainable_text
 from .data import Probe, qa_pairs, superseded
@@ -84,7 +84,8 @@ def collect_questions(
     }
     stale = superseded(records)
     ask_writer: list[tuple[str, str]] = []
-    for rec in sorted(records, key=_created_at):  # oldest first: a newer value wins a question
+    # oldest first: a newer record's value wins a question both records ask
+    for rec in sorted(records, key=lambda r: created_at(r.metadata) or 0.0):
         text = trainable_text(rec)  # "" for what is not knowledge (agent turns, ...)
         if not text:
             counts["skipped"] += 1
@@ -110,11 +111,6 @@ def collect_questions(
     counts["questions"] = len(qs.questions)
     counts["duplicates"] = qs.duplicates
     return qs, counts
-
-
-def _created_at(rec: Record) -> float:
-    ts = rec.metadata.get("created_at")
-    return float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else 0.0
 
 
 def distill(

@@ -4,9 +4,9 @@ Context distillation (Knowledge Modules, arXiv 2503.08727; Cartridges, arXiv 250
 is trained to say what the base model says when it *reads* the records, so its ceiling is the
 model's own reading quality and it never learns a writer's invention. The teacher prompt is the
 exact ``rag`` prompt (:func:`~lora_memory_plugin.generation.prompts.build_messages`) with the
-question's records as the notes; when they were written on several days each note carries its
-date, oldest first (:func:`~lora_memory_plugin.generation.prompts.format_notes`, as ``rag`` shows
-them), so the latest of two conflicting turns can win.
+question's records as the notes, each with its date, oldest first when they span several days
+(:func:`~lora_memory_plugin.generation.prompts.format_notes`, as ``rag`` shows them), so the
+latest of two conflicting turns can win.
 
 Answers are generated greedily in batches, cut to their first sentence, and kept only when
 grounded in the records (no name or number the records lack, a content word they share) and not a
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..generation.prompts import build_messages
+from ..generation.prompts import build_messages, created_at
 from ..types import Hit, Record
 from .questions import Question
 from .synth import _COMMON, text_grounded, tokens
@@ -49,14 +49,14 @@ class Taught:
 
 
 def note(rec: Record) -> Hit:
-    """A record as a rag note (``build_messages`` dates it when the notes span several days)."""
+    """A record as a rag note (``build_messages`` dates it, as rag does)."""
     return Hit(rec.id, rec.text, 1.0, dict(rec.metadata))
 
 
 def teacher_context(question: Question, records: Mapping[str, Record]) -> tuple[Hit, ...]:
     """The question's records as notes, oldest first."""
     recs = [records[rid] for rid in question.record_ids if rid in records]
-    recs.sort(key=lambda r: float(r.metadata.get("created_at") or 0.0))
+    recs.sort(key=lambda r: created_at(r.metadata) or 0.0)
     return tuple(note(r) for r in recs)
 
 

@@ -6,16 +6,18 @@ system prompt never sneaks in and the model sees one consistent format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from ..types import Hit
 
 MODES = ("auto", "hybrid", "lora", "rag", "icl", "base")
 
 
-def _created_at(hit: Hit) -> float | None:
-    ts = hit.metadata.get("created_at")
+def created_at(meta: Mapping[str, Any]) -> float | None:
+    """A record's ``created_at`` from its metadata; None when it has none (or not a number)."""
+    ts = meta.get("created_at")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         return None
     return float(ts)
@@ -23,7 +25,7 @@ def _created_at(hit: Hit) -> float | None:
 
 def note_day(hit: Hit) -> str | None:
     """The day a record was written (``YYYY-MM-DD``, UTC); None when it has no ``created_at``."""
-    ts = _created_at(hit)
+    ts = created_at(hit.metadata)
     if ts is None:
         return None
     try:
@@ -43,7 +45,7 @@ def format_notes(hits: Sequence[Hit]) -> str:
     dating only notes that span several days 40/66.
     """
     days = {note_day(h) for h in hits} - {None}
-    ordered = sorted(hits, key=lambda h: _created_at(h) or 0.0) if len(days) > 1 else hits
+    ordered = sorted(hits, key=lambda h: created_at(h.metadata) or 0.0) if len(days) > 1 else hits
     return "\n".join(note_line(h) for h in ordered)
 
 
