@@ -240,6 +240,13 @@ class ConsolidationConfig:
     )
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
     max_steps: int = field(default=2000, metadata={"help": "Training steps per module."})
+    top_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Distilled modules: LoRA on the base model's top N layers only; the frozen "
+            "layers below run once per example instead of every step. 0: every layer."
+        },
+    )
 
     def __post_init__(self) -> None:
         from .consolidation.mixture import parse_mixture_names
@@ -277,6 +284,8 @@ class ConsolidationConfig:
             )
         if self.drift_max <= 0:
             raise ConfigError(f"consolidation.drift_max must be > 0, got {self.drift_max}")
+        if self.top_layers < 0:
+            raise ConfigError(f"consolidation.top_layers must be >= 0, got {self.top_layers}")
         if self.lr <= 0 or self.max_steps < 1:
             raise ConfigError("consolidation.lr must be > 0 and max_steps >= 1")
 

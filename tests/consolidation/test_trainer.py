@@ -419,3 +419,55 @@ def test_evaluate_from_judges_before_full_recall(sharp_model_dir: Path) -> None:
     assert recall_then < 1.0  # judged before the trained phrasings were all recalled
     with pytest.raises(InvalidInputError, match="evaluate_from"):
         TrainConfig(evaluate_from=0.0)
+
+
+def test_frozen_bottom_is_the_full_forward_gradients_included(gen: Generator) -> None:
+    """Training the top layers over cached activations of the frozen ones gives the same
+    logits and the same LoRA gradients as running the whole model."""
+    import torch
+
+    from lora_memory_plugin.consolidation.frozen import FrozenBottom
+    from lora_memory_plugin.consolidation.trainer import _attach_lora
+
+    items = tokenize(gen, EXAMPLES[:5])  # different lengths: right padding is exercised
+    pad_id = int(gen.tokenizer.pad_token_id)
+    model = _attach_lora(gen.model, TrainConfig(rank=4, top_layers=1))
+    try:
+        for _, p in model.named_parameters():  # B = 0 at init: give the LoRA a real effect
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.05)
+        frozen = FrozenBottom.build(model, 1, [it.ids for it in items], pad_id, gen.device)
+        assert frozen is not None and frozen.first == len(gen.model.model.layers) - 1
+        batch = collate(items, pad_id, False, gen.device)
+        model.train()
+
+        def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+            params = [p for p in model.parameters() if p.requires_grad]
+            return list(torch.autograd.grad(loss, params))
+
+        full, targets, _ = supervised_logits(model, batch)
+        keep = torch.nn.functional.pad(batch.labels[:, 1:], (0, 1), value=IGNORE) != IGNORE
+        cached = frozen.logits(range(len(items)), batch.mask, keep)
+        assert torch.allclose(full, cached, atol=1e-4)
+        g_full = grads(token_loss(full, targets, batch))
+        g_cached = grads(token_loss(cached, targets, batch))
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_full, g_cached, strict=True))
+    finally:
+        model.unload()
+        gen.model.eval()
+
+
+def test_top_layers_train_over_cached_activations_to_recall(sharp_model_dir: Path) -> None:
+    cfg = TrainConfig(**FAST | {"top_layers": 1})
+    result = train_lora(str(sharp_model_dir), EXAMPLES, cfg, progress=False)
+    assert result.recall == 1.0 and result.stopped_because == "target"
+
+
+def test_frozen_bottom_declines_what_it_cannot_cache(gen: Generator) -> None:
+    from lora_memory_plugin.consolidation.frozen import FrozenBottom
+
+    ids = [tokenize(gen, EXAMPLES[:1])[0].ids]
+    pad_id = int(gen.tokenizer.pad_token_id)
+    n = len(gen.model.model.layers)
+    assert not FrozenBottom.supports(gen.model, n)  # nothing below the top n to freeze
+    assert FrozenBottom.build(gen.model, 1, ids, pad_id, gen.device, budget_bytes=8) is None

@@ -38,6 +38,7 @@ def test_unknown_keys_are_dropped_with_a_warning(tmp_path, caplog):
         "[buffer]\nchroma_url = 'ftp://x'\n",
         "[consolidation]\ndistill_loss = 'kl'\n",
         "[consolidation]\nheld_out_target = 0\n",
+        "[consolidation]\ntop_layers = -1\n",
         "models = 3\n",
         b"\xff\xfe\x00garbage",
     ],

@@ -310,6 +310,7 @@ def _build_module(
             patience=DISTILL_PATIENCE if distilled else None,
             # soft targets keep argmax margins small: judge held-out agreement from half recall
             evaluate_from=0.5 if distilled and data.stats.get("loss") == "logits" else None,
+            top_layers=(mem.config.consolidation.top_layers or None) if distilled else None,
         )
         result = train_lora(gen.path, data.examples, config, progress=progress, evaluate=evaluate)
         failpoint("trained")

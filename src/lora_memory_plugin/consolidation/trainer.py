@@ -14,6 +14,8 @@ as a plain PEFT directory. What makes it fast:
   batch (system prompt, the question's opening words) runs once; its KV cache is repeated over
   the batch. That is exact, gradients included: on PhoneBook (61 tokens a row, 38 shared) a
   batch of 16 runs 406 tokens instead of 976, and a step is 2.6x faster than a plain one.
+- With LoRA on the top layers only (``top_layers``), the frozen layers below run once per
+  example (:class:`.frozen.FrozenBottom`) and a step runs the top layers alone.
 - Early stopping on teacher-forced recall: an example is recalled iff the argmax at every answer
   position is the answer token, i.e. what greedy decoding will produce. The training forward
   passes estimate it for free (up to one epoch stale); the exact eval pass (eval mode, inference
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidInputError
+from .frozen import FrozenBottom
 
 if TYPE_CHECKING:
     import torch
@@ -540,6 +543,7 @@ def _train(  # noqa: PLR0917
 ) -> TrainResult:
     import numpy as np
     import torch
+    import torch.nn.functional as F  # noqa: N812
     from peft import get_peft_model_state_dict
     from tqdm.auto import tqdm
 
@@ -557,20 +561,40 @@ def _train(  # noqa: PLR0917
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     pad_id = int(gen.tokenizer.pad_token_id)
-    qa_items = [it for it in items if it.qa]
+    frozen = None
+    if config.top_layers is not None:  # the layers below never change: run them once
+        with autocast():
+            frozen = FrozenBottom.build(
+                model, config.top_layers, [it.ids for it in items], pad_id, device
+            )
+    share_prefix = config.share_prefix and frozen is None
+
+    def forward(
+        idx: Sequence[int], batch: _Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if frozen is None:
+            return supervised_logits(model, batch)
+        targets = F.pad(batch.labels[:, 1:], (0, 1), value=IGNORE)  # [B, T]
+        keep = targets != IGNORE  # [B, T]
+        return frozen.logits(idx, batch.mask, keep), targets[keep], keep.nonzero()[:, 0]
+
+    qa_index = [i for i, it in enumerate(items) if it.qa]
     eval_batches = [
-        collate([qa_items[i] for i in b], pad_id, config.share_prefix, device)
-        for b in make_batches(qa_items, config.batch_size, None)
+        (idx, collate([items[i] for i in idx], pad_id, share_prefix, device))
+        for idx in (
+            [qa_index[j] for j in b]
+            for b in make_batches([items[i] for i in qa_index], config.batch_size, None)
+        )
     ]
 
     def exact_recall() -> float:
         model.eval()
         hit = 0
-        with torch.inference_mode(), autocast():
-            for b in eval_batches:
-                hit += count_recalled(*supervised_logits(model, b), b.qa)
+        with torch.inference_mode() if frozen is None else torch.no_grad(), autocast():
+            for idx, b in eval_batches:
+                hit += count_recalled(*forward(idx, b), b.qa)
         model.train()
-        return hit / len(qa_items)
+        return hit / len(qa_index)
 
     steps = epochs = tokens = pads = 0
     loss_value, fit = float("nan"), 0.0
@@ -585,11 +609,11 @@ def _train(  # noqa: PLR0917
         epochs += 1
         hit = seen = 0
         for idx in make_batches(items, config.batch_size, rng):
-            batch = collate([items[i] for i in idx], pad_id, config.share_prefix, device)
+            batch = collate([items[i] for i in idx], pad_id, share_prefix, device)
             for group in opt.param_groups:  # linear warmup, then constant
                 group["lr"] = config.lr * min(1.0, (steps + 1) / (config.warmup_steps + 1))
             with autocast():
-                logits, targets, rows = supervised_logits(model, batch)  # [N, V], [N], [N]
+                logits, targets, rows = forward(idx, batch)  # [N, V], [N], [N]
                 loss = token_loss(logits, targets, batch)
             loss.backward()  # type: ignore[no-untyped-call]
             if config.max_grad_norm is not None:
@@ -611,7 +635,7 @@ def _train(  # noqa: PLR0917
                 stop = "max_seconds"
             if stop:
                 break
-        due = qa_items and epochs % config.eval_every_epochs == 0
+        due = qa_index and epochs % config.eval_every_epochs == 0
         if stop is None and due and fit >= EVAL_GATE * config.target_recall:
             history.append((steps, time.perf_counter() - t0, exact_recall()))
             bar.set_postfix(loss=f"{loss_value:.3f}", recall=f"{history[-1][2]:.3f}")
@@ -631,7 +655,7 @@ def _train(  # noqa: PLR0917
                     stop = "target"
                 elif config.patience and len(evaluations) - best[1] >= config.patience:
                     stop = "plateau"
-        text_only = not qa_items
+        text_only = not qa_index
         if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
             stop = "max_epochs"
     if best is not None and best[1] < len(evaluations):  # a later evaluation was worse
@@ -639,7 +663,7 @@ def _train(  # noqa: PLR0917
 
         set_peft_model_state_dict(model, best[2])
         logger.info("LoRA: kept the weights of evaluation %d (score %.3f)", best[1], best[0])
-    if qa_items and (not history or history[-1][0] != steps):
+    if qa_index and (not history or history[-1][0] != steps):
         history.append((steps, time.perf_counter() - t0, exact_recall()))
     seconds = time.perf_counter() - t0
     bar.close()
