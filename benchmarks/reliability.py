@@ -35,10 +35,11 @@ Parts:
   consolidated, ``--forget-count`` of them forgotten (the module rebuilt from the rest). The
   forgotten facts must be known before and, after, answered no better than the base model and
   absent from search; the kept facts must stay >= 95%; a second namespace must not change.
-- ``integrity``: ``--integrity-rounds`` rounds of three damages to a fresh module (a flipped
-  byte in the weights, another module's valid weights, a manifest naming other base weights):
-  each must be quarantined at load (rag answer that says so, ``status`` lists it) and retrained
-  by the next consolidation.
+- ``integrity``: ``--integrity-rounds`` rounds of two damages to a fresh module (a flipped
+  byte in the weights, another module's valid weights): each must be quarantined at load (rag
+  answer that says so, ``status`` lists it) and retrained by the next consolidation. A third
+  fresh module gets a manifest naming other base weights: no damage, so it must be skipped (rag
+  answer that says so), not quarantined, and left as it is by the next consolidation.
 
 Writes ``--out`` (default docs/benchmarks/reliability.json) and prints a summary. The test suite
 (tests/reliability/) runs the same functions with small counts.
@@ -1415,14 +1416,18 @@ def run_forget(
 
 
 # ---- adapter integrity -------------------------------------------------------------------------
-DAMAGES = ("corrupt", "swap", "base")
+DAMAGES = ("corrupt", "swap")
+OTHER_BASE = "base"
 
 
 def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
     """Each round damages a fresh module in each way (flipped bytes in the weights, another
-    module's valid weights, a manifest naming other base weights): the next question must fall
-    back to rag and say why, ``status`` must list the module as quarantined, nothing may load
-    it, and the next consolidation must retrain its records into a new module that answers."""
+    module's valid weights): the next question must fall back to rag and say why, ``status``
+    must list the module as quarantined, nothing may load it, and the next consolidation must
+    retrain its records into a new module that answers. A module whose manifest names other
+    base weights is no damage (another process on that base model uses it): the question must
+    fall back to rag and say why, the module must stay listed, unquarantined and unchanged, and
+    the next consolidation must leave it alone."""
     from lora_memory_plugin.bench._common import hit
     from lora_memory_plugin.registry import modules as registry
 
@@ -1436,9 +1441,10 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
         registry.modules_root(mem.path, donor_ns) / donor.module_id / registry.ADAPTER_WEIGHTS
     )
     stats = {f"{d}_{k}": 0 for d in DAMAGES for k in ("rounds", "caught", "retrained")}
+    stats |= {f"{OTHER_BASE}_{k}": 0 for k in ("rounds", "skipped", "kept")}
     problems = []
     for r in range(rounds):
-        for damage in DAMAGES:
+        for damage in (*DAMAGES, OTHER_BASE):
             ns = f"r{r}-{damage}"
             q, a = f"What is the code of box {r}{damage}?", f"{1000 + 97 * r + len(damage)}"
             mem.add_turns(ns, [{"content": f"Question: {q} Answer: {a}"}])
@@ -1458,6 +1464,9 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
                 manifest["base_fingerprint"] = f"{r:064x}"
                 (d / registry.MANIFEST).write_text(json.dumps(manifest))
             stats[f"{damage}_rounds"] += 1
+            if damage == OTHER_BASE:
+                problems += _other_base_is_skipped(mem, ns, q, d, stats, r)
+                continue
             ans = mem.ask(ns, q, mode="lora", max_new_tokens=8)
             [st] = [n for n in mem.status().namespaces if n.namespace == ns]
             caught = (
@@ -1478,6 +1487,28 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
             if not fixed:
                 problems.append(f"round {r} {damage}: re-consolidation {rep.status}")
     return {"rounds": rounds, "stats": stats, "problems": problems, "ok": not problems}
+
+
+def _other_base_is_skipped(
+    mem: Any, ns: str, q: str, d: Path, stats: dict[str, int], r: int
+) -> list[str]:
+    """The module in ``d`` names other base weights: skipped, kept, not retrained."""
+    files = {p.name: p.read_bytes() for p in d.iterdir()}
+    ans = mem.ask(ns, q, mode="lora", max_new_tokens=8)
+    [st] = [n for n in mem.status().namespaces if n.namespace == ns]
+    skipped = (
+        ans.mode == "rag"
+        and any("another base model" in n for n in ans.notes)
+        and [m.module_id for m in mem.modules(ns)] == [d.name]
+        and st.quarantined == ()
+    )
+    stats[f"{OTHER_BASE}_skipped"] += skipped
+    if not skipped:
+        return [f"round {r} {OTHER_BASE}: answered as {ans.mode}, notes {ans.notes}"]
+    [rep] = mem.consolidate(ns, **FAST_CONSOLIDATION)
+    kept = rep.status == "nothing_to_do" and {p.name: p.read_bytes() for p in d.iterdir()} == files
+    stats[f"{OTHER_BASE}_kept"] += kept
+    return [] if kept else [f"round {r} {OTHER_BASE}: consolidation {rep.status} changed it"]
 
 
 @contextlib.contextmanager
@@ -1643,7 +1674,7 @@ def summary(report: dict[str, Any]) -> str:
                 f"{r['recall']['before']}, after {r['recall']['after']}"
             )
         elif kind == "integrity":
-            detail = f"{r['rounds']} rounds of each damage: {r['stats']}"
+            detail = f"{r['rounds']} rounds of each case: {r['stats']}"
         else:
             detail = (
                 f"{r['rounds']} server kills: {r['stats']}; "

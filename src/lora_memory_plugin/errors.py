@@ -74,8 +74,12 @@ class ModuleIntegrityError(LoraMemoryError):
     """A LoRA module on disk is incomplete, corrupt or was swapped (hash mismatch)."""
 
 
-class BaseModelMismatchError(ModuleIntegrityError):
-    """A LoRA module was trained on a different base model than the one loaded."""
+class BaseModelMismatchError(LoraMemoryError):
+    """A LoRA module was trained on a different base model than the one loaded.
+
+    Not damage (not a :class:`ModuleIntegrityError`): the module is skipped by this process,
+    never quarantined, deleted or retrained; a process on its own base model uses it.
+    """
 
 
 class MissingRecordsError(LoraMemoryError):

@@ -3,6 +3,8 @@ PhoneBook-style generator, calibration and multi-module consolidation on the tin
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lora_memory_plugin import ConfigError, InvalidInputError
@@ -65,6 +67,18 @@ def test_plan_never_extends_a_full_module_or_one_of_another_rank():
     assert plan_modules([full], {}, [rec(0)], words, CAP)[0].extends is None
     other = manifest("m-2", ["o1"], tokens=5, rank=4)
     assert plan_modules([other], {}, [rec(0)], words, CAP)[0].extends is None
+
+
+def test_plan_never_extends_a_module_of_other_base_weights():
+    """Retraining it on this base model would replace the module its own base model uses."""
+    ours = manifest("m-1", ["o1"], tokens=5)
+    theirs = replace(manifest("m-2", ["o2"], tokens=5), base_fingerprint="g")
+    olds = {"o1": Record("o1", "w"), "o2": Record("o2", "w")}
+    [plan] = plan_modules([ours, theirs], olds, [rec(0)], words, CAP, base_fingerprint="f")
+    assert plan.extends is ours and [r.id for r in plan.records] == ["o1", "r0"]
+    [plan] = plan_modules([theirs], olds, [rec(0)], words, CAP, base_fingerprint="f")
+    assert plan.extends is None and plan.new_ids == ["r0"]
+    assert plan_modules([theirs], olds, [rec(0)], words, CAP)[0].extends is theirs  # no filter
 
 
 def test_a_record_larger_than_a_module_gets_its_own_with_a_note():

@@ -1,23 +1,27 @@
 """forget(): records leave the buffer and the parametric memory; other facts and namespaces stay.
 
 And adapter integrity: a corrupt or swapped adapter file is caught at load, the module is
-quarantined, the question falls back to rag, status reports it, the next run retrains it.
+quarantined, the question falls back to rag, status reports it, the next run retrains it. A
+module trained on another base model is not damaged: it is skipped, never quarantined.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from lora_memory_plugin import (
     InvalidInputError,
     LockHeldError,
+    LoRAMemory,
     MissingRecordsError,
     UnknownNamespaceError,
 )
 from lora_memory_plugin.cli.main import main
-from lora_memory_plugin.consolidation.engine import consolidation_lock
+from lora_memory_plugin.config import CONFIG_NAME
+from lora_memory_plugin.consolidation.engine import base_fingerprint, consolidation_lock
 from lora_memory_plugin.consolidation.forget import (
     MASS_LOSS_MIN_RECORDS,
     MASS_LOSS_SHARE,
@@ -251,7 +255,7 @@ def test_cli_forget(store, capsys):
     assert store.count("ns") == 1
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "swap", "base"])
+@pytest.mark.parametrize("damage", ["corrupt", "swap"])
 def test_damaged_adapter_is_quarantined_and_retrained(store, damage):
     add(store, "ns", FACTS[:2])
     store.consolidate("ns", **FAST)
@@ -271,10 +275,6 @@ def test_damaged_adapter_is_quarantined_and_retrained(store, damage):
                 registry.modules_root(store.path, "donor") / donor.module_id / weights.name
             ).read_bytes()
         )
-    else:  # trained on other base weights
-        manifest = json.loads((d / registry.MANIFEST).read_text())
-        manifest["base_fingerprint"] = "0" * 64
-        (d / registry.MANIFEST).write_text(json.dumps(manifest))
     ans = lora(store, "ns", FACTS[0][0])
     assert ans.mode == "rag" and any("quarantined" in n for n in ans.notes)
     assert store.modules("ns") == []
@@ -283,3 +283,63 @@ def test_damaged_adapter_is_quarantined_and_retrained(store, damage):
     [r] = store.consolidate("ns", **FAST)  # its records are retrained into a new module
     assert r.status == "consolidated" and r.records_in == 2
     assert FACTS[0][1] in lora(store, "ns", FACTS[0][0]).text
+
+
+def test_a_module_of_another_base_model_is_skipped_not_quarantined(
+    store, sharp_model_dir, tiny_model_dir, caplog
+):
+    """Issue 16: a process on another base model leaves the module as it is (not quarantined,
+    deleted or retrained) and answers without it; a process on its base model uses it again."""
+    add(store, "ns", FACTS[:2])
+    store.consolidate("ns", **FAST)
+    [m] = store.modules("ns")
+    d = registry.modules_root(store.path, "ns") / m.module_id
+    files = {p.name: p.read_bytes() for p in d.iterdir()}
+    config = store.path / CONFIG_NAME
+    saved = config.read_text()
+    assert str(sharp_model_dir) in saved
+    config.write_text(saved.replace(str(sharp_model_dir), str(tiny_model_dir)))
+    other = LoRAMemory.open(store.path)  # another process: the tiny model, not the sharp one
+    with caplog.at_level(logging.WARNING):
+        answers = [lora(other, "ns", q) for q, _ in FACTS[:2]]
+    for ans in answers:
+        assert ans.mode == "rag" and ans.modules == ()
+        assert any("another base model" in n and m.module_id in n for n in ans.notes)
+    [warning] = [r.getMessage() for r in caplog.records if m.module_id in r.getMessage()]
+    theirs = base_fingerprint(other.generator())
+    assert m.base_fingerprint[:12] in warning and theirs[:12] in warning
+    assert f"open the store with base model {m.base_model}" in warning
+    [r] = other.consolidate("ns", **FAST)  # its records stay consolidated into the module
+    assert r.status == "nothing_to_do"
+    [st] = [n for n in other.status().namespaces if n.namespace == "ns"]
+    assert st.modules == 1 and st.quarantined == () and st.buffered == 0
+    assert other.modules("ns") == [m]
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == files
+    config.write_text(saved)
+    again = LoRAMemory.open(store.path)  # its own base model again
+    ans = lora(again, "ns", FACTS[0][0])
+    assert ans.mode == "lora" and ans.modules == (m.module_id,) and FACTS[0][1] in ans.text
+
+
+def test_consolidating_on_another_base_model_never_extends_its_module(
+    store, sharp_model_dir, tiny_model_dir, monkeypatch
+):
+    """New records go into a module of this base model: the other base model's module is not
+    extended (retrained here, then replaced) even when it has room."""
+    from lora_memory_plugin.consolidation import capacity, engine
+
+    add(store, "ns", FACTS[:2])
+    store.consolidate("ns", **FAST)
+    config = store.path / CONFIG_NAME
+    config.write_text(config.read_text().replace(str(sharp_model_dir), str(tiny_model_dir)))
+    other = LoRAMemory.open(store.path)
+    add(other, "ns", FACTS[2:3])
+    plans: list[capacity.PlannedModule] = []
+
+    def planned(*args, **kwargs):  # record the plan, train nothing
+        plans.extend(capacity.plan_modules(*args, **kwargs))
+        return []
+
+    monkeypatch.setattr(engine, "plan_modules", planned)
+    other.consolidate("ns", **FAST)
+    assert len(plans) == 1 and plans[0].extends is None

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lora_memory_plugin import BaseModelMismatchError, ModuleIntegrityError
+from lora_memory_plugin import BaseModelMismatchError, LoraMemoryError, ModuleIntegrityError
 from lora_memory_plugin.registry import modules as reg
 
 
@@ -86,11 +86,14 @@ def test_corrupt_or_swapped_weights_are_detected(tmp_path, adapter_dir):
         reg.verify_module(path)
 
 
-def test_base_model_mismatch_is_refused(tmp_path, adapter_dir):
+def test_base_model_mismatch_is_refused_but_is_not_damage(tmp_path, adapter_dir):
     m = manifest()
     path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
-    with pytest.raises(BaseModelMismatchError, match="re-consolidate"):
+    with pytest.raises(BaseModelMismatchError, match="open the store with base model") as err:
         reg.verify_module(path, "0" * 64)
+    assert "000000000000" in str(err.value) and m.base_fingerprint[:12] in str(err.value)
+    assert not isinstance(err.value, ModuleIntegrityError)  # skipped, never quarantined
+    assert isinstance(err.value, LoraMemoryError)
 
 
 def test_failed_commit_leaves_nothing_visible(tmp_path, adapter_dir, monkeypatch):

@@ -95,17 +95,20 @@ def plan_modules(
     buffered: Sequence[Record],
     count_tokens: Callable[[str], int],
     capacity: Capacity,
+    *,
+    base_fingerprint: str | None = None,
 ) -> list[PlannedModule]:
     """Pack ``buffered`` records (in order) into modules of at most ``capacity.budget`` tokens.
 
     The newest existing module with room is extended (retrained on its records plus new ones);
     when it is full, new modules are started. A record larger than a whole module gets a module
     of its own (with a note). Modules of another rank keep their own capacity from their
-    manifest. Pure: no I/O besides ``count_tokens``.
+    manifest. With ``base_fingerprint``, a module of other base weights is never extended
+    (another process on its base model uses it). Pure: no I/O besides ``count_tokens``.
     """
     plans: list[PlannedModule] = []
     current: PlannedModule | None = None
-    open_module = open_module_for(existing, capacity)
+    open_module = open_module_for(existing, capacity, base_fingerprint=base_fingerprint)
     if open_module is not None:
         held = [old_records[rid] for rid in open_module.record_ids if rid in old_records]
         current = PlannedModule(
@@ -135,11 +138,17 @@ def plan_modules(
 
 
 def open_module_for(
-    existing: Sequence[ModuleManifest], capacity: Capacity
+    existing: Sequence[ModuleManifest], capacity: Capacity, *, base_fingerprint: str | None = None
 ) -> ModuleManifest | None:
-    """The newest module that still has room at ``capacity`` (same rank), if any."""
+    """The newest module that still has room at ``capacity`` (same rank), if any.
+
+    With ``base_fingerprint``, modules trained on other base weights are left alone: retraining
+    one on this base model would replace (delete) the module its own base model's process uses.
+    """
     for m in reversed(existing):
         if m.rank != capacity.rank:
+            continue
+        if base_fingerprint is not None and m.base_fingerprint != base_fingerprint:
             continue
         room = capacity.budget - m.knowledge_tokens
         if room > 0:

@@ -196,10 +196,13 @@ def _run(
         )
     gen = mem.generator()
     existing = registry.list_modules(mem.path, namespace)
-    extend = open_module_for(existing, settings.capacity)  # the only module retrained
+    fingerprint = base_fingerprint(gen)  # another base model's modules are never retrained
+    extend = open_module_for(existing, settings.capacity, base_fingerprint=fingerprint)
     old_ids = list(extend.record_ids) if extend is not None else []
     old = {r.id: r for r in mem.get(namespace, ids=old_ids)} if old_ids else {}
-    plans = plan_modules(existing, old, buffered, gen.count_tokens, settings.capacity)
+    plans = plan_modules(
+        existing, old, buffered, gen.count_tokens, settings.capacity, base_fingerprint=fingerprint
+    )
     writer = _resolve_writer(mem, opts.writer, settings.mixture)
 
     outcomes: list[_Outcome] = []

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 8192
 MAX_BATCH_QUESTIONS = 4096
-_VERIFIED: set[tuple[str, int, int]] = set()
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+_WARNED_BASE: set[tuple[str, str]] = set()  # (module dir, loaded base fingerprint)
 _PROMPT_RESERVE = 64  # chat-template wrapper tokens around system + user
 _SPLIT_MIN_SHARE = 0.1  # competing modules with at least this confidence give context
 
@@ -152,7 +153,7 @@ def recall(
     query = check_text(query, what="query", limit=MAX_QUESTION_CHARS)
     _check_namespace(mem, namespace)
     gen = mem.generator()
-    decision = route_question(mem, namespace, query)
+    decision = route_question(mem, namespace, query, gen)
     adapter, why = _adapter_for(mem, namespace, decision, gen)
     if adapter is None:
         return Recall("", (), 0.0, reason=why)
@@ -198,7 +199,7 @@ def chat(
     notes: list[str] = []
     if mode == "lora" and question.strip() and mem.buffer.has_namespace(namespace):
         t0 = time.perf_counter()
-        decision = route_question(mem, namespace, question[:MAX_QUESTION_CHARS])
+        decision = route_question(mem, namespace, question[:MAX_QUESTION_CHARS], gen)
         adapter, why = _adapter_for(mem, namespace, decision, gen)
         timings["route"] = time.perf_counter() - t0
         if adapter is None:
@@ -222,18 +223,26 @@ def chat(
     )
 
 
-def route_question(mem: LoRAMemory, namespace: str, question: str) -> RouteDecision:
-    """Rank the namespace's committed modules for ``question`` (the index synced first)."""
+def route_question(
+    mem: LoRAMemory, namespace: str, question: str, gen: Any = None
+) -> RouteDecision:
+    """Rank the namespace's committed modules for ``question`` (the index synced first).
+
+    With ``gen``, modules trained on other base weights than its own are left out (see
+    :func:`foreign_modules`), as if they were missing."""
     from ..routing import route
 
     live = live_modules(mem, namespace)
     mem.routing.sync(namespace, list(live.values()))
+    usable = set(live)
+    if gen is not None:
+        usable -= set(foreign_modules(mem, namespace, gen))
     rc = mem.config.routing
     return route(
         mem.routing,
         namespace,
         question,
-        set(live),
+        usable,
         top_k=rc.top_k,
         min_score=rc.min_score,
         temperature=rc.temperature,
@@ -263,6 +272,29 @@ def live_modules(mem: LoRAMemory, namespace: str) -> dict[str, Any]:
     return found
 
 
+def foreign_modules(mem: LoRAMemory, namespace: str, gen: Any) -> dict[str, Any]:
+    """The committed modules trained on other base weights than ``gen``'s, by id.
+
+    Not damage: another process on their base model uses them. They are skipped here (never
+    routed to, quarantined or retrained), with a warning once per module naming both models.
+    """
+    from ..consolidation.engine import base_fingerprint
+    from ..registry import modules as registry
+
+    live = live_modules(mem, namespace)
+    if not live:
+        return {}
+    fp = base_fingerprint(gen)
+    foreign = {i: m for i, m in live.items() if m.base_fingerprint != fp}
+    for m in foreign.values():
+        key = (str(registry.modules_root(mem.path, namespace) / m.module_id), fp)
+        if key not in _WARNED_BASE:
+            _WARNED_BASE.add(key)
+            msg = registry.base_mismatch_message(m, fp, mem.config.models.base_model)
+            logger.warning("namespace %r: %s", namespace, msg)
+    return foreign
+
+
 def _prepare(
     mem: LoRAMemory,
     namespace: str,
@@ -285,7 +317,7 @@ def _prepare(
     decision: RouteDecision | None = None
     split_modules: list[str] = []
     if mode in ("lora", "hybrid", "auto"):
-        decision = route_question(mem, namespace, question)
+        decision = route_question(mem, namespace, question, gen)
         adapter, why = _adapter_for(mem, namespace, decision, gen)
         timings["route"] = time.perf_counter() - t0
         if adapter is None:
@@ -412,13 +444,24 @@ def _adapter_for(
     mem: LoRAMemory, namespace: str, decision: RouteDecision, gen: Any
 ) -> tuple[tuple[str, Path] | None, str]:
     """The chosen module's adapter dir, verified against its manifest and the base model once
-    per file version; (None, why) when nothing was routed or the module fails its check."""
+    per file version; (None, why) when nothing was routed or the module fails its check.
+
+    A module of other base weights is skipped (kept as it is); one failing its check is
+    quarantined."""
     from ..consolidation.engine import base_fingerprint
-    from ..errors import ModuleIntegrityError
+    from ..errors import BaseModelMismatchError, ModuleIntegrityError
     from ..registry import modules as registry
 
     if not decision.chosen:
         if decision.reason == "no consolidated modules":
+            foreign = foreign_modules(mem, namespace, gen)
+            if foreign:
+                models = ", ".join(sorted({m.base_model for m in foreign.values()}))
+                return None, (
+                    f"module(s) {', '.join(foreign)} were trained on another base model "
+                    f"({models}) and are skipped, not quarantined (open the store with that "
+                    "base model to use them)"
+                )
             return None, f"namespace {namespace!r} has none yet (run `lora-memory consolidate`)"
         return None, f"no module matched ({decision.reason})"
     module_id = decision.chosen[0]
@@ -426,12 +469,16 @@ def _adapter_for(
     weights = path / registry.ADAPTER_WEIGHTS
     try:
         st = weights.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
+        fp = base_fingerprint(gen)
+        key = (str(path), st.st_mtime_ns, st.st_size, fp)
         if key not in _VERIFIED:  # hash the adapter once per file version, not per question
-            registry.verify_module(path, base_fingerprint(gen))
+            registry.verify_module(path, fp)
             _VERIFIED.add(key)
     except OSError as e:
         return None, f"module {module_id} cannot be read ({e})"
+    except BaseModelMismatchError as e:  # not damage: another base model's process uses it
+        logger.warning("namespace %r: %s", namespace, e)
+        return None, str(e)
     except ModuleIntegrityError as e:
         registry.quarantine_module(mem.path, namespace, module_id, str(e))
         mem.generator_if_loaded_forget(module_id)

@@ -276,7 +276,8 @@ def verify_module(module_dir: Path, base_fingerprint: str | None = None) -> Modu
 
     Raises:
         ModuleIntegrityError: a file is missing or the weights do not match the manifest hash.
-        BaseModelMismatchError: the module was trained on other base weights.
+        BaseModelMismatchError: the module was trained on other base weights (not damage: skip
+            the module, do not quarantine it).
     """
     manifest = read_manifest(module_dir)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
@@ -289,12 +290,21 @@ def verify_module(module_dir: Path, base_fingerprint: str | None = None) -> Modu
             f"its manifest ({manifest.adapter_sha256[:12]}); the file is corrupt or was swapped"
         )
     if base_fingerprint is not None and base_fingerprint != manifest.base_fingerprint:
-        raise BaseModelMismatchError(
-            f"module {manifest.module_id} was trained on base weights "
-            f"{manifest.base_fingerprint[:12]} ({manifest.base_model}), but the loaded base model "
-            f"is {base_fingerprint[:12]}; re-consolidate the namespace for this base model"
-        )
+        raise BaseModelMismatchError(base_mismatch_message(manifest, base_fingerprint))
     return manifest
+
+
+def base_mismatch_message(
+    manifest: ModuleManifest, base_fingerprint: str, base_model: str = ""
+) -> str:
+    """Why a module of other base weights is skipped, naming both models and the fix."""
+    loaded = f" ({base_model})" if base_model else ""
+    return (
+        f"module {manifest.module_id} was trained on base model {manifest.base_model} "
+        f"(fingerprint {manifest.base_fingerprint[:12]}), but the loaded base model{loaded} has "
+        f"fingerprint {base_fingerprint[:12]}; it is skipped (kept, not retrained): open the "
+        f"store with base model {manifest.base_model} to use it"
+    )
 
 
 QUARANTINE_PREFIX = ".quarantine-"
