@@ -53,6 +53,8 @@ IGNORE = -100
 EVAL_GATE = 0.5
 """The exact recall pass runs once the free in-training estimate reaches this share of target."""
 StopReason = Literal["target", "max_steps", "max_epochs", "max_seconds", "plateau"]
+SoftTargets = tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]
+"""Per answer token, a teacher's top-k next-token ``(ids, probabilities)``."""
 
 
 @dataclass
@@ -162,7 +164,7 @@ class Example:
     answer: str
     prompt: tuple[tuple[str, str], ...] = ()
     kind: Literal["qa", "text"] = "qa"
-    soft: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
+    soft: SoftTargets = ()
 
     def __post_init__(self) -> None:
         pairs = tuple(
@@ -232,7 +234,7 @@ class _Item:
     ids: list[int]
     labels: list[int]
     qa: bool
-    soft: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()  # one per supervised label
+    soft: SoftTargets = ()  # one per supervised label
 
 
 @dataclass(frozen=True)
@@ -396,7 +398,7 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor, batch: _Batch) -> to
 
 def teacher_distributions(
     gen: Generator, examples: Sequence[Example], k: int = 20, batch_size: int = 16
-) -> list[tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]]:
+) -> list[SoftTargets]:
     """The bare base model's top-``k`` next-token distribution at each answer token of each
     ``"qa"`` example (teacher-forced on the example's answer, end-of-turn included), tokenized
     as :func:`train_lora` will: the ``soft`` targets for logit-level distillation.
@@ -410,7 +412,7 @@ def teacher_distributions(
         raise InvalidInputError("teacher distributions are for 'qa' examples only")
     items = tokenize(gen, examples)
     pad_id = int(gen.tokenizer.pad_token_id)
-    out: dict[int, tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]] = {}
+    out: dict[int, SoftTargets] = {}
     with gen._lock, torch.inference_mode():
         gen._use_adapter(None)  # the bare base model reads
         for idx in make_batches(items, batch_size, None):
