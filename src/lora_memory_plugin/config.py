@@ -241,10 +241,11 @@ class ConsolidationConfig:
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
     max_steps: int = field(default=2000, metadata={"help": "Training steps per module."})
     top_layers: int = field(
-        default=0,
+        default=16,
         metadata={
             "help": "Distilled modules: LoRA on the base model's top N layers only; the frozen "
-            "layers below run once per example instead of every step. 0: every layer."
+            "layers below run once per example instead of every step. 0 (or N >= the model's "
+            "layers): every layer."
         },
     )
 

@@ -471,3 +471,15 @@ def test_frozen_bottom_declines_what_it_cannot_cache(gen: Generator) -> None:
     n = len(gen.model.model.layers)
     assert not FrozenBottom.supports(gen.model, n)  # nothing below the top n to freeze
     assert FrozenBottom.build(gen.model, 1, ids, pad_id, gen.device, budget_bytes=8) is None
+
+
+def test_top_layers_beyond_the_model_mean_every_layer(sharp_model_dir: Path) -> None:
+    """consolidation.top_layers = 16 on a 2-layer model trains every layer, as 'all-linear'."""
+    gen = Generator(str(sharp_model_dir))
+    n = int(gen.model.config.num_hidden_layers)
+    cfg = TrainConfig(**FAST | {"top_layers": n + 14, "max_steps": 1})
+    result = train_lora(gen.path, EXAMPLES, cfg, progress=False)
+    layers = {
+        int(m.group(1)) for k in result.adapter_state if (m := re.search(r"layers\.(\d+)\.", k))
+    }
+    assert layers == set(range(n)) and result.lora_config.layers_to_transform is None

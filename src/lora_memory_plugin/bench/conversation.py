@@ -1,9 +1,9 @@
 """``conversation``: natural conversations answered before and after consolidation, by method.
 
 Two data sets, the same turns consolidated side by side in one run by context distillation
-(``mixture="distill"``, the default, with each of its two losses, and with LoRA on the top 16
-layers only, ``consolidation.top_layers``) and by the previous method (``qa+original`` with the
-writer's QA pairs):
+(``mixture="distill"``, the default, with each of its two losses, and with LoRA on every layer
+instead of the default top 16, ``consolidation.top_layers``) and by the previous method
+(``qa+original`` with the writer's QA pairs):
 
 - **personas**: the eight-turn Lisbon story and seeded variations (:mod:`..datasets.personas`):
   facts said in passing, a job that changes in a later session (the latest must win), an
@@ -32,13 +32,8 @@ from ._common import Context, md_table
 NAME = "conversation"
 METHODS: dict[str, dict[str, Any]] = {  # name -> consolidation config
     "distill": {"mixture": "distill", "distill_loss": "sequence"},
-    # LoRA on the top 16 of SmolLM2's 30 layers, the frozen 14 run once (a faster lr: fewer layers)
-    "distill-top16": {
-        "mixture": "distill",
-        "distill_loss": "sequence",
-        "top_layers": 16,
-        "lr": 2e-3,
-    },
+    # LoRA on every layer instead of the default top 16 (consolidation.top_layers)
+    "distill-all-layers": {"mixture": "distill", "distill_loss": "sequence", "top_layers": 0},
     "distill-logits": {"mixture": "distill", "distill_loss": "logits"},
     "previous": {"mixture": "qa+original"},
 }

@@ -75,8 +75,8 @@ class TrainConfig:
     top_layers: int | None = field(
         default=None,
         metadata={
-            "help": "LoRA on the top N transformer layers only (the backward pass stops at the "
-            "lowest one); None: every layer."
+            "help": "LoRA on the top N transformer layers only: the frozen layers below run "
+            "once per example (FrozenBottom); None, or N >= the model's layers: every layer."
         },
     )
     lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
@@ -496,9 +496,9 @@ def _attach_lora(base: Any, config: TrainConfig) -> Any:
     torch.manual_seed(config.seed)  # LoRA A init
     target = config.target_modules
     layers = None
-    if config.top_layers is not None:
-        n = int(base.config.num_hidden_layers)
-        layers = list(range(max(0, n - config.top_layers), n))
+    n = int(base.config.num_hidden_layers)
+    if config.top_layers is not None and config.top_layers < n:  # else: every layer
+        layers = list(range(n - config.top_layers, n))
         if target == "all-linear":  # peft takes layers_to_transform with module names only
             target = _linear_names(base)
             if not target:
