@@ -65,7 +65,10 @@ class FrozenBottom:
         import torch
 
         if not cls.supports(model, top):
-            logger.info("frozen layers not cached: the model is not shaped like Llama")
+            logger.info(
+                "frozen layers not cached: no layer below the top %d, or not shaped like Llama",
+                top,
+            )
             return None
         self = cls(model, top)
         width = int(self.base.config.hidden_size)
