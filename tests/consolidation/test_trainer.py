@@ -21,6 +21,7 @@ from lora_memory_plugin.consolidation.trainer import (
     collate,
     end_of_turn,
     make_batches,
+    next_token_targets,
     save_adapter,
     supervised_logits,
     teacher_distributions,
@@ -446,7 +447,7 @@ def test_frozen_bottom_is_the_full_forward_gradients_included(gen: Generator) ->
             return list(torch.autograd.grad(loss, params))
 
         full, targets, _ = supervised_logits(model, batch)
-        keep = torch.nn.functional.pad(batch.labels[:, 1:], (0, 1), value=IGNORE) != IGNORE
+        keep = next_token_targets(batch) != IGNORE
         cached = frozen.logits(range(len(items)), batch.mask, keep)
         assert torch.allclose(full, cached, atol=1e-4)
         g_full = grads(token_loss(full, targets, batch))

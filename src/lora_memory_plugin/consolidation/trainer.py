@@ -353,6 +353,13 @@ def collate(rows: Sequence[_Item], pad_id: int, share_prefix: bool, device: Any)
     )
 
 
+def next_token_targets(batch: _Batch) -> torch.Tensor:
+    """``[B, T]``: the label position t predicts (the next token's), IGNORE where none."""
+    import torch.nn.functional as F  # noqa: N812
+
+    return F.pad(batch.labels[:, 1:], (0, 1), value=IGNORE)
+
+
 def supervised_logits(model: Any, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits at supervised positions only, running the shared prefix once.
 
@@ -360,9 +367,7 @@ def supervised_logits(model: Any, batch: _Batch) -> tuple[torch.Tensor, torch.Te
         ``(logits [N, V], targets [N], rows [N])`` for the N positions whose next token has a
         label, in row-major order.
     """
-    import torch.nn.functional as F  # noqa: N812
-
-    targets = F.pad(batch.labels[:, 1:], (0, 1), value=IGNORE)  # [B, T]: what position t predicts
+    targets = next_token_targets(batch)  # [B, T]
     p, cache = batch.prefix, None
     if p:  # one row of prefix, its KV cache repeated: [1, heads, p, dim] -> [B, heads, p, dim]
         cache = model(input_ids=batch.ids[:1, :p], use_cache=True, logits_to_keep=1).past_key_values
@@ -545,7 +550,6 @@ def _train(  # noqa: PLR0917
 ) -> TrainResult:
     import numpy as np
     import torch
-    import torch.nn.functional as F  # noqa: N812
     from peft import get_peft_model_state_dict
     from tqdm.auto import tqdm
 
@@ -576,7 +580,7 @@ def _train(  # noqa: PLR0917
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if frozen is None:
             return supervised_logits(model, batch)
-        targets = F.pad(batch.labels[:, 1:], (0, 1), value=IGNORE)  # [B, T]
+        targets = next_token_targets(batch)  # [B, T]
         keep = targets != IGNORE  # [B, T]
         return frozen.logits(idx, batch.mask, keep), targets[keep], keep.nonzero()[:, 0]
 
