@@ -22,6 +22,7 @@ from lora_memory_plugin.consolidation.teacher import (
     agrees,
     first_sentence,
     grounded_answer,
+    past_first_sentence,
     teach,
     teacher_context,
     trim_ungrounded,
@@ -196,6 +197,10 @@ def test_answers_are_cut_grounded_and_compared_by_value() -> None:
     assert not agrees('The answer is "March 14th"', teacher, visit)  # without the question
     assert not agrees("Your sister is visiting soon.", teacher, visit, asked)
     assert first_sentence("You live in Lisbon. It is sunny there.\nMore") == "You live in Lisbon."
+    assert not past_first_sentence("You live in Lisbon.")  # a next sentence may not follow
+    assert not past_first_sentence("You live in Lisbon. it")  # lower case: the same sentence
+    assert past_first_sentence("You live in Lisbon. It")
+    assert past_first_sentence("Lisbon\nMore")
     assert grounded_answer("You live in Lisbon.", notes)
     assert not grounded_answer("You live in Porto.", notes)  # a name the notes lack
     assert not grounded_answer("I'm sorry, the notes do not mention it.", notes)
@@ -225,7 +230,7 @@ class _EchoTeacher:
     def __init__(self) -> None:
         self.prompts: list[list[dict[str, str]]] = []
 
-    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
         out = []
         for m in messages:
             self.prompts.append(m)
@@ -278,7 +283,7 @@ class _FixedModel:
     def __init__(self, replies: dict[tuple[bool, bool], str]) -> None:
         self.replies = replies
 
-    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
         return [
             _Out(self.replies[(adapter is not None, "Notes:" in m[-1]["content"])])
             for m in messages
@@ -418,7 +423,7 @@ def test_template_values_catch_a_teacher_that_misreads() -> None:
     assert job.value == "head baker"
 
     class Misreader(_EchoTeacher):  # answers every question with the dog's name
-        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
             return [_Out("Your dog is called Biscuit.") for _ in messages]
 
     taught = teach(
@@ -443,7 +448,7 @@ def test_gate_takes_its_held_out_share_from_held_out_target() -> None:
     ]
 
     class ThreeOfFour:
-        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None):
+        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
             return [_Out("Porto" if i == 3 else "Lisbon") for i, _ in enumerate(messages)]
 
     hits = [Hit("r0", sources["r0"], 0.9, {})]

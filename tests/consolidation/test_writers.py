@@ -187,6 +187,27 @@ def test_chat_many_stops_each_row_at_its_own_end_token(
     assert [(g.text, g.new_tokens) for g in many] == [(g.text, g.new_tokens) for g in one]
 
 
+def test_chat_many_done_ends_a_row_once_its_text_suffices(
+    noisy_generator: Any, one_thread: None
+) -> None:
+    """``done`` ends each row at the first token after which its text satisfies it, while the
+    others in the batch go on; what a row keeps is the head of the full generation."""
+    full = noisy_generator.chat_many(CHATS, max_new_tokens=10, batch_size=8)
+    calls: list[str] = []
+
+    def done(text: str) -> bool:
+        calls.append(text)
+        return len(text.split()) >= 2
+
+    cut = noisy_generator.chat_many(CHATS, max_new_tokens=10, batch_size=8, done=done)
+    assert calls  # the criterion ran
+    for c, f in zip(cut, full, strict=True):
+        assert f.text.startswith(c.text) and c.new_tokens <= f.new_tokens
+        if c.new_tokens < f.new_tokens:  # ended early: the first moment done() held
+            assert done(c.text)
+    assert any(c.new_tokens < f.new_tokens for c, f in zip(cut, full, strict=True))
+
+
 def test_local_writer_is_batched_greedy_chat(noisy_generator: Any, one_thread: None) -> None:
     writer = LocalWriter(noisy_generator, batch_size=3)
     assert isinstance(writer, DataWriter)

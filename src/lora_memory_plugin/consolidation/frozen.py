@@ -85,17 +85,34 @@ class FrozenBottom:
             for at in range(0, len(order), batch_size):
                 idx = order[at : at + batch_size]
                 ids, mask = _pad([rows[i] for i in idx], pad_id, device)
-                out = self.base.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-                hidden = out.hidden_states[self.first]  # [B, T, d]: input of the lowest trained
+                hidden = self._bottom(ids, mask)  # [B, T, d]: input of the lowest trained layer
                 for j, i in enumerate(idx):
                     states[i] = hidden[j, : len(rows[i])].clone()
             self.states = [states[i] for i in range(len(rows))]
-            ok = self._matches_full_forward(rows[: min(4, len(rows))], pad_id, device)
+            ok = self._matches_full_forward(order[:4], rows, pad_id, device)  # the shortest
         self.base.train(was_training)
         if not ok:
             logger.warning("frozen layers not cached: cached forward differs from the model's")
             return None
         return self
+
+    def _bottom(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The input of the lowest trained layer for ``ids`` ``[B, T]``: the model's own forward,
+        stopped there (the layers above would cost as much again and are discarded)."""
+        seen: list[torch.Tensor] = []
+
+        def grab(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            seen.append(args[0] if args else kwargs["hidden_states"])
+            raise _Reached
+
+        hook = self.inner.layers[self.first].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.base.model(input_ids=ids, attention_mask=mask)
+        except _Reached:
+            pass
+        finally:
+            hook.remove()
+        return seen[0]
 
     def logits(self, idx: Sequence[int], mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, V]`` at the ``keep`` positions (``[B, T]`` bool) of the rows ``idx``,
@@ -122,17 +139,21 @@ class FrozenBottom:
         return self.base.get_output_embeddings()(hidden[keep])  # type: ignore[no-any-return]
 
     def _matches_full_forward(
-        self, rows: Sequence[Sequence[int]], pad_id: int, device: Any
+        self, idx: Sequence[int], rows: Sequence[Sequence[int]], pad_id: int, device: Any
     ) -> bool:
         import torch
 
-        ids, mask = _pad(rows, pad_id, device)
+        ids, mask = _pad([rows[i] for i in idx], pad_id, device)
         keep = mask.bool()
         full = self.base(input_ids=ids, attention_mask=mask).logits[keep].float()  # [N, V]
-        cached = self.logits(list(range(len(rows))), mask, keep).float()  # [N, V]
+        cached = self.logits(idx, mask, keep).float()  # [N, V]
         tol = 1e-3 if next(self.base.parameters()).dtype == torch.float32 else 5e-2
         scale = float(full.abs().max().clamp_min(1.0))
         return bool((full - cached).abs().max() <= tol * scale)
+
+
+class _Reached(Exception):  # noqa: N818 -- control flow, not an error
+    """Raised by the hook on the lowest trained layer: the frozen part has run."""
 
 
 def _pad(

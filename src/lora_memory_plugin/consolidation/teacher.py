@@ -66,6 +66,12 @@ def first_sentence(text: str) -> str:
     return _SENTENCE.split(line, maxsplit=1)[0].strip()
 
 
+def past_first_sentence(text: str) -> bool:
+    """Has the reply gone past its first sentence? Then :func:`first_sentence` of it is final --
+    it stays the same however the reply goes on -- and generating more is wasted."""
+    return bool(text.strip()) and first_sentence(text) != text.strip()
+
+
 def grounded_answer(answer: str, context: Sequence[Hit]) -> bool:
     """Not empty, not a refusal, and grounded in the notes (:func:`.synth.text_grounded`)."""
     if not answer or _REFUSAL.search(answer):
@@ -102,7 +108,9 @@ def teach(
     contexts = [teacher_context(q, records) for q in todo]
     messages = [build_messages(system, q.text, ctx) for q, ctx in zip(todo, contexts, strict=True)]
     outs = (
-        gen.chat_many(messages, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        gen.chat_many(
+            messages, max_new_tokens=max_new_tokens, batch_size=batch_size, done=past_first_sentence
+        )
         if todo
         else []
     )
@@ -155,6 +163,7 @@ __all__ = [
     "agrees",
     "first_sentence",
     "grounded_answer",
+    "past_first_sentence",
     "says_value",
     "teach",
     "teacher_context",

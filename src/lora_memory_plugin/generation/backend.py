@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,26 @@ class Generation:
     prompt_tokens: int
     new_tokens: int
     seconds: float
+
+
+class _TextDone:
+    """A ``generate`` stopping criterion: row i is finished once ``done`` holds for its decoded
+    new text; ``ended[i]`` is how many new tokens it had then."""
+
+    def __init__(self, tokenizer: Any, width: int, rows: int, done: Callable[[str], bool]) -> None:
+        self.tokenizer, self.width, self.done = tokenizer, width, done
+        self.ended: list[int | None] = [None] * rows
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        new = input_ids[:, self.width :]  # [B, t]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        for i, text in enumerate(texts):
+            if self.ended[i] is None and self.done(text):
+                self.ended[i] = new.shape[1]
+        flags = [e is not None for e in self.ended]
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)  # [B]
 
 
 def resolve_base_model(base_model: str) -> str:
@@ -133,9 +153,13 @@ class Generator:
         max_new_tokens: int = 64,
         batch_size: int = 8,
         adapter: tuple[str, Path] | None = None,
+        done: Callable[[str], bool] | None = None,
     ) -> list[Generation]:
         """Greedy answers to many prompts, in input order; the bare base model unless
-        ``adapter=(module_id, dir)`` names a LoRA module (as in :meth:`chat`).
+        ``adapter=(module_id, dir)`` names a LoRA module (as in :meth:`chat`). ``done(text)``,
+        when given, ends a row early once its text so far needs no more tokens (e.g. its first
+        sentence is complete); it must stay true as text is appended, so what a caller keeps of
+        the text is what a longer generation would have given.
 
         Synthetic-data writing sends dozens of short prompts; one ``generate`` call per batch is
         several times faster than one call each. Prompts are sorted by length before batching (less
@@ -151,7 +175,7 @@ class Generator:
         results: dict[int, Generation] = {}
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            gens = self._generate_batch([ids[i] for i in rows], max_new_tokens, adapter)
+            gens = self._generate_batch([ids[i] for i in rows], max_new_tokens, adapter, done)
             results.update(zip(rows, gens, strict=True))
         return [results[i] for i in range(len(ids))]
 
@@ -200,6 +224,7 @@ class Generator:
         rows: list[list[int]],
         max_new_tokens: int,
         adapter: tuple[str, Path] | Sequence[tuple[str, Path] | None] | None,
+        done: Callable[[str], bool] | None = None,
     ) -> list[Generation]:
         """One left-padded ``generate`` call over token-id rows (one module, or one per row)."""
         import torch
@@ -208,6 +233,7 @@ class Generator:
         input_ids, attn = left_pad(rows, pad, self.device)
         width = input_ids.shape[1]
         per_row = isinstance(adapter, list)
+        stop = _TextDone(self.tokenizer, width, len(rows), done) if done else None
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
             if per_row:
@@ -223,12 +249,16 @@ class Generator:
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=pad,
+                    stopping_criteria=[stop] if stop else None,
                 )
         share = (time.perf_counter() - t0) / len(rows)
         stops = self._eos_ids()
         gens = []
-        for row, prompt in zip(out[:, width:].tolist(), rows, strict=True):
+        for j, (row, prompt) in enumerate(zip(out[:, width:].tolist(), rows, strict=True)):
             n = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+            ended = stop.ended[j] if stop is not None else None
+            if ended is not None:  # pads follow where done() held
+                n = min(n, ended)
             text = str(self.tokenizer.decode(row[:n], skip_special_tokens=True)).strip()
             gens.append(Generation(text, len(prompt), n, share))
         return gens
