@@ -298,6 +298,15 @@ def test_evaluate_stops_on_a_held_out_score_and_keeps_the_best_weights(
     best = snapshots[1]  # the 0.6 evaluation: its weights are the result's
     assert all(torch.equal(result.adapter_state[k], best[k]) for k in best)
 
+    # a tie keeps the later weights (trained longer), but does not reset patience
+    scores = iter([0.4, 0.6, 0.6, 0.5, 0.3, 0.2])
+    snapshots.clear()
+    tied = train_lora(str(sharp_model_dir), EXAMPLES, config, progress=False, evaluate=evaluate)
+    assert [s for _, _, s in tied.eval_history] == [0.4, 0.6, 0.6, 0.5]
+    later = snapshots[2]
+    assert all(torch.equal(tied.adapter_state[k], later[k]) for k in later)
+    assert not all(torch.equal(later[k], snapshots[1][k]) for k in later)
+
     reached = train_lora(
         str(sharp_model_dir),
         EXAMPLES,

@@ -100,7 +100,8 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "With train_lora(evaluate=...): stop after this many evaluations without a "
-            "better score, keeping the best weights; None: until the target or a budget."
+            "better score, keeping the best weights (of the latest evaluation among equal "
+            "scores: trained longer); None: until the target or a budget."
         },
     )
     evaluate_from: float | None = field(
@@ -608,7 +609,10 @@ def _train(  # noqa: PLR0917
     loss_value, fit = float("nan"), 0.0
     history: list[tuple[int, float, float]] = []
     evaluations: list[tuple[int, float, float]] = []
-    best: tuple[float, int, dict[str, Any]] | None = None  # score, evaluation no., LoRA weights
+    # best score, the evaluation that first reached it (patience counts from there), the LoRA
+    # weights kept: of the latest evaluation with that score, numbered ``kept``
+    best: tuple[float, int, dict[str, Any]] | None = None
+    kept = 0
     stop: StopReason | None = None
     bar = tqdm(total=config.max_steps, unit="step", file=sys.stderr, disable=not progress)
     model.train()
@@ -662,6 +666,10 @@ def _train(  # noqa: PLR0917
                 bar.set_postfix(loss=f"{loss_value:.3f}", held_out=f"{score:.3f}")
                 if best is None or score > best[0]:
                     best = (score, len(evaluations), _lora_state(model))
+                    kept = len(evaluations)
+                elif score == best[0]:  # a tie: the later weights, trained longer on the facts
+                    best = (score, best[1], _lora_state(model))  # patience still counts from
+                    kept = len(evaluations)  # the first evaluation that reached the score
                 if score >= config.target_recall:
                     stop = "target"
                 elif config.patience and len(evaluations) - best[1] >= config.patience:
@@ -669,11 +677,11 @@ def _train(  # noqa: PLR0917
         text_only = not qa_index
         if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
             stop = "max_epochs"
-    if best is not None and best[1] < len(evaluations):  # a later evaluation was worse
+    if best is not None and kept < len(evaluations):  # a later evaluation was worse
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, best[2])
-        logger.info("LoRA: kept the weights of evaluation %d (score %.3f)", best[1], best[0])
+        logger.info("LoRA: kept the weights of evaluation %d (score %.3f)", kept, best[0])
     if qa_index and (evaluate is not None or not history or history[-1][0] != steps):
         history.append((steps, time.perf_counter() - t0, exact_recall()))  # of the kept weights
     seconds = time.perf_counter() - t0
