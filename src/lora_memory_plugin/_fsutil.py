@@ -40,3 +40,15 @@ def remove_path(path: Path) -> None:
     else:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def write_new_file(path: Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to a new file at ``path``, never through a planted link: whatever entry
+    is there (a symlink included) is unlinked, not followed, and the file is created with
+    ``O_EXCL | O_NOFOLLOW`` (a link planted in between fails the write instead)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "w", encoding=encoding) as f:
+        f.write(text)

@@ -181,9 +181,14 @@ class LoRAMemory:
             except OSError as e:
                 raise StoreError(f"cannot create a store at {root}: {e}") from e
         url = chroma_url if chroma_url is not None else config.buffer.chroma_url
+        from .registry.modules import store_has_modules
         from .store.client import make_provider
 
-        provider = make_provider(root, url, config.buffer.chroma_database)
+        # modules were trained from a buffer that must be there: a missing one is never
+        # created silently (a typo in chroma_database, a lost volume, a deleted DIR/chroma)
+        provider = make_provider(
+            root, url, config.buffer.chroma_database, must_exist=store_has_modules(root)
+        )
         return cls(root, config, provider, url)
 
     @classmethod
@@ -420,7 +425,8 @@ class LoRAMemory:
         return self._buffer.get(ns, ids=ids, where=w, limit=limit, offset=offset)
 
     def delete(self, namespace: str, ids: Sequence[str]) -> int:
-        """Delete records from the buffer now; returns how many existed.
+        """Delete records from the buffer now, and the routing keys copied from their text;
+        returns how many existed.
 
         A deleted record that was consolidated still lives in its module until the next
         ``consolidate`` of the namespace, which quarantines that module (nothing answers from
@@ -436,7 +442,10 @@ class LoRAMemory:
             raise InvalidTypeError("ids must be a list of str record ids")
         if not self._buffer.has_namespace(ns):
             return 0
-        return int(self._buffer.delete(ns, list(dict.fromkeys(ids))))
+        unique = list(dict.fromkeys(ids))
+        deleted = int(self._buffer.delete(ns, unique))
+        self._routing.delete_record_keys(ns, unique)
+        return deleted
 
     def update_metadata(self, namespace: str, ids: Sequence[str], metadata: dict[str, Any]) -> None:
         """Set user metadata keys on existing records (the reserved keys — status, module_id,

@@ -150,3 +150,20 @@ def test_all_goes_on_when_one_namespace_fails(store, monkeypatch, capsys):
     boom = KeyboardInterrupt  # an interrupt still stops the whole run
     with pytest.raises(KeyboardInterrupt):
         store.consolidate(**FAST)
+
+
+def test_a_record_too_long_to_train_stays_buffered_with_a_note(store):
+    """A turn within the character limit can still be far too many tokens to train (32k emoji
+    are ~100k): it is left buffered and searchable, the rest is consolidated, every run says so."""
+    ids = add_facts(store, FACTS[:2])
+    [long_id] = store.add_turns("ns", [{"content": "🦔 " * 3000}])
+    [report] = store.consolidate("ns", **FAST)
+    assert report.status == "consolidated" and report.records_in == 2, report
+    assert any(
+        "stay buffered, searchable but not trained" in n and long_id in n for n in report.notes
+    )
+    [module] = store.modules("ns")
+    assert set(module.record_ids) == set(ids)
+    assert [r.id for r in store.get("ns", status="buffered")] == [long_id]
+    [again] = store.consolidate("ns", **FAST)
+    assert again.status == "nothing_to_do" and long_id in " ".join(again.notes)

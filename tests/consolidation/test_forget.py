@@ -183,30 +183,70 @@ def test_forgetting_most_records_deletes_their_module(store):
     assert new.record_ids == (ids[3],)
 
 
-def test_a_forget_killed_after_deleting_records_is_finished_by_consolidate(store, monkeypatch):
-    """Its intent outlives it: the next run deletes the modules of the forgotten records
-    (however many), rather than quarantining them or refusing a mass loss."""
+def test_a_forget_killed_between_modules_and_records_is_finished_by_consolidate(store, monkeypatch):
+    """The modules go first: a forget killed after deleting them leaves the records visible in
+    the buffer (never a module holding what the buffer no longer shows) and its intent; the next
+    run deletes those records, however many, instead of retraining them."""
     from lora_memory_plugin.consolidation import forget as forget_mod
 
     ids = add(store, "ns", FACTS)
     store.consolidate("ns", **FAST)
     [m] = store.modules("ns")
-    real = forget_mod.repair_missing_records
 
-    def crash(*a, **kw):
-        raise OSError("killed")
+    def crash(name):
+        if name == "forget_module_removed":
+            raise OSError("killed")
 
-    monkeypatch.setattr(forget_mod, "repair_missing_records", crash)
-    with pytest.raises(OSError, match="killed"):
-        store.forget("ns", ids[:3])
-    monkeypatch.setattr(forget_mod, "repair_missing_records", real)
-    assert store.count("ns") == 1 and forget_mod.pending_forget(store, "ns") == set(ids[:3])
+    with monkeypatch.context() as patch:
+        patch.setattr(forget_mod, "failpoint", crash)
+        with pytest.raises(OSError, match="killed"):
+            store.forget("ns", ids[:3])
+    assert store.modules("ns") == [] and store.count("ns") == 4
+    assert forget_mod.pending_forget(store, "ns") == set(ids[:3])
     [r] = store.consolidate("ns", **FAST)
     assert r.status == "consolidated" and r.records_in == 1
+    assert [x.id for x in store.get("ns")] == [ids[3]]
     root = registry.modules_root(store.path, "ns")
     assert not [p for p in root.iterdir() if m.module_id in p.name]  # deleted, not quarantined
     assert store.modules("ns")[0].record_ids == (ids[3],)
     assert forget_mod.pending_forget(store, "ns") == set()
+
+
+def test_forget_deletes_quarantined_modules_that_hold_the_record(store):
+    """A quarantined adapter still holds what it was trained on: forgetting one of its
+    records deletes it too; quarantined modules holding none of them stay."""
+    ids = add(store, "ns", FACTS[:3])
+    store.consolidate("ns", **FAST)
+    [old] = store.modules("ns")
+    store.buffer.delete("ns", [ids[0]])  # missing on its own: quarantined, kept
+    with consolidation_lock(store, "ns"):
+        drop_modules_missing_records(store, "ns")
+    assert [q["module_id"] for q in quarantined(store, "ns")] == [old.module_id]
+    [other] = add(store, "other", FACTS[3:])
+    report = store.forget("ns", [ids[1]], rebuild=False)
+    assert report.deleted == 1 and report.modules_removed == (old.module_id,)
+    assert any("quarantined module" in n for n in report.notes)
+    assert quarantined(store, "ns") == ()
+    root = registry.modules_root(store.path, "ns")
+    assert not [p for p in root.iterdir() if old.module_id in p.name]
+    assert [r.id for r in store.get("other")] == [other]
+
+
+def test_deleted_records_leave_no_routing_key(store):
+    """A routing key holds its record's text (a route's best_key): delete and forget remove
+    it at once, not at the next consolidation."""
+    ids = add(store, "ns", FACTS[:3])
+    store.consolidate("ns", **FAST)
+
+    def keyed():
+        return {h.record_id for h in store.routing.query("ns", FACTS[0][0], 20) if h.record_id}
+
+    assert keyed() == set(ids)
+    assert store.delete("ns", [ids[0]]) == 1
+    assert keyed() == set(ids[1:])
+    assert all(FACTS[0][1] not in h.text for h in store.routing.query("ns", FACTS[0][0], 20))
+    store.forget("ns", [ids[1]], rebuild=False)
+    assert keyed() == set()  # the module held ids[1]: it went, and its keys with it
 
 
 def test_forget_reports_a_mass_loss_elsewhere_and_still_forgets(store):
@@ -343,3 +383,53 @@ def test_consolidating_on_another_base_model_never_extends_its_module(
     monkeypatch.setattr(engine, "plan_modules", planned)
     other.consolidate("ns", **FAST)
     assert len(plans) == 1 and plans[0].extends is None
+
+
+def test_a_store_with_modules_never_gets_a_new_empty_buffer(store, sharp_model_dir):
+    """The modules were trained from a buffer that must be there: a deleted DIR/chroma is not
+    recreated empty at open (StoreError, nothing created); mkdir says "on purpose"."""
+    import shutil
+
+    from lora_memory_plugin import LoRAMemory, StoreError
+
+    add(store, "ns", FACTS[:2])
+    store.consolidate("ns", **FAST)
+    [m] = store.modules("ns")
+    store.close()
+    shutil.rmtree(store.path / "chroma")
+    with pytest.raises(StoreError, match="nothing was created") as err:
+        LoRAMemory.open(store.path, base_model=str(sharp_model_dir))
+    assert f"mkdir {store.path / 'chroma'}" in str(err.value)
+    assert not (store.path / "chroma").exists()
+    (store.path / "chroma").mkdir()
+    again = LoRAMemory.open(store.path, base_model=str(sharp_model_dir))
+    assert [x.module_id for x in again.modules("ns")] == [m.module_id]
+
+
+def test_a_chroma_database_typo_is_refused_for_a_store_with_modules(
+    chroma_server, tmp_path, sharp_model_dir, one_thread
+):
+    from lora_memory_plugin import LoRAMemory, StoreError
+
+    db = f"db{abs(hash(str(tmp_path))) % 10**12}"
+    mem = LoRAMemory.open(
+        tmp_path / "s",
+        base_model=str(sharp_model_dir),
+        chroma_url=chroma_server,
+        chroma_database=db,
+    )
+    add(mem, "ns", FACTS[:2])
+    mem.consolidate("ns", **FAST)
+    mem.close()
+    cfg = tmp_path / "s" / CONFIG_NAME  # a typo made editing the config
+    cfg.write_text(cfg.read_text().replace(f'"{db}"', f'"{db}-typo"'))
+    with pytest.raises(StoreError, match="does not exist") as err:
+        LoRAMemory.open(tmp_path / "s", chroma_url=chroma_server)
+    assert f"{db}-typo" in str(err.value)
+    fresh = LoRAMemory.open(  # a store without modules gets its database created, as before
+        tmp_path / "t",
+        base_model=str(sharp_model_dir),
+        chroma_url=chroma_server,
+        chroma_database=db + "-new",
+    )
+    assert fresh.namespaces() == []

@@ -86,6 +86,39 @@ def test_corrupt_or_swapped_weights_are_detected(tmp_path, adapter_dir):
         reg.verify_module(path)
 
 
+def test_quarantine_note_never_follows_a_planted_link(tmp_path, adapter_dir):
+    """A module dir is not ours to trust: QUARANTINE.txt planted as a symlink is replaced,
+    and the file it pointed at is left as it was."""
+    m = manifest()
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (path / reg.QUARANTINE_NOTE).symlink_to(victim)
+    kept = reg.quarantine_module(tmp_path, m.namespace, m.module_id, "test")
+    assert kept is not None and victim.read_text() == "precious"
+    note = kept / reg.QUARANTINE_NOTE
+    assert not note.is_symlink() and "test" in note.read_text()
+
+
+def test_an_edited_adapter_config_is_detected(tmp_path, adapter_dir):
+    """Rank, alpha and target modules live in adapter_config.json: the same weights with
+    another alpha answer differently, so the config is hashed with them. Manifests written
+    before the hash existed still load."""
+    m = manifest()
+    path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)
+    assert reg.verify_module(path).config_sha256 == reg.sha256_file(path / reg.ADAPTER_CONFIG)
+    cfg_path = path / reg.ADAPTER_CONFIG
+    cfg = json.loads(cfg_path.read_text())
+    cfg["lora_alpha"] = cfg["lora_alpha"] * 100
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ModuleIntegrityError, match="edited or swapped"):
+        reg.verify_module(path)
+    old = json.loads((path / reg.MANIFEST).read_text())
+    old.pop("config_sha256")
+    (path / reg.MANIFEST).write_text(json.dumps(old))
+    assert reg.verify_module(path).config_sha256 == ""
+
+
 def test_base_model_mismatch_is_refused_but_is_not_damage(tmp_path, adapter_dir):
     m = manifest()
     path = reg.commit_module(tmp_path, m.namespace, adapter_dir, m)

@@ -71,3 +71,22 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(texts) == 1 + 3 * 80 == len(set(texts))
     for w in range(3):
         assert m.search("ns", f"writer {w} batch 33", k=1)[0].text == f"writer {w} batch 33"
+
+
+def test_the_write_stamp_never_follows_a_planted_link(tmp_path):
+    """The stamp's temp file has a predictable name: a symlink planted there is replaced,
+    and the file it pointed at is left as it was."""
+    import os
+
+    from lora_memory_plugin.store.client import EmbeddedChroma
+
+    chroma = EmbeddedChroma(tmp_path / "store")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    chroma.stamp_path.parent.mkdir(parents=True, exist_ok=True)
+    planted = chroma.stamp_path.with_name(f".{chroma.stamp_path.name}.{os.getpid()}.tmp")
+    planted.symlink_to(victim)
+    with chroma.writing():
+        pass
+    assert victim.read_text() == "precious"
+    assert chroma.stamp_path.is_file() and not chroma.stamp_path.is_symlink()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from ..errors import InvalidInputError
 from ..registry import modules as registry
 from ..store.namespaces import encode_namespace
 from ..store.records import STATUS_BUFFERED, STATUS_CONSOLIDATED
-from ..types import ConsolidationReport
+from ..types import ConsolidationReport, Record
 from .capacity import (
     BUILTIN_CAPACITY,
     BUILTIN_RANK,
@@ -199,6 +200,18 @@ def _run(
             f"a module at r={settings.capacity.rank} (run `lora-memory calibrate`)"
         )
     gen = mem.generator()
+    buffered, oversized = split_oversized(buffered, gen.count_tokens, gen.context_window)
+    if oversized:
+        notes.append(
+            f"{len(oversized)} record(s) longer than {gen.context_window // RECORD_SHARE} "
+            f"tokens stay buffered, searchable but not trained: {', '.join(oversized[:5])}"
+            f"{' ...' if len(oversized) > 5 else ''} (add long text with add_document, which "
+            "chunks it)"
+        )
+        if not buffered:
+            return ConsolidationReport(
+                namespace, "nothing_to_do", records_in=0, seconds=_since(t0), notes=tuple(notes)
+            )
     existing = registry.list_modules(mem.path, namespace)
     fingerprint = base_fingerprint(gen)  # another base model's modules are never retrained
     extend = open_module_for(existing, settings.capacity, base_fingerprint=fingerprint)
@@ -226,6 +239,27 @@ def _run(
         notes.extend(outcome.notes)
     _sync_routing(mem, namespace, notes)
     return _report(namespace, buffered, outcomes, notes, capacity=settings.capacity, t0=t0)
+
+
+RECORD_SHARE = 4
+"""A record may take at most 1/RECORD_SHARE of the model's context window to be trained: the
+teacher and the with-context examples show it beside others, a question and an answer."""
+
+
+def split_oversized(
+    records: list[Record], count_tokens: Callable[[str], int], context_window: int
+) -> tuple[list[Record], list[str]]:
+    """(records that fit, ids of those too long to train). A turn can pass the character limit
+    and still be ~100k tokens (32k emoji): trained, it would fail every run, or exhaust memory."""
+    limit = context_window // RECORD_SHARE
+    fit: list[Record] = []
+    too_long: list[str] = []
+    for r in records:
+        if count_tokens(r.text) <= limit:
+            fit.append(r)
+        else:
+            too_long.append(r.id)
+    return fit, too_long
 
 
 def _sync_routing(mem: LoRAMemory, namespace: str, notes: list[str]) -> None:

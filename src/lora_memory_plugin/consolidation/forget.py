@@ -107,9 +107,10 @@ def forget(
             forgotten, absent = found, ()
         if forgotten:
             _record_intent(mem, namespace, forgotten)
-        deleted = mem.buffer.delete(namespace, found) if found else 0
-        failpoint("forget_deleted")
+        # the modules holding them go first, then the records: a kill in between leaves the
+        # records visible (and the intent, which the next run finishes), never a hidden copy
         repair = repair_missing_records(mem, namespace, forgotten=forgotten)
+        deleted = repair.deleted
         if absent:
             notes.append(f"{len(absent)} id(s) were not in the namespace (already forgotten?)")
         notes.extend(repair.notes())
@@ -127,7 +128,7 @@ def forget(
         namespace=namespace,
         deleted=deleted,
         missing=absent,
-        modules_removed=tuple(repair.removed),
+        modules_removed=(*repair.removed, *repair.purged),
         records_reset=repair.reset,
         rebuild=report,
         seconds=time.perf_counter() - t0,
@@ -140,6 +141,8 @@ class Repair:
     """What :func:`repair_missing_records` did to a namespace's modules."""
 
     removed: list[str] = field(default_factory=list)  # deleted: held a record being forgotten
+    purged: list[str] = field(default_factory=list)  # quarantined ones that held one: deleted
+    deleted: int = 0  # forgotten records deleted from the buffer (after their modules)
     quarantined: list[str] = field(default_factory=list)  # kept aside: records went missing
     reset: int = 0  # records of modules no longer listed, buffered again
     refused: MissingRecordsError | None = None  # too much missing: the other modules untouched
@@ -147,6 +150,11 @@ class Repair:
     def notes(self) -> list[str]:
         """Report notes for a forget (consolidation writes its own)."""
         out = []
+        if self.purged:
+            out.append(
+                f"deleted {len(self.purged)} quarantined module(s) that held a forgotten record: "
+                f"{', '.join(self.purged)}"
+            )
         if self.quarantined:
             out.append(
                 f"quarantined {len(self.quarantined)} module(s) listing records that went "
@@ -180,18 +188,19 @@ def drop_modules_missing_records(mem: LoRAMemory, namespace: str) -> tuple[list[
 def repair_missing_records(
     mem: LoRAMemory, namespace: str, *, forgotten: Collection[str] = ()
 ) -> Repair:
-    """Delete the modules holding a ``forgotten`` record (or one a killed forget had deleted);
-    quarantine those listing a record that went missing on its own, unless that is a mass loss
-    (then they stay, ``refused`` says why); reset orphaned records. Call under the namespace
-    lock."""
+    """Forget ``forgotten`` records and finish a killed forget's: delete the modules -- and
+    the quarantined ones -- holding them, then the records themselves; quarantine modules
+    listing a record that went missing on its own, unless that is a mass loss (then they stay,
+    ``refused`` says why); reset orphaned records. Call under the namespace lock."""
     modules = registry.list_modules(mem.path, namespace)
     repair = Repair()
     pending = pending_forget(mem, namespace)
+    doomed = set(forgotten) | pending
+    repair.purged = registry.remove_quarantined_holding(mem.path, namespace, doomed)
     settled = not modules  # a killed forget's intent is done with once its modules are seen to
     if modules and mem.buffer.has_namespace(namespace):
         settled = True
         missing = set(_missing(mem, namespace, modules))
-        doomed = set(forgotten) | (pending & missing)
         for m in modules:
             if doomed.intersection(m.record_ids):
                 registry.remove_module(mem.path, namespace, m.module_id)
@@ -206,6 +215,11 @@ def repair_missing_records(
             if lost.intersection(m.record_ids):
                 _quarantine(mem, namespace, m, len(lost.intersection(m.record_ids)))
                 repair.quarantined.append(m.module_id)
+    if doomed and mem.buffer.has_namespace(namespace):  # no module holds them any more
+        present = [r.id for r in mem.buffer.get_existing(namespace, sorted(doomed))]
+        repair.deleted = mem.buffer.delete(namespace, present) if present else 0
+        mem.routing.delete_record_keys(namespace, sorted(doomed))  # keys hold their text
+        failpoint("forget_deleted")
     if repair.refused is None or repair.removed:  # refused, nothing forgotten: change nothing
         repair.reset = reset_orphans(mem, namespace)
     if repair.removed or repair.quarantined:

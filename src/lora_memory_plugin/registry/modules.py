@@ -24,12 +24,13 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .._failpoints import failpoint
-from .._fsutil import fsync_dir, fsync_tree, remove_path
+from .._fsutil import fsync_dir, fsync_tree, remove_path, write_new_file
 from ..errors import BaseModelMismatchError, ModuleIntegrityError
 from ..store.namespaces import encode_namespace, pack_namespace
 
@@ -60,6 +61,8 @@ class ModuleManifest:
         probes: held-in questions with their expected answers (verification and routing).
         metrics: training and verification numbers (recall, drift, steps, seconds, ...).
         adapter_sha256: hash of ``adapter_model.safetensors`` (checked at load).
+        config_sha256: hash of ``adapter_config.json`` (checked at load: its rank, alpha and
+            target modules change what the weights do); "" in modules written before 0.2.
     """
 
     module_id: str
@@ -76,6 +79,7 @@ class ModuleManifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     adapter_sha256: str = ""
+    config_sha256: str = ""
     format: int = MANIFEST_FORMAT
     library_version: str = ""
 
@@ -123,7 +127,14 @@ def _check_schema(data: dict[str, Any], source: str) -> None:
     mid = data.get("module_id")
     if not isinstance(mid, str) or not MODULE_ID.fullmatch(mid):
         raise bad("module_id", f"an id matching {MODULE_ID.pattern}")
-    for key in ("namespace", "base_model", "base_fingerprint"):
+    for key in (
+        "namespace",
+        "base_model",
+        "base_fingerprint",
+        "adapter_sha256",
+        "config_sha256",
+        "library_version",
+    ):
         if key in data and not isinstance(data[key], str):
             raise bad(key, "a string")
     for key in ("rank", "alpha", "knowledge_tokens", "capacity_tokens", "format"):
@@ -145,6 +156,18 @@ def _check_schema(data: dict[str, Any], source: str) -> None:
     ):
         logger.warning("%s: created_at %r is not a time; read as 0", source, created)
         data["created_at"] = 0.0
+
+
+def store_has_modules(store_dir: Path) -> bool:
+    """Does any namespace of the store hold a committed (or quarantined) module directory?"""
+    top = store_dir / "modules"
+    try:
+        spaces = [d for d in top.iterdir() if d.is_dir()]
+    except OSError:
+        return False
+    return any(
+        m.is_dir() and not m.name.startswith(TMP_PREFIX) for d in spaces for m in d.iterdir()
+    )
 
 
 def modules_root(store_dir: Path, namespace: str) -> Path:
@@ -203,6 +226,7 @@ def commit_module(
         sealed = replace(
             manifest,
             adapter_sha256=sha256_file(tmp / ADAPTER_WEIGHTS),
+            config_sha256=sha256_file(tmp / ADAPTER_CONFIG),
             created_at=manifest.created_at or time.time(),
             library_version=__version__,
         )
@@ -289,6 +313,12 @@ def verify_module(module_dir: Path, base_fingerprint: str | None = None) -> Modu
             f"module {manifest.module_id}: {ADAPTER_WEIGHTS} hash {actual[:12]} does not match "
             f"its manifest ({manifest.adapter_sha256[:12]}); the file is corrupt or was swapped"
         )
+    config = sha256_file(module_dir / ADAPTER_CONFIG)
+    if manifest.config_sha256 and config != manifest.config_sha256:
+        raise ModuleIntegrityError(
+            f"module {manifest.module_id}: {ADAPTER_CONFIG} hash {config[:12]} does not match "
+            f"its manifest ({manifest.config_sha256[:12]}); the file was edited or swapped"
+        )
     if base_fingerprint is not None and base_fingerprint != manifest.base_fingerprint:
         raise BaseModelMismatchError(base_mismatch_message(manifest, base_fingerprint))
     return manifest
@@ -329,9 +359,9 @@ def quarantine_module(store_dir: Path, namespace: str, module_id: str, reason: s
         dst = root / f"{QUARANTINE_PREFIX}{module_id}-{int(time.time())}"
         os.rename(src, dst)
     fsync_dir(root)
-    (dst / QUARANTINE_NOTE).write_text(
+    write_new_file(  # the module dir is not ours to trust: a planted link is not followed
+        dst / QUARANTINE_NOTE,
         f"quarantined at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {reason}\n",
-        encoding="utf-8",
     )
     logger.warning("module %s quarantined: %s", module_id, reason)
     return dst
@@ -354,6 +384,36 @@ def list_quarantined(store_dir: Path, namespace: str) -> list[dict[str, str]]:
                     "path": str(entry),
                 }
             )
+    return out
+
+
+def remove_quarantined_holding(
+    store_dir: Path, namespace: str, record_ids: Collection[str]
+) -> list[str]:
+    """Delete the quarantined modules that list any of ``record_ids``: a forgotten record must
+    leave no copy, and a quarantined adapter still holds what it was trained on. Returns their
+    module ids. One whose manifest cannot be read is kept (it may be the last copy of other
+    facts), with a warning."""
+    root = modules_root(store_dir, namespace)
+    wanted = set(record_ids)
+    if not wanted or not root.is_dir():
+        return []
+    out = []
+    for entry in sorted(root.iterdir()):
+        if not entry.name.startswith(QUARANTINE_PREFIX) or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            manifest = read_manifest(entry)
+        except ModuleIntegrityError as e:
+            logger.warning("quarantined module %s kept: its manifest is unreadable (%s)", entry, e)
+            continue
+        if wanted.isdisjoint(manifest.record_ids):
+            continue
+        doomed = root / f"{TMP_PREFIX}rm-{entry.name[len(QUARANTINE_PREFIX) :]}-{os.getpid()}"
+        os.rename(entry, doomed)  # atomic: gone from the listing at once; a kill leaves a temp
+        fsync_dir(root)
+        remove_path(doomed)
+        out.append(manifest.module_id)
     return out
 
 

@@ -177,6 +177,22 @@ class RoutingIndex:
             except Exception as e:
                 raise BackendError(f"Chroma delete in the routing index failed: {e}") from e
 
+    def delete_record_keys(self, namespace: str, record_ids: Sequence[str]) -> None:
+        """Delete the keys copied from these records: a key holds its record's text, and a
+        deleted record's words must not come back as a route's ``best_key``."""
+        if not record_ids:
+            return
+        with self.provider.writing() as client:
+            col = self._collection(namespace, client, create=False)
+            if col is None:
+                return
+            for start in range(0, len(record_ids), _BATCH):
+                chunk = list(record_ids[start : start + _BATCH])
+                try:
+                    col.delete(where={"record_id": {"$in": chunk}})
+                except Exception as e:
+                    raise BackendError(f"Chroma delete in the routing index failed: {e}") from e
+
     def drop(self, namespace: str) -> None:
         """Delete the namespace's routing collection (it is rebuilt by the next sync)."""
         with self.provider.writing() as client:

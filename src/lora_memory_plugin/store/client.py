@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from .._filelock import file_lock
+from .._fsutil import write_new_file
 from ..errors import BackendError, InvalidInputError, StoreError
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,9 @@ class ServerChroma:
 
     generation = 0
 
-    def __init__(self, url: str, database: str) -> None:
+    def __init__(self, url: str, database: str, *, must_exist: bool = False) -> None:
         self.url = url
-        self._client = _http_client(url, database)
+        self._client = _http_client(url, database, must_exist)
 
     def client(self) -> Any:
         return self._client
@@ -131,7 +132,7 @@ class EmbeddedChroma:
 
     def _write_stamp(self, token: str) -> None:
         tmp = self.stamp_path.with_name(f".{self.stamp_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(token, encoding="ascii")
+        write_new_file(tmp, token, encoding="ascii")  # a link planted at tmp is not followed
         os.replace(tmp, self.stamp_path)
         self._seen = token
 
@@ -184,7 +185,7 @@ def get_or_create_collection(
     return col
 
 
-def _http_client(url: str, database: str) -> Any:
+def _http_client(url: str, database: str, must_exist: bool = False) -> Any:
     import chromadb
 
     u = urlparse(url)
@@ -200,6 +201,8 @@ def _http_client(url: str, database: str) -> Any:
         except Exception as e:
             if "not found" not in str(e).lower():
                 raise
+            if must_exist:
+                raise StoreError(_missing_buffer(f"database {database!r} on {_safe(url)}")) from e
             admin = chromadb.AdminClient(
                 _settings(
                     chroma_api_impl="chromadb.api.fastapi.FastAPI",
@@ -212,6 +215,8 @@ def _http_client(url: str, database: str) -> Any:
             return chromadb.HttpClient(
                 host=host, port=port, ssl=ssl, database=database, settings=_settings()
             )
+    except StoreError:
+        raise
     except Exception as e:
         raise BackendError(
             f"cannot reach the Chroma server at {url} ({e}). Start one with "
@@ -219,11 +224,40 @@ def _http_client(url: str, database: str) -> Any:
         ) from e
 
 
-def make_provider(root: Path, url: str, database: str) -> ServerChroma | EmbeddedChroma:
-    """The client provider for a store: a server when ``url`` is set, else embedded."""
+def make_provider(
+    root: Path, url: str, database: str, *, must_exist: bool = False
+) -> ServerChroma | EmbeddedChroma:
+    """The client provider for a store: a server when ``url`` is set, else embedded.
+
+    ``must_exist`` (the store has modules): a missing buffer -- the server's database, or
+    ``DIR/chroma`` -- raises StoreError instead of being created empty.
+    """
     if url:
-        return ServerChroma(url, database)
+        return ServerChroma(url, database, must_exist=must_exist)
+    if must_exist and not (root / "chroma").exists():
+        raise StoreError(_missing_buffer(f"{root / 'chroma'}", mkdir=root / "chroma"))
     (root / "locks").mkdir(parents=True, exist_ok=True)
     provider = EmbeddedChroma.for_store(root)
     provider.client()  # open now: a broken directory fails at open(), not at first search
     return provider
+
+
+def _missing_buffer(where: str, mkdir: Path | None = None) -> str:
+    start = (
+        f"`mkdir {mkdir}`"
+        if mkdir is not None
+        else "create the database (chromadb.AdminClient(...).create_database(name))"
+    )
+    return (
+        f"the buffer ({where}) does not exist, but this store has LoRA modules trained from "
+        "it: nothing was created. Check chroma_url and chroma_database in the store config "
+        "(a typo?), the Chroma server's data volume, or a restored store directory. To start "
+        f"an empty buffer on purpose, {start}; the modules stay, and consolidation refuses to "
+        "drop them until you run `lora-memory forget DIR -n NS --missing`."
+    )
+
+
+def _safe(url: str) -> str:
+    """``url`` without credentials, for messages."""
+    u = urlparse(url)
+    return u._replace(netloc=u.netloc.rpartition("@")[2]).geturl()
