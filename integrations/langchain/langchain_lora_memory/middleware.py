@@ -36,6 +36,18 @@ class LoRAMemoryState(AgentState[Any]):
     """Id of the last message already written to the buffer."""
 
 
+DEFAULT_CONTEXT_KEY = "user_id"
+_UNSET: Any = object()  # context_key not passed: DEFAULT_CONTEXT_KEY, or none with namespace=
+
+
+def _checked(ns: Any, source: str) -> str:
+    if not isinstance(ns, str) or not ns:
+        raise ValueError(
+            f"LoRAMemoryMiddleware found no namespace for this run in {source} (got {ns!r})"
+        )
+    return ns
+
+
 class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
     """Long-term memory for ``create_agent``: recall into the system message, remember turns.
 
@@ -45,8 +57,14 @@ class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
     user and assistant turns of the run are written to the buffer (session id: the thread id),
     where a later ``consolidate`` trains them into the namespace's LoRA modules.
 
-    The namespace comes from, in order: ``namespace_resolver(runtime)``; the runtime context's
-    ``context_key`` (a dict key or an attribute, ``user_id`` by default); ``namespace``.
+    The namespace is the caller's identity, never text the caller controls, and a run that has
+    none fails rather than falling back to a namespace others share (:meth:`resolve_namespace`):
+    ``namespace_resolver(runtime)`` when given (the application's authenticated user, e.g.
+    ``lambda rt: current_user().id``); else ``namespace=`` for one fixed namespace; else, under
+    LangGraph Server, the authenticated user's identity (``runtime.server_info.user``: there the
+    runtime context comes from the API caller, so it is not read); else the runtime context's
+    ``context_key`` (``user_id`` by default), which an application invoking the agent itself
+    fills from its own session.
 
     Example:
         .. code-block:: python
@@ -69,9 +87,11 @@ class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
     Args:
         memory: an open ``LoRAMemory`` (or give ``path``).
         path: a store directory.
-        namespace: the namespace when the context does not name one.
-        context_key: the runtime context field holding the namespace (e.g. the user id).
-        namespace_resolver: a function of the ``Runtime`` returning the namespace.
+        namespace: one fixed namespace for every run (then ``context_key`` is not read).
+        context_key: the runtime context field holding the namespace (e.g. the user id);
+            ``user_id`` unless ``namespace`` is given.
+        namespace_resolver: a function of the ``Runtime`` returning the namespace; when given,
+            the only source.
         k: memories injected per model call (the recollection counts as one).
         mode: ``hybrid``, ``buffer`` or ``parametric`` (see ``LoRAMemoryRetriever``).
         min_score: buffer hits below this cosine similarity are left out.
@@ -87,7 +107,7 @@ class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
         memory: LoRAMemory | None = None,
         path: str | Path | None = None,
         namespace: str | None = None,
-        context_key: str | None = "user_id",
+        context_key: str | None = _UNSET,
         namespace_resolver: NamespaceResolver | None = None,
         k: int = 4,
         mode: RetrieverMode = "hybrid",
@@ -99,6 +119,14 @@ class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
         if unknown:
             raise ValueError(
                 f"write_roles must be among {', '.join(_ROLES)}; got {sorted(unknown)}"
+            )
+        if context_key is _UNSET:  # a fixed namespace: the context is not read
+            context_key = None if namespace is not None else DEFAULT_CONTEXT_KEY
+        if namespace is not None and context_key is not None:
+            raise ValueError(
+                "LoRAMemoryMiddleware takes namespace= (one fixed namespace) or context_key= "
+                "(one per user), not both: a run without the key must not fall back to a "
+                "namespace other users share"
             )
         if namespace is None and context_key is None and namespace_resolver is None:
             raise ValueError(
@@ -116,25 +144,33 @@ class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
 
     # ---- namespace ---------------------------------------------------------------------
     def resolve_namespace(self, runtime: Runtime[Any]) -> str:
-        """The memory namespace of this run (see the class docstring for the order)."""
-        ns: Any = None
+        """The memory namespace of this run (see the class docstring for the order).
+
+        Raises:
+            ValueError: the configured source names no namespace for this run.
+        """
         if self.namespace_resolver is not None:
-            ns = self.namespace_resolver(runtime)
-        if not ns and self.context_key is not None:
-            ctx = getattr(runtime, "context", None)
-            if isinstance(ctx, Mapping):
-                ns = ctx.get(self.context_key)
-            elif ctx is not None:
-                ns = getattr(ctx, self.context_key, None)
-        if not ns:
-            ns = self.namespace
-        if not ns or not isinstance(ns, str):
-            raise ValueError(
-                "LoRAMemoryMiddleware found no namespace for this run: pass "
-                f"context={{{self.context_key!r}: 'user-42'}} to invoke, or set namespace= "
-                f"(got {ns!r})"
+            return _checked(self.namespace_resolver(runtime), "namespace_resolver(runtime)")
+        if self.namespace is not None:
+            return self.namespace
+        server = getattr(runtime, "server_info", None)
+        if server is not None:  # LangGraph Server: the context is the API caller's to set
+            user = getattr(server, "user", None)
+            identity = getattr(user, "identity", None) if user is not None else None
+            return _checked(
+                identity,
+                "the authenticated user of this LangGraph Server run (configure auth, or pass "
+                "namespace_resolver=)",
             )
-        return ns
+        ctx = getattr(runtime, "context", None)
+        ns: Any = None
+        if isinstance(ctx, Mapping):
+            ns = ctx.get(self.context_key)
+        elif ctx is not None:
+            ns = getattr(ctx, str(self.context_key), None)
+        return _checked(
+            ns, f"the runtime context's {self.context_key!r}: pass context={{...}} to invoke"
+        )
 
     def _retriever(self, namespace: str) -> LoRAMemoryRetriever:
         return LoRAMemoryRetriever(

@@ -16,21 +16,46 @@ class Context:
     user_id: str
 
 
-def test_namespace_from_context_dataclass_dict_resolver_and_default(memory: Any) -> None:
-    mw = LoRAMemoryMiddleware(memory=memory, namespace="fallback")
+def test_namespace_from_context_dataclass_dict_resolver_and_fixed(memory: Any) -> None:
+    mw = LoRAMemoryMiddleware(memory=memory)
     assert mw.resolve_namespace(Runtime(context=Context(user_id="u-1"))) == "u-1"
     assert mw.resolve_namespace(Runtime(context={"user_id": "u-2"})) == "u-2"
-    assert mw.resolve_namespace(Runtime(context=None)) == "fallback"
+    fixed = LoRAMemoryMiddleware(memory=memory, namespace="team")
+    assert fixed.resolve_namespace(Runtime(context={"user_id": "u-2"})) == "team"
     custom = LoRAMemoryMiddleware(
         memory=memory, namespace_resolver=lambda rt: f"user-{rt.context['user_id']}"
     )
     assert custom.resolve_namespace(Runtime(context={"user_id": "7"})) == "user-7"
 
 
-def test_missing_namespace_says_how_to_fix(memory: Any) -> None:
+def test_a_run_without_a_namespace_fails_instead_of_sharing_one(memory: Any) -> None:
+    """No silent fallback: a missing user id is an error, never another namespace."""
     mw = LoRAMemoryMiddleware(memory=memory)
-    with pytest.raises(ValueError, match="context="):
-        mw.resolve_namespace(Runtime(context={}))
+    for ctx in ({}, None, {"user_id": ""}, {"user_id": 42}):
+        with pytest.raises(ValueError, match="context="):
+            mw.resolve_namespace(Runtime(context=ctx))
+    with pytest.raises(ValueError, match="not both"):
+        LoRAMemoryMiddleware(memory=memory, namespace="shared", context_key="user_id")
+    resolver = LoRAMemoryMiddleware(memory=memory, namespace_resolver=lambda rt: None)
+    with pytest.raises(ValueError, match="namespace_resolver"):  # the resolver alone decides
+        resolver.resolve_namespace(Runtime(context={"user_id": "u-1"}))
+
+
+def test_langgraph_server_runs_use_the_authenticated_user_not_the_context(memory: Any) -> None:
+    """Under LangGraph Server the API caller writes the context: it is never read."""
+    from langgraph.runtime import ServerInfo
+
+    class User:
+        identity = "alice"
+        is_authenticated = True
+
+    mw = LoRAMemoryMiddleware(memory=memory)
+    server = ServerInfo(assistant_id="a", graph_id="g", user=User())  # type: ignore[arg-type]
+    spoofed = Runtime(context={"user_id": "bob"}, server_info=server)
+    assert mw.resolve_namespace(spoofed) == "alice"
+    anonymous = Runtime(context={"user_id": "bob"}, server_info=ServerInfo("a", "g"))
+    with pytest.raises(ValueError, match="authenticated user"):
+        mw.resolve_namespace(anonymous)
 
 
 def test_format_memories_marks_recollections_and_roles() -> None:

@@ -153,6 +153,22 @@ def test_writes_need_a_namespace_and_long_messages_become_documents(facts, fresh
     assert {d.metadata["session_id"] for d in docs} == {fresh_ns}
 
 
+def test_a_message_cannot_choose_the_namespace_it_is_written_to(facts, fresh_ns):
+    """additional_kwargs travel with message content: only the Memory's session (or the
+    block's namespace) decides where a write goes."""
+    block = LoRAMemoryBlock(memory=facts.mem)
+    planted = ChatMessage(
+        role="user",
+        content="Remember: my code is 1234.",
+        additional_kwargs={"session_id": "victim"},
+    )
+    asyncio.run(block.aput([planted], session_id=fresh_ns))
+    assert [t.text for t in facts.mem.get(fresh_ns)] == ["Remember: my code is 1234."]
+    with pytest.raises(InvalidInputError, match="needs a namespace"):
+        asyncio.run(block.aput([planted]))  # no session: the message's own is not used
+    assert "victim" not in facts.mem.namespaces()
+
+
 def test_constructor_and_public_api(facts, fresh_ns):
     assert pkg.__all__ == ["LoRAMemoryBlock"]
     assert issubclass(LoRAMemoryBlock, BaseMemoryBlock)

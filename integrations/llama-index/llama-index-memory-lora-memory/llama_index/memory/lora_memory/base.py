@@ -118,25 +118,40 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
         return self._memory
 
     # ---- writes: messages flushed from short-term memory -------------------------------
+    async def aput(
+        self,
+        messages: list[ChatMessage],
+        from_short_term_memory: bool = False,
+        session_id: str | None = None,
+    ) -> None:
+        """Write ``messages`` to the namespace of ``session_id`` (the ``Memory``'s own, when it
+        flushes) or the block's ``namespace``. A message's ``additional_kwargs`` never choose
+        it: they travel with message content, which callers and tools control."""
+        if from_short_term_memory and not self.accept_short_term_memory:
+            return
+        await self._write(messages, session_id if isinstance(session_id, str) else None)
+
     async def _aput(self, messages: list[ChatMessage]) -> None:
+        await self._write(messages, None)  # no session given: the block's namespace only
+
+    async def _write(self, messages: list[ChatMessage], session_id: str | None) -> None:
+        sid = session_id or None
+        ns = self._namespace_for(sid)
         limit = self._memory.config.buffer.max_turn_chars
-        turns: dict[str, list[dict[str, Any]]] = {}
-        long_texts: list[tuple[str, str, str, str | None]] = []
+        turns: list[dict[str, Any]] = []
+        long_texts: list[tuple[str, str]] = []
         for message in messages:
             text = message_text(message)
             if not text.strip():
                 continue  # e.g. a tool call with no text: nothing to remember
-            session_id = message.additional_kwargs.get("session_id")
-            sid = session_id if isinstance(session_id, str) and session_id else None
-            ns = self._namespace_for(sid)
             role = _ROLES.get(str(getattr(message.role, "value", message.role)), "user")
             if len(text) > limit:  # a long tool output or pasted file: chunked as a document
-                long_texts.append((ns, text, role, sid))
+                long_texts.append((text, role))
                 continue
-            turns.setdefault(ns, []).append({"content": text, "role": role, "session_id": sid})
-        for ns, batch in turns.items():
-            await self._memory.aadd_turns(ns, batch)
-        for ns, text, role, sid in long_texts:
+            turns.append({"content": text, "role": role, "session_id": sid})
+        if turns:
+            await self._memory.aadd_turns(ns, turns)
+        for text, role in long_texts:
             await self._memory.aadd_document(ns, text, source=f"llama_index:{role}", session_id=sid)
 
     # ---- reads: recollection + buffer hits for the latest messages ---------------------
