@@ -70,6 +70,24 @@ class BufferConfig:
         default="default_database",
         metadata={"help": "Chroma server database; stores sharing one server use distinct ones."},
     )
+    chroma_auth: str = field(
+        default="",
+        metadata={
+            "help": "Chroma server auth: '' (none), 'token' or 'basic'; the credentials (a token, "
+            "or user:password) come from $LORA_MEMORY_CHROMA_CREDENTIALS, never from this file."
+        },
+    )
+    chroma_token_header: str = field(
+        default="Authorization",
+        metadata={"help": "Token auth header: 'Authorization' (Bearer) or 'X-Chroma-Token'."},
+    )
+    chroma_ca_file: str = field(
+        default="", metadata={"help": "CA bundle to verify an https Chroma server with."}
+    )
+    chroma_headers: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "Extra HTTP headers for the Chroma server (e.g. a gateway's)."},
+    )
     chunk_tokens: int = field(default=200, metadata={"help": "Document chunk size in tokens."})
     chunk_overlap: int = field(default=32, metadata={"help": "Tokens shared by neighbour chunks."})
     max_turn_chars: int = field(
@@ -95,6 +113,25 @@ class BufferConfig:
             raise ConfigError(
                 f"buffer.chroma_url must start with http:// or https://, got {self.chroma_url!r}"
             )
+        if "@" in self.chroma_url.partition("://")[2].partition("/")[0]:
+            raise ConfigError(
+                "buffer.chroma_url must not carry credentials (user:password@): set "
+                "buffer.chroma_auth and $LORA_MEMORY_CHROMA_CREDENTIALS instead"
+            )
+        if self.chroma_auth not in ("", "token", "basic"):
+            raise ConfigError(
+                f"buffer.chroma_auth must be '', 'token' or 'basic', got {self.chroma_auth!r}"
+            )
+        if self.chroma_token_header not in ("Authorization", "X-Chroma-Token"):
+            raise ConfigError(
+                "buffer.chroma_token_header must be 'Authorization' or 'X-Chroma-Token', got "
+                f"{self.chroma_token_header!r}"
+            )
+        headers = self.chroma_headers
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ConfigError("buffer.chroma_headers must be a table of string values")
 
 
 @dataclass

@@ -182,12 +182,22 @@ class LoRAMemory:
                 raise StoreError(f"cannot create a store at {root}: {e}") from e
         url = chroma_url if chroma_url is not None else config.buffer.chroma_url
         from .registry.modules import store_has_modules
-        from .store.client import make_provider
+        from .store.client import ServerOptions, make_provider
 
         # modules were trained from a buffer that must be there: a missing one is never
         # created silently (a typo in chroma_database, a lost volume, a deleted DIR/chroma)
+        b = config.buffer
         provider = make_provider(
-            root, url, config.buffer.chroma_database, must_exist=store_has_modules(root)
+            root,
+            url,
+            b.chroma_database,
+            must_exist=store_has_modules(root),
+            options=ServerOptions(
+                b.chroma_auth,
+                b.chroma_token_header,
+                b.chroma_ca_file,
+                tuple(sorted(b.chroma_headers.items())),
+            ),
         )
         return cls(root, config, provider, url)
 

@@ -20,6 +20,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -60,9 +61,16 @@ class ServerChroma:
 
     generation = 0
 
-    def __init__(self, url: str, database: str, *, must_exist: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        must_exist: bool = False,
+        options: ServerOptions | None = None,
+    ) -> None:
         self.url = url
-        self._client = _http_client(url, database, must_exist)
+        self._client = _http_client(url, database, must_exist, options)
 
     def client(self) -> Any:
         return self._client
@@ -185,19 +193,86 @@ def get_or_create_collection(
     return col
 
 
-def _http_client(url: str, database: str, must_exist: bool = False) -> Any:
+CREDENTIALS_ENV = "LORA_MEMORY_CHROMA_CREDENTIALS"
+"""The Chroma server credentials (a token, or ``user:password``): read from the environment
+only, so a store's config can be shared, and never written into a message."""
+
+_AUTH_PROVIDERS = {
+    "token": "chromadb.auth.token_authn.TokenAuthClientProvider",
+    "basic": "chromadb.auth.basic_authn.BasicAuthClientProvider",
+}
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to reach a Chroma server: auth, TLS verification, extra headers (``[buffer]``)."""
+
+    auth: str = ""  # '', 'token', 'basic'
+    token_header: str = "Authorization"
+    ca_file: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def settings(self) -> dict[str, Any]:
+        """Extra chromadb ``Settings`` fields (credentials from :data:`CREDENTIALS_ENV`)."""
+        out: dict[str, Any] = {}
+        if self.auth:
+            creds = os.environ.get(CREDENTIALS_ENV, "")
+            if not creds:
+                raise InvalidInputError(
+                    f"buffer.chroma_auth = {self.auth!r} needs the credentials in "
+                    f"${CREDENTIALS_ENV} ({'a token' if self.auth == 'token' else 'user:password'})"
+                )
+            out["chroma_client_auth_provider"] = _AUTH_PROVIDERS[self.auth]
+            out["chroma_client_auth_credentials"] = creds
+            if self.auth == "token":
+                out["chroma_auth_token_transport_header"] = self.token_header
+        if self.ca_file:
+            out["chroma_server_ssl_verify"] = self.ca_file
+        if self.headers:
+            out["chroma_server_headers"] = dict(self.headers)
+        return out
+
+
+def _redact(text: str) -> str:
+    """``text`` with the configured credentials (and their parts) replaced by ``***``."""
+    creds = os.environ.get(CREDENTIALS_ENV, "")
+    for secret in sorted({creds, *creds.split(":", 1)}, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _http_client(
+    url: str, database: str, must_exist: bool = False, options: ServerOptions | None = None
+) -> Any:
     import chromadb
 
     u = urlparse(url)
     if u.scheme not in ("http", "https") or not u.hostname:
-        raise InvalidInputError(f"chroma_url must look like http://host:port, got {url!r}")
+        raise InvalidInputError(f"chroma_url must look like http://host:port, got {_safe(url)!r}")
+    if u.username is not None or u.password is not None:
+        raise InvalidInputError(
+            "chroma_url must not carry credentials (user:password@): set buffer.chroma_auth and "
+            f"${CREDENTIALS_ENV} instead"
+        )
     host, ssl = u.hostname, u.scheme == "https"
     port = u.port or (443 if ssl else 8000)
+    extra = (options or ServerOptions()).settings()
+    headers = extra.get("chroma_server_headers")
+
+    def connect() -> Any:
+        return chromadb.HttpClient(
+            host=host,
+            port=port,
+            ssl=ssl,
+            headers=headers,
+            database=database,
+            settings=_settings(**extra),
+        )
+
     try:
         try:
-            return chromadb.HttpClient(
-                host=host, port=port, ssl=ssl, database=database, settings=_settings()
-            )
+            return connect()
         except Exception as e:
             if "not found" not in str(e).lower():
                 raise
@@ -209,23 +284,28 @@ def _http_client(url: str, database: str, must_exist: bool = False) -> Any:
                     chroma_server_host=host,
                     chroma_server_http_port=port,
                     chroma_server_ssl_enabled=ssl,
+                    **extra,
                 )
             )
             admin.create_database(database)
-            return chromadb.HttpClient(
-                host=host, port=port, ssl=ssl, database=database, settings=_settings()
-            )
+            return connect()
     except StoreError:
         raise
     except Exception as e:
         raise BackendError(
-            f"cannot reach the Chroma server at {url} ({e}). Start one with "
-            f"`chroma run --path DIR --host {host} --port {port}` or fix chroma_url."
-        ) from e
+            f"cannot reach the Chroma server at {_safe(url)} ({_redact(str(e))}). Start one "
+            f"with `chroma run --path DIR --host {host} --port {port}` or fix chroma_url (and "
+            "buffer.chroma_auth, if the server needs credentials)."
+        ) from None
 
 
 def make_provider(
-    root: Path, url: str, database: str, *, must_exist: bool = False
+    root: Path,
+    url: str,
+    database: str,
+    *,
+    must_exist: bool = False,
+    options: ServerOptions | None = None,
 ) -> ServerChroma | EmbeddedChroma:
     """The client provider for a store: a server when ``url`` is set, else embedded.
 
@@ -233,7 +313,7 @@ def make_provider(
     ``DIR/chroma`` -- raises StoreError instead of being created empty.
     """
     if url:
-        return ServerChroma(url, database, must_exist=must_exist)
+        return ServerChroma(url, database, must_exist=must_exist, options=options)
     if must_exist and not (root / "chroma").exists():
         raise StoreError(_missing_buffer(f"{root / 'chroma'}", mkdir=root / "chroma"))
     (root / "locks").mkdir(parents=True, exist_ok=True)
