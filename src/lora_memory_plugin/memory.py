@@ -191,7 +191,7 @@ class LoRAMemory:
             root,
             url,
             b.chroma_database,
-            must_exist=store_has_modules(root),
+            has_modules=lambda: store_has_modules(root),
             options=ServerOptions(
                 b.chroma_auth,
                 b.chroma_token_header,

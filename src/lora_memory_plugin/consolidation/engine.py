@@ -24,6 +24,7 @@ One run for one namespace, under that namespace's lock (``LockHeldError`` -> CLI
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -200,7 +201,8 @@ def _run(
             f"a module at r={settings.capacity.rank} (run `lora-memory calibrate`)"
         )
     gen = mem.generator()
-    buffered, oversized = split_oversized(buffered, gen.count_tokens, gen.context_window)
+    count_tokens = functools.lru_cache(maxsize=None)(gen.count_tokens)  # split, then planning
+    buffered, oversized = split_oversized(buffered, count_tokens, gen.context_window)
     if oversized:
         notes.append(
             f"{len(oversized)} record(s) longer than {gen.context_window // RECORD_SHARE} "
@@ -218,7 +220,7 @@ def _run(
     old_ids = list(extend.record_ids) if extend is not None else []
     old = {r.id: r for r in mem.get(namespace, ids=old_ids)} if old_ids else {}
     plans = plan_modules(
-        existing, old, buffered, gen.count_tokens, settings.capacity, base_fingerprint=fingerprint
+        existing, old, buffered, count_tokens, settings.capacity, base_fingerprint=fingerprint
     )
     writer = _resolve_writer(mem, opts.writer, settings.mixture)
 

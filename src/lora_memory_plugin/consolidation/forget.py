@@ -36,7 +36,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .._failpoints import failpoint
 from .._fsutil import fsync_dir
@@ -216,9 +215,10 @@ def repair_missing_records(
                 _quarantine(mem, namespace, m, len(lost.intersection(m.record_ids)))
                 repair.quarantined.append(m.module_id)
     if doomed and mem.buffer.has_namespace(namespace):  # no module holds them any more
-        present = [r.id for r in mem.buffer.get_existing(namespace, sorted(doomed))]
+        ids = sorted(doomed)
+        present = [r.id for r in mem.buffer.get_existing(namespace, ids)]
         repair.deleted = mem.buffer.delete(namespace, present) if present else 0
-        mem.routing.delete_record_keys(namespace, sorted(doomed))  # keys hold their text
+        mem.routing.delete_record_keys(namespace, ids)  # keys hold their text
         failpoint("forget_deleted")
     if repair.refused is None or repair.removed:  # refused, nothing forgotten: change nothing
         repair.reset = reset_orphans(mem, namespace)
@@ -333,10 +333,10 @@ def buffer_location(mem: LoRAMemory) -> str:
     """Where the store's buffer lives, for messages (a server URL without its credentials)."""
     if not mem.chroma_url:
         return f"embedded Chroma in {mem.path / 'chroma'}"
-    parts = urlsplit(mem.chroma_url)
-    host = parts.netloc.rpartition("@")[2]
+    from ..store.client import url_for_messages
+
     return (
-        f"Chroma server {parts.scheme}://{host}{parts.path}, "
+        f"Chroma server {url_for_messages(mem.chroma_url)}, "
         f"database {mem.config.buffer.chroma_database!r}"
     )
 

@@ -44,9 +44,10 @@ class _TextDone:
         import torch
 
         new = input_ids[:, self.width :]  # [B, t]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        for i, text in enumerate(texts):
-            if self.ended[i] is None and self.done(text):
+        open_rows = [i for i, e in enumerate(self.ended) if e is None]  # finished: not decoded
+        texts = self.tokenizer.batch_decode(new[open_rows], skip_special_tokens=True)
+        for i, text in zip(open_rows, texts, strict=True):
+            if self.done(text):
                 self.ended[i] = new.shape[1]
         flags = [e is not None for e in self.ended]
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)  # [B]

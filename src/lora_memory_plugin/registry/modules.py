@@ -248,13 +248,17 @@ def remove_module(store_dir: Path, namespace: str, module_id: str) -> None:
     once), then deleted; a kill during the delete leaves a temp dir that the next consolidation
     removes (:func:`remove_stale_temp`).
     """
-    root = modules_root(store_dir, namespace)
-    src = root / module_id
-    if not src.exists():
-        return
-    doomed = root / f"{TMP_PREFIX}rm-{module_id}-{os.getpid()}"
+    src = modules_root(store_dir, namespace) / module_id
+    if src.exists():
+        _discard(src, module_id)
+
+
+def _discard(src: Path, module_id: str) -> None:
+    """Delete a module directory: renamed to a temp name first (atomic: gone from listings at
+    once; a kill during the delete leaves a temp dir that :func:`remove_stale_temp` removes)."""
+    doomed = src.parent / f"{TMP_PREFIX}rm-{module_id}-{os.getpid()}"
     os.rename(src, doomed)
-    fsync_dir(root)
+    fsync_dir(src.parent)
     remove_path(doomed)
 
 
@@ -409,10 +413,7 @@ def remove_quarantined_holding(
             continue
         if wanted.isdisjoint(manifest.record_ids):
             continue
-        doomed = root / f"{TMP_PREFIX}rm-{entry.name[len(QUARANTINE_PREFIX) :]}-{os.getpid()}"
-        os.rename(entry, doomed)  # atomic: gone from the listing at once; a kill leaves a temp
-        fsync_dir(root)
-        remove_path(doomed)
+        _discard(entry, entry.name[len(QUARANTINE_PREFIX) :])
         out.append(manifest.module_id)
     return out
 

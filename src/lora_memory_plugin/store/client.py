@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,11 +66,11 @@ class ServerChroma:
         url: str,
         database: str,
         *,
-        must_exist: bool = False,
+        has_modules: Callable[[], bool] | None = None,
         options: ServerOptions | None = None,
     ) -> None:
         self.url = url
-        self._client = _http_client(url, database, must_exist, options)
+        self._client = _http_client(url, database, has_modules, options)
 
     def client(self) -> Any:
         return self._client
@@ -243,13 +243,18 @@ def _redact(text: str) -> str:
 
 
 def _http_client(
-    url: str, database: str, must_exist: bool = False, options: ServerOptions | None = None
+    url: str,
+    database: str,
+    has_modules: Callable[[], bool] | None = None,
+    options: ServerOptions | None = None,
 ) -> Any:
     import chromadb
 
     u = urlparse(url)
     if u.scheme not in ("http", "https") or not u.hostname:
-        raise InvalidInputError(f"chroma_url must look like http://host:port, got {_safe(url)!r}")
+        raise InvalidInputError(
+            f"chroma_url must look like http://host:port, got {url_for_messages(url)!r}"
+        )
     if u.username is not None or u.password is not None:
         raise InvalidInputError(
             "chroma_url must not carry credentials (user:password@): set buffer.chroma_auth and "
@@ -276,8 +281,10 @@ def _http_client(
         except Exception as e:
             if "not found" not in str(e).lower():
                 raise
-            if must_exist:
-                raise StoreError(_missing_buffer(f"database {database!r} on {_safe(url)}")) from e
+            if has_modules is not None and has_modules():
+                raise StoreError(
+                    _missing_buffer(f"database {database!r} on {url_for_messages(url)}")
+                ) from e
             admin = chromadb.AdminClient(
                 _settings(
                     chroma_api_impl="chromadb.api.fastapi.FastAPI",
@@ -293,9 +300,9 @@ def _http_client(
         raise
     except Exception as e:
         raise BackendError(
-            f"cannot reach the Chroma server at {_safe(url)} ({_redact(str(e))}). Start one "
-            f"with `chroma run --path DIR --host {host} --port {port}` or fix chroma_url (and "
-            "buffer.chroma_auth, if the server needs credentials)."
+            f"cannot reach the Chroma server at {url_for_messages(url)} ({_redact(str(e))}). "
+            f"Start one with `chroma run --path DIR --host {host} --port {port}` or fix "
+            "chroma_url (and buffer.chroma_auth, if the server needs credentials)."
         ) from None
 
 
@@ -304,17 +311,18 @@ def make_provider(
     url: str,
     database: str,
     *,
-    must_exist: bool = False,
+    has_modules: Callable[[], bool] | None = None,
     options: ServerOptions | None = None,
 ) -> ServerChroma | EmbeddedChroma:
     """The client provider for a store: a server when ``url`` is set, else embedded.
 
-    ``must_exist`` (the store has modules): a missing buffer -- the server's database, or
-    ``DIR/chroma`` -- raises StoreError instead of being created empty.
+    When the buffer -- the server's database, or ``DIR/chroma`` -- is missing and
+    ``has_modules()`` says the store has modules, StoreError is raised instead of creating it
+    empty (asked only then: listing the modules is no cost of every open).
     """
     if url:
-        return ServerChroma(url, database, must_exist=must_exist, options=options)
-    if must_exist and not (root / "chroma").exists():
+        return ServerChroma(url, database, has_modules=has_modules, options=options)
+    if not (root / "chroma").exists() and has_modules is not None and has_modules():
         raise StoreError(_missing_buffer(f"{root / 'chroma'}", mkdir=root / "chroma"))
     (root / "locks").mkdir(parents=True, exist_ok=True)
     provider = EmbeddedChroma.for_store(root)
@@ -337,7 +345,8 @@ def _missing_buffer(where: str, mkdir: Path | None = None) -> str:
     )
 
 
-def _safe(url: str) -> str:
-    """``url`` without credentials, for messages."""
+def url_for_messages(url: str) -> str:
+    """``url`` as messages may show it: scheme, host, port and path; no user:password, no
+    query or fragment (either may carry a token)."""
     u = urlparse(url)
-    return u._replace(netloc=u.netloc.rpartition("@")[2]).geturl()
+    return f"{u.scheme}://{u.netloc.rpartition('@')[2]}{u.path}"
