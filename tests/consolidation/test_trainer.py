@@ -23,6 +23,7 @@ from lora_memory_plugin.consolidation.trainer import (
     make_batches,
     next_token_targets,
     save_adapter,
+    split_step,
     supervised_logits,
     teacher_distributions,
     token_loss,
@@ -130,6 +131,32 @@ def test_shared_prefix_matches_full_forward(gen: Generator) -> None:
     gen.model.zero_grad(set_to_none=True)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_step_splits_into_sub_batches_with_the_same_mean_loss(gen: Generator) -> None:
+    """Text rows and much longer rows run apart (no shared prefix lost, no padding to the long
+    width); the step's loss, accumulated over the parts, is the single batch's mean loss."""
+    import torch
+
+    long = Example.qa("What is the code of box 9? " * 6, "8080", system=SYSTEM)
+    examples = [*EXAMPLES[:3], Example.text("Box 9 holds code 8080."), long]
+    items = tokenize(gen, examples)
+    parts = split_step(items, range(len(items)))
+    assert [sorted(part) for part in parts] == [[0, 1, 2], [4], [3]]
+    pad_id = int(gen.tokenizer.pad_token_id)
+    batches = [collate([items[i] for i in part], pad_id, True, "cpu") for part in parts]
+    assert batches[0].prefix > 0  # the text row no longer stops the prompt rows from sharing
+    whole = collate(items, pad_id, True, "cpu")
+    assert whole.prefix == 0
+    with torch.no_grad():
+        one = token_loss(*supervised_logits(gen.model, whole)[:2], whole)
+        total = sum(int((next_token_targets(b) != IGNORE).sum()) for b in batches)
+        split = 0.0
+        for b in batches:
+            logits, targets, _ = supervised_logits(gen.model, b)
+            split += float(token_loss(logits, targets, b)) * len(targets) / total
+    assert split == pytest.approx(float(one), rel=1e-5)
+    assert sum(b.pads for b in batches) < whole.pads
 
 
 def test_shared_prefix_stops_before_the_first_supervised_logit(gen: Generator) -> None:
@@ -297,6 +324,7 @@ def test_evaluate_stops_on_a_held_out_score_and_keeps_the_best_weights(
     assert [s for _, _, s in result.eval_history] == [0.4, 0.6, 0.5, 0.3]
     best = snapshots[1]  # the 0.6 evaluation: its weights are the result's
     assert all(torch.equal(result.adapter_state[k], best[k]) for k in best)
+    assert result.held_out == 0.6  # the gate need not generate it again
 
     # a tie keeps the later weights (trained longer), but does not reset patience
     scores = iter([0.4, 0.6, 0.6, 0.5, 0.3, 0.2])
@@ -315,6 +343,20 @@ def test_evaluate_stops_on_a_held_out_score_and_keeps_the_best_weights(
         evaluate=lambda model, gen: 1.0,
     )
     assert reached.stopped_because == "target" and len(reached.eval_history) == 1
+    assert reached.held_out == 1.0
+
+    # a budget stops training a step after the last evaluation: those weights were never judged
+    def flat(model: object, gen: Generator) -> float:
+        return 0.5
+
+    config = TrainConfig(**FAST | {"patience": 1})
+    first = train_lora(str(sharp_model_dir), EXAMPLES, config, progress=False, evaluate=flat)
+    assert first.held_out == 0.5  # kept the first evaluation's weights
+    at = first.eval_history[0][0]  # one step an epoch: the run below evaluates there, then steps
+    config = TrainConfig(**FAST | {"max_steps": at + 1})
+    late = train_lora(str(sharp_model_dir), EXAMPLES, config, progress=False, evaluate=flat)
+    assert [s for s, _, _ in late.eval_history] == [at]
+    assert late.stopped_because == "max_steps" and late.held_out is None
 
 
 # --- logit-level distillation --------------------------------------------------------------
@@ -457,11 +499,18 @@ def test_frozen_bottom_is_the_full_forward_gradients_included(gen: Generator) ->
 
         full, targets, _ = supervised_logits(model, batch)
         keep = next_token_targets(batch) != IGNORE
-        cached = frozen.logits(range(len(items)), batch.mask, keep)
-        assert torch.allclose(full, cached, atol=1e-4)
         g_full = grads(token_loss(full, targets, batch))
-        g_cached = grads(token_loss(cached, targets, batch))
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_full, g_cached, strict=True))
+        prefix = collate(items, pad_id, True, gen.device).prefix  # the system prompt and more
+        assert prefix > len(gen.tokenizer(SYSTEM)["input_ids"]) and frozen.can_share_prefix
+        for p in (0, prefix):  # the shared prefix run once, for one row: same logits and grads
+            cached = frozen.logits(range(len(items)), batch.mask, keep, p)
+            assert torch.allclose(full, cached, atol=1e-4)
+            g_cached = grads(token_loss(cached, targets, batch))
+            assert all(
+                torch.allclose(a, b, atol=1e-5) for a, b in zip(g_full, g_cached, strict=True)
+            )
+        with pytest.raises(ValueError, match="inside the shared prefix"):
+            frozen.logits(range(len(items)), batch.mask, batch.mask.bool(), prefix)
     finally:
         model.unload()
         gen.model.eval()

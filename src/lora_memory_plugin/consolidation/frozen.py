@@ -114,9 +114,18 @@ class FrozenBottom:
             hook.remove()
         return seen[0]
 
-    def logits(self, idx: Sequence[int], mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self, idx: Sequence[int], mask: torch.Tensor, keep: torch.Tensor, prefix: int = 0
+    ) -> torch.Tensor:
         """Logits ``[N, V]`` at the ``keep`` positions (``[B, T]`` bool) of the rows ``idx``,
-        running the top layers only. ``mask`` is the rows' ``[B, T]`` attention mask."""
+        running the top layers only. ``mask`` is the rows' ``[B, T]`` attention mask.
+
+        ``prefix``: the rows' first ``prefix`` tokens are the same (the chat template and system
+        prompt, a third of a short example) and no ``keep`` position lies among them: the top
+        layers run them once, for one row, and every row attends to that one copy of their keys
+        and values -- as a decoder with a KV cache does. Gradients flow through the shared copy.
+        """
+        import torch
         from torch.nn.utils.rnn import pad_sequence
         from transformers.masking_utils import create_causal_mask
 
@@ -131,25 +140,108 @@ class FrozenBottom:
             position_ids=positions,
         )
         rotary = self.inner.rotary_emb(hidden, position_ids=positions)
+        p = prefix if self.can_share_prefix and hidden.shape[0] > 1 else 0
+        if p:
+            if bool(keep[:, :p].any()):
+                raise ValueError("a kept position lies inside the shared prefix")
+            width = mask.shape[1]
+            if causal is None:  # no padding: SDPA would run is_causal, which a query block
+                causal = torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
+                causal = causal[None, None]  # [1, 1, T, T]
+            shared = _SharedPrefix()
+            head = hidden[:1, :p]  # [1, p, d]: the same in every row (same tokens, causal)
+            cos, sin = rotary
+            for layer in self.inner.layers[self.first :]:
+                head = layer(
+                    head,
+                    attention_mask=None,  # causal over the prefix alone
+                    position_embeddings=(cos[:, :p], sin[:, :p]),
+                    position_ids=positions[:, :p],
+                    past_key_values=shared,
+                    use_cache=True,
+                )
+            shared.rows = hidden.shape[0]
+            hidden, keep = hidden[:, p:], keep[:, p:]
+            causal, rotary = causal[:, :, p:], (cos[:, p:], sin[:, p:])
+            positions = positions[:, p:]
+        else:
+            shared = None
         for layer in self.inner.layers[self.first :]:
             hidden = layer(
-                hidden, attention_mask=causal, position_embeddings=rotary, position_ids=positions
+                hidden,
+                attention_mask=causal,
+                position_embeddings=rotary,
+                position_ids=positions,
+                past_key_values=shared,
+                use_cache=shared is not None,
             )
         hidden = self.inner.norm(hidden)
         return self.base.get_output_embeddings()(hidden[keep])  # type: ignore[no-any-return]
 
+    @property
+    def can_share_prefix(self) -> bool:
+        """Prefix sharing builds a boolean attention mask, the format SDPA takes."""
+        return getattr(self.inner.config, "_attn_implementation", None) == "sdpa"
+
     def _matches_full_forward(
         self, idx: Sequence[int], rows: Sequence[Sequence[int]], pad_id: int, device: Any
     ) -> bool:
+        """The cached forward equals a plain one: every position, and -- where the rows share
+        a prefix -- the positions after it with the prefix run once."""
         import torch
 
         ids, mask = _pad([rows[i] for i in idx], pad_id, device)
         keep = mask.bool()
-        full = self.base(input_ids=ids, attention_mask=mask).logits[keep].float()  # [N, V]
-        cached = self.logits(idx, mask, keep).float()  # [N, V]
+        full = self.base(input_ids=ids, attention_mask=mask).logits.float()  # [B, T, V]
         tol = 1e-3 if next(self.base.parameters()).dtype == torch.float32 else 5e-2
         scale = float(full.abs().max().clamp_min(1.0))
-        return bool((full - cached).abs().max() <= tol * scale)
+        checks = [(0, keep)]
+        p = _common_prefix([rows[i] for i in idx]) - 1  # leave one position to compare
+        if p > 0 and len(idx) > 1 and self.can_share_prefix:
+            after = keep.clone()
+            after[:, :p] = False
+            checks.append((p, after))
+        for prefix, where in checks:
+            cached = self.logits(idx, mask, where, prefix).float()  # [N, V]
+            if not bool((full[where] - cached).abs().max() <= tol * scale):
+                return False
+        return True
+
+
+class _SharedPrefix:
+    """The KV cache of a prefix every row shares, computed for one row.
+
+    The decoder layers' attention calls ``update(keys, values, layer_idx)`` with ``[B, heads, T,
+    dim]`` tensors and attends to what it returns. While ``rows`` is 0 the prefix is running:
+    its keys and values are kept. Then each call prepends them, broadcast to ``rows`` rows.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(
+        self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *_: Any, **__: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        if not self.rows:
+            self.kv[layer_idx] = (keys, values)
+            return keys, values
+        k, v = self.kv[layer_idx]  # [1, heads, p, dim]
+        shape = (self.rows, -1, -1, -1)
+        return torch.cat([k.expand(shape), keys], dim=2), torch.cat(
+            [v.expand(shape), values], dim=2
+        )
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    n = 0
+    for column in zip(*rows, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
 
 
 class _Reached(Exception):  # noqa: N818 -- control flow, not an error

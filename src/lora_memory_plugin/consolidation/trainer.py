@@ -230,6 +230,9 @@ class TrainResult:
     loss: float  # of the last step
     eval_history: list[tuple[int, float, float]] = field(default_factory=list)
     """(step, seconds, score) per call of ``train_lora(evaluate=...)``."""
+    held_out: float | None = None
+    """``evaluate``'s score of the returned weights (None: they were not evaluated as they are,
+    e.g. a budget stopped training after the last evaluation)."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,41 @@ def make_batches(
     if rng is not None:
         rng.shuffle(batches)
     return batches
+
+
+SPLIT_LENGTH_RATIO = 1.5
+"""A step's rows run as separate sub-batches where a row is this much longer than the shortest
+of its sub-batch: the short ones are not padded to the long ones' width."""
+
+
+def split_step(items: Sequence[_Item], idx: Sequence[int]) -> list[list[int]]:
+    """The rows of one optimizer step as sub-batches that run one forward each.
+
+    Prompted rows (a chat template: a long common prefix, run once per sub-batch) and text rows
+    (supervised from their first token: nothing to share) go apart; within each, rows sorted by
+    length are cut where one is :data:`SPLIT_LENGTH_RATIO` times the sub-batch's shortest. The
+    loss is the mean over the step's supervised positions however it is split, so the gradient
+    is the one a single padded batch gives; on the Lisbon story a step runs ~40% fewer token
+    slots (padding, and the system prompt once per sub-batch instead of once per row).
+    """
+
+    def text(i: int) -> bool:
+        return len(items[i].labels) > 1 and items[i].labels[1] != IGNORE
+
+    parts: list[list[int]] = []
+    for kind in (False, True):
+        rows = sorted((i for i in idx if text(i) == kind), key=lambda i: len(items[i].ids))
+        for i in rows:
+            if (
+                parts
+                and parts[-1]
+                and text(parts[-1][0]) == kind
+                and (len(items[i].ids) <= SPLIT_LENGTH_RATIO * len(items[parts[-1][0]].ids))
+            ):
+                parts[-1].append(i)
+            else:
+                parts.append([i])
+    return parts
 
 
 def shared_prefix(rows: Sequence[_Item]) -> int:
@@ -576,7 +614,7 @@ def _train(  # noqa: PLR0917
             frozen = FrozenBottom.build(
                 model, config.top_layers, [it.ids for it in items], pad_id, device
             )
-    share_prefix = config.share_prefix and frozen is None
+    share_prefix = config.share_prefix
 
     def forward(
         idx: Sequence[int], batch: _Batch
@@ -585,15 +623,23 @@ def _train(  # noqa: PLR0917
             return supervised_logits(model, batch)
         targets = next_token_targets(batch)  # [B, T]
         keep = targets != IGNORE  # [B, T]
-        return frozen.logits(idx, batch.mask, keep), targets[keep], keep.nonzero()[:, 0]
+        logits = frozen.logits(idx, batch.mask, keep, batch.prefix)
+        return logits, targets[keep], keep.nonzero()[:, 0]
+
+    def step_parts(idx: Sequence[int]) -> list[tuple[list[int], _Batch]]:
+        return [
+            (part, collate([items[i] for i in part], pad_id, share_prefix, device))
+            for part in split_step(items, idx)
+        ]
 
     qa_index = [i for i, it in enumerate(items) if it.qa]
     eval_batches = [
-        (idx, collate([items[i] for i in idx], pad_id, share_prefix, device))
+        part
         for idx in (
             [qa_index[j] for j in b]
             for b in make_batches([items[i] for i in qa_index], config.batch_size, None)
         )
+        for part in step_parts(idx)
     ]
 
     def exact_recall() -> float:
@@ -621,21 +667,25 @@ def _train(  # noqa: PLR0917
         epochs += 1
         hit = seen = 0
         for idx in make_batches(items, config.batch_size, rng):
-            batch = collate([items[i] for i in idx], pad_id, share_prefix, device)
             for group in opt.param_groups:  # linear warmup, then constant
                 group["lr"] = config.lr * min(1.0, (steps + 1) / (config.warmup_steps + 1))
-            with autocast():
-                logits, targets, rows = forward(idx, batch)  # [N, V], [N], [N]
-                loss = token_loss(logits, targets, batch)
-            loss.backward()  # type: ignore[no-untyped-call]
+            parts = step_parts(idx)
+            supervised = sum(int((next_token_targets(b) != IGNORE).sum()) for _, b in parts)
+            loss_value = 0.0
+            for part, batch in parts:  # the step's mean loss, accumulated over its sub-batches
+                with autocast():
+                    logits, targets, rows = forward(part, batch)  # [N, V], [N], [N]
+                    loss = token_loss(logits, targets, batch) * (len(targets) / supervised)
+                loss.backward()  # type: ignore[no-untyped-call]
+                tokens, pads = tokens + batch.tokens, pads + batch.pads
+                hit += count_recalled(logits.detach(), targets, rows, batch.qa)
+                seen += int(batch.qa.sum())
+                loss_value += loss.item()
             if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            steps, tokens, pads = steps + 1, tokens + batch.tokens, pads + batch.pads
-            hit += count_recalled(logits.detach(), targets, rows, batch.qa)
-            seen += int(batch.qa.sum())
-            loss_value, elapsed = loss.item(), time.perf_counter() - t0
+            steps, elapsed = steps + 1, time.perf_counter() - t0
             fit = hit / seen if seen else 0.0
             bar.update(1)
             bar.set_postfix(
@@ -677,11 +727,15 @@ def _train(  # noqa: PLR0917
         text_only = not qa_index
         if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
             stop = "max_epochs"
+    held_out = None
     if best is not None and kept < len(evaluations):  # a later evaluation was worse
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, best[2])
         logger.info("LoRA: kept the weights of evaluation %d (score %.3f)", kept, best[0])
+        held_out = best[0]
+    elif best is not None and evaluations[-1][0] == steps:  # no step since the best one
+        held_out = best[0]
     if qa_index and (evaluate is not None or not history or history[-1][0] != steps):
         history.append((steps, time.perf_counter() - t0, exact_recall()))  # of the kept weights
     seconds = time.perf_counter() - t0
@@ -703,6 +757,7 @@ def _train(  # noqa: PLR0917
         recall=history[-1][2] if history else None,
         recall_history=history,
         eval_history=evaluations,
+        held_out=held_out,
         stopped_because=stop or "max_steps",
         padding_fraction=pads / (pads + tokens),
         loss=loss_value,
