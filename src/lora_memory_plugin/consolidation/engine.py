@@ -384,7 +384,9 @@ def _build_module(
         adapter_dir = save_adapter(result, Path(tmp) / "adapter")
         failpoint("saved")
         if distilled:
-            verdict = _gate(mem, namespace, gen, (module_id, adapter_dir), data, sources, s)
+            verdict = _gate(
+                mem, namespace, gen, (module_id, adapter_dir), data, sources, s, result.held_out
+            )
             gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
             out.gate = verdict.to_dict()
             out.probe_recall = verdict.held_out if verdict.held_out is not None else verdict.qa
@@ -454,6 +456,7 @@ def _gate(  # noqa: PLR0917
     data: Any,
     sources: dict[str, str],
     s: _Settings,
+    held_out_score: float | None,
 ) -> Any:
     """:func:`.gate.gate` with this namespace's rag retrieval."""
     from ..generation.prompts import fit_context
@@ -478,6 +481,7 @@ def _gate(  # noqa: PLR0917
         held_out_target=held_out_target,
         search=search,
         text_only=text_only,
+        held_out_score=held_out_score,
     )
 
 

@@ -11,7 +11,9 @@ A module is committed only when, on questions it never trained on (held-out phra
 
 and QA-shaped records' own pairs (trained as written) are recalled at ``target``. Otherwise the
 records stay buffered and the report says which check failed. Agreement is judged on the answer's
-value (:func:`.teacher.agrees`), so a paraphrased reply counts and a wrong value does not.
+value (:func:`.teacher.agrees`), so a paraphrased reply counts and a wrong value does not, in the
+reply's first sentence (the teacher's answers are first sentences): a right value guessed in a
+later sentence does not count, and generation stops there.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from ..generation.prompts import build_messages
 from ..types import Hit
 from .data import Probe
-from .teacher import agrees
+from .teacher import agrees, first_sentence, past_first_sentence
 
 GATE_TOKENS = 40
 
@@ -90,6 +92,7 @@ def gate(
     search: Callable[[str], list[Hit]] | None = None,
     batch_size: int = 16,
     text_only: bool = False,
+    held_out_score: float | None = None,
 ) -> GateResult:
     """Judge a trained (not yet committed) module; see the module doc.
 
@@ -100,6 +103,9 @@ def gate(
         search: the namespace's rag retrieval for a question; None skips the hybrid check.
         text_only: the module trained only records' original text (no question covered them):
             with no probe it passes, and ``auto`` never answers from it (no measurement).
+        held_out_score: lora's held-out agreement, already measured on these weights by
+            :func:`held_out_evaluator` during training (``TrainResult.held_out``): not
+            generated again. None: measured here.
     """
     held_out = [p for p in probes if p.kind == "held_out"]
     qa = [p for p in probes if p.kind == "qa"]
@@ -116,16 +122,18 @@ def gate(
             max_new_tokens=GATE_TOKENS,
             batch_size=batch_size,
             adapter=adapter if use else None,
+            done=past_first_sentence,
         )
         return [o.text for o in outs]
 
     def agree(items: Sequence[Probe], replies: Sequence[str]) -> list[bool]:
-        return [
-            agrees(r, p.answer, sources.get(p.record_id, p.answer), p.question)
-            for p, r in zip(items, replies, strict=True)
-        ]
+        return agreement(items, replies, sources)
 
-    lora = _share(agree(held_out, ask(held_out, None, True))) if held_out else None
+    lora = None
+    if held_out:
+        lora = held_out_score
+        if lora is None:
+            lora = _share(agree(held_out, ask(held_out, None, True)))
     qa_share = probe_exact_match(gen, adapter, qa, system, batch_size)  # as the other mixtures
     rag = hybrid = None
     if held_out and search is not None:
@@ -151,7 +159,10 @@ def gate(
 
 
 def held_out_evaluator(
-    probes: Sequence[Probe], sources: dict[str, str], system: str, max_new_tokens: int = 24
+    probes: Sequence[Probe],
+    sources: dict[str, str],
+    system: str,
+    max_new_tokens: int = GATE_TOKENS,
 ) -> Callable[[Any, Any], float] | None:
     """For ``train_lora(evaluate=...)``: the model in training's agreement with the teacher on
     the held-out probes (greedy, no context). None when there are no held-out probes."""
@@ -162,7 +173,7 @@ def held_out_evaluator(
     def evaluate(model: Any, gen: Any) -> float:
         import torch
 
-        from ..generation.backend import left_pad
+        from ..generation.backend import TextDone, left_pad
 
         rows = [
             list(
@@ -175,6 +186,7 @@ def held_out_evaluator(
         pad = int(gen.tokenizer.pad_token_id)
         ids, mask = left_pad(rows, pad, gen.device)
         width = ids.shape[1]
+        stop = TextDone(gen.tokenizer, width, len(rows), past_first_sentence)
         with torch.inference_mode():
             out = model.generate(
                 input_ids=ids,
@@ -182,15 +194,23 @@ def held_out_evaluator(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=pad,
+                stopping_criteria=[stop],
             )
         replies = gen.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        flags = [
-            agrees(r, p.answer, sources.get(p.record_id, p.answer), p.question)
-            for p, r in zip(held_out, replies, strict=True)
-        ]
+        flags = agreement(held_out, replies, sources)
         return sum(flags) / len(flags)
 
     return evaluate
 
 
-__all__ = ["GateResult", "gate", "held_out_evaluator", "probe_exact_match"]
+def agreement(
+    probes: Sequence[Probe], replies: Sequence[str], sources: dict[str, str]
+) -> list[bool]:
+    """Per probe: does the reply's first sentence give the teacher's value?"""
+    return [
+        agrees(first_sentence(r), p.answer, sources.get(p.record_id, p.answer), p.question)
+        for p, r in zip(probes, replies, strict=True)
+    ]
+
+
+__all__ = ["GateResult", "agreement", "gate", "held_out_evaluator", "probe_exact_match"]

@@ -32,7 +32,7 @@ class Generation:
     seconds: float
 
 
-class _TextDone:
+class TextDone:
     """A ``generate`` stopping criterion: row i is finished once ``done`` holds for its decoded
     new text; ``ended[i]`` is how many new tokens it had then."""
 
@@ -234,7 +234,7 @@ class Generator:
         input_ids, attn = left_pad(rows, pad, self.device)
         width = input_ids.shape[1]
         per_row = isinstance(adapter, list)
-        stop = _TextDone(self.tokenizer, width, len(rows), done) if done else None
+        stop = TextDone(self.tokenizer, width, len(rows), done) if done else None
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
             if per_row:
