@@ -147,3 +147,55 @@ def test_console_script_subprocess(store_dir):
     r = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
     for cmd in ("init", "add", "search", "ask", "status", "models"):
         assert cmd in r.stdout
+
+
+def test_inputs_are_read_with_bounds(store_dir, tmp_path, capsys):
+    """A document over buffer.max_document_chars is refused after reading one character past
+    the limit; a JSONL line or a question line over its limit names the line; nothing is added."""
+    from lora_memory_plugin.memory import LoRAMemory
+
+    LoRAMemory.open(store_dir).update_config(buffer={"max_document_chars": 100})
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 5000, encoding="utf-8")
+    code, out, _ = run(capsys, "add", store_dir, "-n", "u", "--file", big, "--json")
+    assert code == 1 and "max_document_chars (100 characters)" in json.loads(out)["message"]
+    line = tmp_path / "one-line.jsonl"
+    line.write_text('{"content": "' + "y" * 2_000_000 + '"}\n', encoding="utf-8")
+    code, out, _ = run(capsys, "add", store_dir, "-n", "u", "--jsonl", line, "--json")
+    assert code == 1 and "1: line is over" in json.loads(out)["message"]
+    qs = tmp_path / "qs.txt"
+    qs.write_text("Where?\n" + "z" * 10_000 + "\n", encoding="utf-8")
+    code, out, _ = run(capsys, "ask-many", store_dir, "-n", "u", qs, "--json")
+    assert code == 1 and f"{qs}:2: line is over" in json.loads(out)["message"]
+    assert "u" not in LoRAMemory.open(store_dir).namespaces()
+
+
+def test_ask_many_streams_chunks_into_one_json_object(store_dir, tmp_path, capsys, monkeypatch):
+    import lora_memory_plugin.cli.main as cli
+
+    monkeypatch.setattr(cli, "ASK_MANY_CHUNK", 2)
+    calls: list[int] = []
+    from lora_memory_plugin.memory import LoRAMemory
+
+    real = LoRAMemory.ask_many
+
+    def counting(self, namespace, questions, **kw):
+        calls.append(len(questions))
+        return real(self, namespace, questions, **kw)
+
+    monkeypatch.setattr(LoRAMemory, "ask_many", counting)
+    run(capsys, "add", store_dir, "-n", "u", "--text", "My locker code is 4471.")
+    qs = tmp_path / "qs.txt"
+    qs.write_text("\n".join(f"What is question {i}?" for i in range(5)) + "\n\n", encoding="utf-8")
+    code, out, _ = run(
+        capsys, "ask-many", store_dir, "-n", "u", qs, "--mode", "rag", "--max-new-tokens", "2",
+        "--json",
+    )  # fmt: skip
+    assert code == 0 and calls == [2, 2, 1]
+    rows = json.loads(out)["answers"]
+    assert [r["question"] for r in rows] == [f"What is question {i}?" for i in range(5)]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Fine?\n" + "z" * 10_000 + "\n", encoding="utf-8")  # checked before any answer
+    calls.clear()
+    code, out, _ = run(capsys, "ask-many", store_dir, "-n", "u", bad, "--json")
+    assert code == 1 and calls == [] and json.loads(out)["error"] == "InvalidInputError"

@@ -458,3 +458,73 @@ def test_gate_takes_its_held_out_share_from_held_out_target() -> None:
     no = gate(ThreeOfFour(), ("m", None), probes, sources, SYSTEM, held_out_target=0.9, **kwargs)
     assert not no.passed and "75% of held-out probes < 90%" in no.reason
     assert not gate(ThreeOfFour(), ("m", None), probes, sources, SYSTEM, **kwargs).passed
+
+
+def test_gate_takes_lora_agreement_measured_in_training_and_judges_first_sentences() -> None:
+    """A held-out score from training is not generated again (only rag and hybrid run), and a
+    value given only after the first sentence does not count: the teacher's answers are first
+    sentences, and generation stops there."""
+    sources = {"r0": "We finally moved to Lisbon last month."}
+    probes = [Probe("Where do I live?", "You live in Lisbon.", "r0", "held_out")]
+    hits = [Hit("r0", sources["r0"], 0.9, {})]
+    asked: list[bool] = []
+
+    class Recorder:
+        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
+            asked.append(adapter is not None)
+            assert done is not None and done("You live in Porto. And") and not done("You live")
+            return [_Out("You live in Porto. Or was it Lisbon?") for _ in messages]
+
+    verdict = gate(
+        Recorder(), ("m", None), probes, sources, SYSTEM, target=0.9,
+        search=lambda q: hits, held_out_score=1.0,
+    )  # fmt: skip
+    assert asked == [False, True]  # rag and hybrid; lora's share came from training
+    assert verdict.held_out == 1.0 and verdict.rag == 0.0 and verdict.hybrid == 0.0
+    asked.clear()
+    verdict = gate(Recorder(), ("m", None), probes, sources, SYSTEM, target=0.9)
+    assert asked == [True] and verdict.held_out == 0.0 and not verdict.passed
+
+
+# --- linear-time parsing of caller text ------------------------------------------------------
+
+
+def test_qa_parsing_keeps_its_meaning() -> None:
+    from lora_memory_plugin.consolidation.data import parse_qa
+
+    assert parse_qa("  question: Where is Ana?\n Answer:  Lyon \n") == ("Where is Ana?", "Lyon")
+    assert parse_qa("Question: What is the answer: 42? Answer: yes") == (
+        "What is the",
+        "42? Answer: yes",
+    )
+    assert parse_qa("Question: Where? Answer:   ") is None  # no answer
+    assert parse_qa("Question:  Answer: Lyon") is None  # no question
+    assert parse_qa("Where is Ana? Lyon") is None
+    assert strip_injected("Question: Where does Ana live?\nAnswer:") == "Where does Ana live?"
+    assert strip_injected("Question: Answer:") == "Question: Answer:"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Question: x" + "\n" * 200_000 + "y",
+        "Question: q Answer: a" + " \n" * 100_000 + "y",
+        "\n" * 200_000 + "Recalled: x",
+        "Q" + " " * 200_000,
+    ],
+    ids=["blank-lines", "trailing-whitespace", "recalled", "q-mark"],
+)
+def test_caller_text_is_parsed_in_linear_time(text: str) -> None:
+    """Records are caller input: 200k characters of whitespace took minutes through the old
+    regexes (quadratic backtracking); every parser here must stay well under a second."""
+    import time
+
+    from lora_memory_plugin.consolidation.data import parse_qa
+    from lora_memory_plugin.consolidation.synth import parse_qa_pairs
+
+    t0 = time.perf_counter()
+    parse_qa(text)
+    strip_injected(text)
+    parse_qa_pairs(text)
+    template_questions(text, "r", random.Random(0))
+    assert time.perf_counter() - t0 < 3.0

@@ -8,6 +8,7 @@ and a TTY.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -79,13 +80,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_jsonl(path: str, limit: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` per non-blank line; a line over ``limit`` characters is refused
+    once that many are read (a file without newlines is not loaded whole)."""
     try:
         fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except (OSError, ValueError) as e:  # missing, a directory, unreadable, NUL in the path
         raise InvalidInputError(f"cannot open {path!r} as a JSONL file: {e}") from e
     try:
-        for lineno, line in enumerate(_lines(fh, path), 1):
+        for lineno, line in enumerate(_lines(fh, path, limit), 1):
             if not line.strip():
                 continue
             try:
@@ -100,11 +103,23 @@ def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
             fh.close()
 
 
-def _lines(fh: Any, path: str) -> Iterator[str]:
+def _lines(fh: Any, path: str, limit: int) -> Iterator[str]:
+    """The lines of ``fh``, each read at most ``limit`` characters (and its newline) far."""
+    lineno = 0
     try:
-        yield from fh
+        while line := fh.readline(limit + 2):
+            lineno += 1
+            if len(line.rstrip("\r\n")) > limit:
+                raise InvalidInputError(
+                    f"{path}:{lineno}: line is over {limit:,} characters; split the input"
+                )
+            yield line
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidInputError(f"cannot read {path!r} as UTF-8 text: {e}") from e
+
+
+JSONL_LINE_FACTOR = 6
+"""A JSONL line may hold this many characters per document character (JSON's \\uXXXX escapes)."""
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -114,10 +129,17 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.text is not None:
         ids.append(mem.add_turn(ns, args.text, role=args.role, session_id=args.session))
     elif args.file is not None:
-        try:
-            text = Path(args.file).read_text(encoding="utf-8")
+        limit = mem.config.buffer.max_document_chars
+        try:  # at most one character past the limit: a huge file is refused, not loaded
+            with open(args.file, encoding="utf-8") as fh:
+                text = fh.read(limit + 1)
         except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: NUL in the path
             raise InvalidInputError(f"cannot read {args.file!r} as UTF-8 text: {e}") from e
+        if len(text) > limit:
+            raise InvalidInputError(
+                f"{args.file!r} is over buffer.max_document_chars ({limit:,} characters): "
+                "split it into several documents, or raise the limit in lora-memory.toml"
+            )
         ids.extend(
             mem.add_document(
                 ns, text, source=args.source or Path(args.file).name, session_id=args.session
@@ -130,7 +152,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
         turns: list[dict[str, Any]] = []
         docs: list[dict[str, Any]] = []
-        for lineno, obj in _read_jsonl(args.jsonl):
+        line_limit = JSONL_LINE_FACTOR * mem.config.buffer.max_document_chars + (1 << 20)
+        for lineno, obj in _read_jsonl(args.jsonl, line_limit):
             if "content" in obj:
                 turns.append(obj)
             elif "text" in obj:
@@ -210,36 +233,65 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+ASK_MANY_CHUNK = 256
+"""``ask-many`` reads, answers and prints this many questions at a time: memory stays bounded
+however long the file is, and answers appear as they are made."""
+
+
 def cmd_ask_many(args: argparse.Namespace) -> int:
-    """Every line of FILE in one ask_many call: mixed multi-adapter batches."""
+    """FILE's questions (one a line) answered in chunks of ask_many calls: mixed multi-adapter
+    batches. The file is checked whole first (a bad line answers nothing), then read again a
+    chunk at a time; ``--json`` prints one object whose ``answers`` array is streamed."""
+    from ..generation.answer import MAX_QUESTION_CHARS
+    from ..store.records import check_text
+
+    path = args.questions
+
+    def questions() -> Iterator[tuple[int, str]]:
+        try:
+            fh = open(path, encoding="utf-8")  # noqa: SIM115 -- closed below
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"cannot read {path!r}: {e}") from e
+        with fh:
+            for lineno, line in enumerate(_lines(fh, path, MAX_QUESTION_CHARS), 1):
+                if line.strip():
+                    yield lineno, line.strip()
+
+    total = 0
+    for lineno, q in questions():
+        try:
+            check_text(q, what="question", limit=MAX_QUESTION_CHARS)
+        except LoraMemoryError as e:
+            raise InvalidInputError(f"{path}:{lineno}: {e}") from e
+        total += 1
+    if not total:
+        raise InvalidInputError(f"{path!r} holds no question (one a line)")
     mem = _open(args)
-    try:
-        with open(args.questions, encoding="utf-8") as fh:
-            questions = [line.strip() for line in fh if line.strip()]
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InvalidInputError(f"cannot read {args.questions!r}: {e}") from e
-    if not questions:
-        raise InvalidInputError(f"{args.questions!r} holds no question (one a line)")
-    answers = mem.ask_many(
-        args.namespace,
-        questions,
-        mode=args.mode,
-        k=args.k,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )
-
-    def human() -> None:
-        for q, a in zip(questions, answers, strict=True):
-            print(f"{q}\t{a.text}")
-            extra = f" module {a.modules[0]}" if a.modules else ""
-            print(f"-- mode {a.mode}{extra}", file=sys.stderr)
-
-    rows = [{"question": q, **a.to_dict()} for q, a in zip(questions, answers, strict=True)]
-    for row in rows:
-        if row.get("route") and not args.explain:
-            row["route"].pop("keys", None)
-    _emit(args, {"answers": rows}, human)
+    answered = 0
+    stream = (q for _, q in questions())
+    while chunk := list(itertools.islice(stream, ASK_MANY_CHUNK)):
+        answers = mem.ask_many(
+            args.namespace,
+            chunk,
+            mode=args.mode,
+            k=args.k,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+        )
+        for q, a in zip(chunk, answers, strict=True):
+            if args.json:
+                row = {"question": q, **a.to_dict()}
+                if row.get("route") and not args.explain:
+                    row["route"].pop("keys", None)
+                sep = '{"answers": [' if answered == 0 else ","
+                print(sep + json.dumps(row, ensure_ascii=False, default=str), flush=True)
+            else:
+                print(f"{q}\t{a.text}", flush=True)
+                extra = f" module {a.modules[0]}" if a.modules else ""
+                print(f"-- mode {a.mode}{extra}", file=sys.stderr)
+            answered += 1
+    if args.json:
+        print("]}")
     return EXIT_OK
 
 

@@ -190,7 +190,8 @@ def _stems(words: Iterable[str]) -> set[str]:
 # --- parsing writer output -----------------------------------------------------------------
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
-_QA_MARK = re.compile(r"(?:^|(?<=\s))(Q|Question|A|Answer)\s*\d*\s*:\s*", re.I | re.M)
+# ``\s*(?:\d+\s*)?:`` not ``\s*\d*\s*:``: two adjacent \s* split a whitespace run n ways
+_QA_MARK = re.compile(r"(?:^|(?<=\s))(Q|Question|A|Answer)\s*(?:\d+\s*)?:\s*", re.I | re.M)
 _LABEL = re.compile(r"^\s*(?:summary|rewrite|rewritten text|facts?)\s*:\s*", re.I)
 _RAMBLE = re.compile(r"^\s*(?:text|user said|user|fact|example)\s*:", re.I)
 
