@@ -96,3 +96,46 @@ async def test_aask(store):
     await store.aadd_turn("ns", "async fact")
     ans = await store.aask("ns", "what fact?", mode="rag", max_new_tokens=2)
     assert ans.sources[0].text == "async fact"
+
+
+# --- token bounds ----------------------------------------------------------------------------
+
+
+def test_a_question_over_the_window_is_refused_before_generating(store):
+    from lora_memory_plugin import InvalidInputError
+
+    store.add_turn("ns", "My locker code is 4471.")
+    window = store.generator().context_window
+    long = " ".join(f"w{i}" for i in range(window))  # well over the window, under 8192 chars?
+    long = long[:8000]
+    if store.generator().count_tokens(long) <= window:  # pragma: no cover - tokenizer-specific
+        pytest.skip("the tiny tokenizer packs this question into the window")
+    with pytest.raises(InvalidInputError, match="token window leaves room"):
+        store.ask("ns", long, mode="rag", max_new_tokens=2)
+    with pytest.raises(InvalidInputError, match="token window leaves room"):
+        store.ask_many("ns", ["What is my locker code?", long], mode="rag", max_new_tokens=2)
+
+
+def test_chat_history_is_trimmed_oldest_first_to_the_window(store):
+    from lora_memory_plugin import InvalidInputError
+
+    store.add_turn("ns", "My locker code is 4471.")
+    gen = store.generator()
+    filler = " ".join(f"w{i}" for i in range(200))
+    per = gen.count_tokens(filler)
+    n = gen.context_window // per + 4  # more history than the window holds
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} {filler}"}
+        for i in range(n)
+    ]
+    history.append({"role": "user", "content": "What is my locker code?"})
+    ans = store.chat("ns", history, mode="base", max_new_tokens=2)
+    assert any("oldest message(s) left out" in note for note in ans.notes)
+    assert ans.context_tokens <= gen.context_window
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        big = " ".join(f"w{i}" for i in range(gen.context_window * 2))[:30_000]
+        store.chat("ns", [{"role": "user", "content": big}], mode="base", max_new_tokens=2)
+    with pytest.raises(InvalidInputError, match="limit is 1024"):
+        store.chat("ns", [{"role": "user", "content": "hi"}] * 1025, mode="base")
+    with pytest.raises(InvalidInputError, match="limit is 32,768"):
+        store.chat("ns", [{"role": "user", "content": "x" * 40_000}], mode="base")

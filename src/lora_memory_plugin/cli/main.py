@@ -668,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ask-many",
         help="answer every line of a file, in mixed multi-adapter batches",
         description="Route each question on its own, then generate them in batches where every "
-        "row carries its own module (one forward pass for many modules).",
+        "row carries its own module (one forward pass for many modules). The file is checked "
+        "first (a line over 8192 characters answers nothing), then read, answered and printed "
+        "256 questions at a time, so any length of file runs in bounded memory.",
     )
     common(sp)
     sp.add_argument("questions", metavar="FILE", help="one question a line")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._lru import NAMESPACE_CACHE_SIZE, LRUDict
 from ..errors import InvalidInputError, InvalidTypeError, UnknownNamespaceError
 from ..types import Answer, Hit, Recall
 from .prompts import MODES, build_messages, fit_context
@@ -28,9 +29,13 @@ logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 8192
 MAX_BATCH_QUESTIONS = 4096
-_VERIFIED: set[tuple[str, int, int, str]] = set()
-_WARNED_BASE: set[tuple[str, str]] = set()  # (module dir, loaded base fingerprint)
+# process-wide caches, bounded: a long-lived process serves many tenants and modules
+_VERIFIED: LRUDict[tuple[str, int, int, str], None] = LRUDict(4 * NAMESPACE_CACHE_SIZE)
+_WARNED_BASE: LRUDict[tuple[str, str], None] = LRUDict(4 * NAMESPACE_CACHE_SIZE)  # (dir, base)
 _PROMPT_RESERVE = 64  # chat-template wrapper tokens around system + user
+_MESSAGE_RESERVE = 8  # chat-template tokens around each further message
+MAX_CHAT_MESSAGES = 1024
+MAX_CHAT_MESSAGE_CHARS = 32_768  # as buffer.max_turn_chars' default
 _SPLIT_MIN_SHARE = 0.1  # competing modules with at least this confidence give context
 
 
@@ -180,12 +185,22 @@ def chat(
     max_new = _check_args(mem, mode, max_new_tokens)
     if isinstance(messages, (str, dict)) or not isinstance(messages, Sequence) or not messages:
         raise InvalidTypeError("messages must be a non-empty list of {'role', 'content'} dicts")
+    if len(messages) > MAX_CHAT_MESSAGES:
+        raise InvalidInputError(
+            f"{len(messages)} messages in one chat; the limit is {MAX_CHAT_MESSAGES} "
+            "(the model reads only the latest that fit its window)"
+        )
     chat_msgs: list[dict[str, str]] = []
     for m in messages:
         role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (None, None)
         if role not in CHAT_ROLES or not isinstance(content, str):
             raise InvalidInputError(
                 f"each message needs role in {CHAT_ROLES} and str content; got {m!r:.120}"
+            )
+        if len(content) > MAX_CHAT_MESSAGE_CHARS:
+            raise InvalidInputError(
+                f"a {role} message is {len(content):,} characters; the limit is "
+                f"{MAX_CHAT_MESSAGE_CHARS:,}"
             )
         chat_msgs.append({"role": role, "content": content})
     if chat_msgs[0]["role"] != "system":  # the prompt the modules were trained with
@@ -197,6 +212,9 @@ def chat(
     adapter: tuple[str, Path] | None = None
     decision: RouteDecision | None = None
     notes: list[str] = []
+    chat_msgs, dropped = _fit_history(chat_msgs, gen, gen.context_window - max_new)
+    if dropped:
+        notes.append(f"chat: the {dropped} oldest message(s) left out to fit the model's window")
     if mode == "lora" and question.strip() and mem.buffer.has_namespace(namespace):
         t0 = time.perf_counter()
         decision = route_question(mem, namespace, question[:MAX_QUESTION_CHARS], gen)
@@ -221,6 +239,28 @@ def chat(
         confidence=decision.confidence if decision is not None and adapter else 0.0,
         route=decision.to_dict() if decision is not None else None,
     )
+
+
+def _fit_history(
+    messages: list[dict[str, str]], gen: Any, room: int
+) -> tuple[list[dict[str, str]], int]:
+    """The system message and the latest messages whose tokens fit ``room`` (as chat wrappers
+    trim a history: oldest first), and how many were left out. The latest message must fit."""
+    system, rest = messages[0], messages[1:]
+    left = room - gen.count_tokens(system["content"]) - _PROMPT_RESERVE
+    kept: list[dict[str, str]] = []
+    for m in reversed(rest):
+        need = gen.count_tokens(m["content"]) + _MESSAGE_RESERVE
+        if need > left:
+            break
+        kept.append(m)
+        left -= need
+    if rest and not kept:
+        raise InvalidInputError(
+            f"the latest {rest[-1]['role']} message does not fit the model's "
+            f"{gen.context_window:,}-token window with the system prompt and max_new_tokens"
+        )
+    return [system, *reversed(kept)], len(rest) - len(kept)
 
 
 def route_question(
@@ -250,7 +290,7 @@ def route_question(
     )
 
 
-_LIVE: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+_LIVE: LRUDict[tuple[str, str], tuple[int, dict[str, Any]]] = LRUDict()
 
 
 def live_modules(mem: LoRAMemory, namespace: str) -> dict[str, Any]:
@@ -289,7 +329,7 @@ def foreign_modules(mem: LoRAMemory, namespace: str, gen: Any) -> dict[str, Any]
     for m in foreign.values():
         key = (str(registry.modules_root(mem.path, namespace) / m.module_id), fp)
         if key not in _WARNED_BASE:
-            _WARNED_BASE.add(key)
+            _WARNED_BASE[key] = None
             msg = registry.base_mismatch_message(m, fp, mem.config.models.base_model)
             logger.warning("namespace %r: %s", namespace, msg)
     return foreign
@@ -336,14 +376,14 @@ def _prepare(
             effective = "hybrid"
 
     window = gen.context_window
-    budget = min(
-        gcfg.context_budget,
-        window
-        - max_new_tokens
-        - gen.count_tokens(question)
-        - gen.count_tokens(gcfg.system_prompt)
-        - _PROMPT_RESERVE,
-    )
+    room = window - max_new_tokens - gen.count_tokens(gcfg.system_prompt) - _PROMPT_RESERVE
+    asked = gen.count_tokens(question)
+    if asked > room:
+        raise InvalidInputError(
+            f"the question is {asked:,} tokens; with the system prompt and max_new_tokens="
+            f"{max_new_tokens} the model's {window:,}-token window leaves room for {max(room, 0):,}"
+        )
+    budget = min(gcfg.context_budget, room - asked)
     t1 = time.perf_counter()
     context: list[Hit] = []
     if split_modules and mode == "lora":  # only the competing modules' own records
@@ -473,7 +513,7 @@ def _adapter_for(
         key = (str(path), st.st_mtime_ns, st.st_size, fp)
         if key not in _VERIFIED:  # hash the adapter once per file version, not per question
             registry.verify_module(path, fp)
-            _VERIFIED.add(key)
+            _VERIFIED[key] = None
     except OSError as e:
         return None, f"module {module_id} cannot be read ({e})"
     except BaseModelMismatchError as e:  # not damage: another base model's process uses it

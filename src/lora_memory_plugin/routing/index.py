@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._lru import LRUDict
 from ..errors import BackendError
 from ..registry import modules as registry
 from ..store.buffer import NS_META_KEY, ROLE_META_KEY, _is_not_found
@@ -57,7 +58,8 @@ class RoutingIndex:
         self.store_dir = store_dir
         self.provider = provider
         self.buffer = buffer
-        self._indexed: dict[str, frozenset[str]] = {}  # ns -> module ids known to be indexed
+        # ns -> module ids known to be indexed; bounded: a long-lived process serves many tenants
+        self._indexed: LRUDict[str, frozenset[str]] = LRUDict()
         self._lock = threading.Lock()
 
     # ---- collection ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from .._lru import LRUDict
 from ..errors import BackendError, RecordNotFoundError, UnknownNamespaceError
 from ..types import Hit, Record
 from .client import get_or_create_collection
@@ -37,7 +38,7 @@ class Buffer:
     def __init__(self, provider: Any, embedder: MiniLMEmbeddingFunction) -> None:
         self.provider = provider
         self.embedder = embedder
-        self._collections: dict[str, Any] = {}
+        self._collections: LRUDict[str, Any] = LRUDict()  # bounded: many tenants
         self._generation = -1
 
     # ---- collections -------------------------------------------------------------------
