@@ -145,7 +145,8 @@ class FrozenBottom:
             if bool(keep[:, :p].any()):
                 raise ValueError("a kept position lies inside the shared prefix")
             width = mask.shape[1]
-            if causal is None:  # no padding: SDPA would run is_causal, which a query block
+            if causal is None:  # no padding, so none was built; SDPA's is_causal would align
+                # the shorter query block top-left: build the mask ourselves
                 causal = torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
                 causal = causal[None, None]  # [1, 1, T, T]
             shared = _SharedPrefix()

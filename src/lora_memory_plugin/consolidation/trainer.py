@@ -321,8 +321,9 @@ def split_step(items: Sequence[_Item], idx: Sequence[int]) -> list[list[int]]:
     (supervised from their first token: nothing to share) go apart; within each, rows sorted by
     length are cut where one is :data:`SPLIT_LENGTH_RATIO` times the sub-batch's shortest. The
     loss is the mean over the step's supervised positions however it is split, so the gradient
-    is the one a single padded batch gives; on the Lisbon story a step runs ~40% fewer token
-    slots (padding, and the system prompt once per sub-batch instead of once per row).
+    is the one a single padded batch gives. On the Lisbon story's longest batch a step runs a
+    third fewer token slots (1,147 vs 1,720: less padding, and the system prompt once per
+    sub-batch instead of once per row) and takes 5.4 s instead of 7.3 s.
     """
 
     def text(i: int) -> bool:
