@@ -42,6 +42,19 @@ class StoreError(LoraMemoryError):
     """The store directory cannot be used (it is a file, unreadable, not a store, ...)."""
 
 
+class StoreIOError(StoreError):
+    """The store's disk failed under a consolidation or forget (full: ENOSPC, failing: EIO, ...).
+
+    Nothing stored is lost: a half-written module is removed, records keep their state, the lock
+    is released. ``errno`` is the ``OSError``'s (also the ``__cause__``); free space or fix the
+    disk and run it again.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class ConfigError(LoraMemoryError, ValueError):
     """The store config (``lora-memory.toml``) is missing, unreadable or invalid."""
 
@@ -119,6 +132,7 @@ __all__ = [
     "ModuleIntegrityError",
     "RecordNotFoundError",
     "StoreError",
+    "StoreIOError",
     "TextTooLargeError",
     "UnknownNamespaceError",
 ]

@@ -27,6 +27,7 @@ from .errors import (
     LockHeldError,
     LoraMemoryError,
     StoreError,
+    StoreIOError,
 )
 from .types import (
     Answer,
@@ -647,7 +648,10 @@ class LoRAMemory:
 
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
         if namespace is not None:
-            return [consolidate_namespace(self, targets[0], opts, progress=progress)]
+            try:
+                return [consolidate_namespace(self, targets[0], opts, progress=progress)]
+            except OSError as e:
+                raise _io_error("consolidation", targets[0], e) from e
         return [self._consolidate_one_of_all(ns, opts, progress) for ns in targets]
 
     def _consolidate_one_of_all(
@@ -662,7 +666,10 @@ class LoRAMemory:
 
         t0 = time.perf_counter()
         try:
-            return consolidate_namespace(self, ns, opts, progress=progress)
+            try:
+                return consolidate_namespace(self, ns, opts, progress=progress)
+            except OSError as e:
+                raise _io_error("consolidation", ns, e) from e
         except LockHeldError as e:  # another process is consolidating it: not a failure
             return ConsolidationReport(ns, "locked", notes=(str(e),))
         except Exception as e:  # not KeyboardInterrupt / SystemExit: those stop the run
@@ -702,16 +709,19 @@ class LoRAMemory:
             from .errors import UnknownNamespaceError
 
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
-        return forget(
-            self,
-            ns,
-            ids,
-            where,
-            missing=missing,
-            rebuild=rebuild,
-            progress=progress,
-            options=options,
-        )
+        try:
+            return forget(
+                self,
+                ns,
+                ids,
+                where,
+                missing=missing,
+                rebuild=rebuild,
+                progress=progress,
+                options=options,
+            )
+        except OSError as e:
+            raise _io_error("forget", ns, e) from e
 
     def generator_if_loaded_forget(self, module_id: str) -> None:
         """Unload ``module_id`` from the generator if the generator is loaded (internal)."""
@@ -860,3 +870,13 @@ def _check_time(created_at: object) -> float:
     if not math.isfinite(value):
         raise InvalidInputError(f"created_at must be finite epoch seconds, got {created_at!r:.40}")
     return value
+
+
+def _io_error(what: str, namespace: str, e: OSError) -> StoreIOError:
+    """A disk failure under a consolidation or forget, as the typed error callers catch."""
+    return StoreIOError(
+        f"{what} of {namespace!r} stopped: the store's disk failed ({e.strerror or e}); nothing "
+        "stored was lost (a half-written module is removed, records keep their state): free "
+        f"space or fix the disk, then run the {what} again",
+        e.errno,
+    )

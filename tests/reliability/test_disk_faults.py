@@ -1,8 +1,8 @@
 """A full disk (ENOSPC) or a failing one (EIO) at each write point of the commit and forget
-paths: the error reaches the caller, no lock stays held, no record or committed module is lost
-or left half-written, and a re-run completes. (The points before any write -- ``selected``,
-``trained`` -- leave nothing to check.) (SIGKILL at the same points: test_engine's kill
-tests; these run in-process, so cleanup code and lock release are exercised too.)"""
+paths: the caller gets a typed StoreIOError (with the errno), no lock stays held, no record or
+committed module is lost or left half-written, and a re-run completes. The points before any
+write (``selected``, ``trained``) leave nothing to check. SIGKILL at the same points: the kill
+tests of test_engine; these run in-process, so cleanup code and lock release run too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import errno
 
 import pytest
 
-from lora_memory_plugin import LoRAMemory
+from lora_memory_plugin import LoRAMemory, StoreIOError
 from lora_memory_plugin._failpoints import ENV
 from lora_memory_plugin.registry import modules as registry
 
@@ -50,9 +50,9 @@ def test_a_failed_write_while_consolidating_loses_nothing(
     mem = LoRAMemory.open(tmp_path / "m", base_model=str(sharp_model_dir))
     ids = _add(mem, FACTS)
     monkeypatch.setenv(ENV, f"{point}={fault}")
-    with pytest.raises(OSError) as e:
+    with pytest.raises(StoreIOError, match="nothing stored was lost") as e:
         mem.consolidate("ns", **FAST)
-    assert e.value.errno == ERRNOS[fault]
+    assert e.value.errno == ERRNOS[fault] and isinstance(e.value.__cause__, OSError)
     _intact(mem, ids)
     monkeypatch.delenv(ENV)
     [report] = mem.consolidate("ns", **FAST)  # the lock was released; the re-run completes
@@ -74,7 +74,7 @@ def test_a_failed_write_while_forgetting_never_leaves_the_fact_in_a_module(
     ids = _add(mem, FACTS)
     mem.consolidate("ns", **FAST)
     monkeypatch.setenv(ENV, f"{point}={fault}")
-    with pytest.raises(OSError) as e:
+    with pytest.raises(StoreIOError) as e:
         mem.forget("ns", [ids[1]], rebuild=False)
     assert e.value.errno == ERRNOS[fault]
     assert not any(ids[1] in m.record_ids for m in mem.modules("ns"))  # removed first
@@ -84,6 +84,17 @@ def test_a_failed_write_while_forgetting_never_leaves_the_fact_in_a_module(
     mem.forget("ns", [ids[1]], rebuild=False)  # the re-run completes the forget
     _intact(mem, [ids[0], ids[2]])
     assert not [h for h in mem.search("ns", FACTS[1][0], k=3) if FACTS[1][1] in h.text]
+
+
+def test_consolidate_all_reports_a_disk_failure_per_namespace(
+    tmp_path, sharp_model_dir, monkeypatch
+):
+    mem = LoRAMemory.open(tmp_path / "m", base_model=str(sharp_model_dir))
+    ids = _add(mem, FACTS)
+    monkeypatch.setenv(ENV, "module_written=enospc")
+    [report] = mem.consolidate(None, **FAST)
+    assert report.status == "failed" and "StoreIOError" in report.notes[0]
+    _intact(mem, ids)
 
 
 def test_unknown_failpoint_action_is_refused(monkeypatch):

@@ -47,6 +47,7 @@ def test_public_api_is_pinned():
             "Record",
             "RecordNotFoundError",
             "StoreError",
+            "StoreIOError",
             "StoreStatus",
             "TamperedModelError",
             "TextTooLargeError",
