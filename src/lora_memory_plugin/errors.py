@@ -42,12 +42,12 @@ class StoreError(LoraMemoryError):
     """The store directory cannot be used (it is a file, unreadable, not a store, ...)."""
 
 
-class StoreIOError(StoreError):
+class StoreIOError(StoreError, OSError):
     """The store's disk failed under a consolidation or forget (full: ENOSPC, failing: EIO, ...).
 
     Nothing stored is lost: a half-written module is removed, records keep their state, the lock
     is released. ``errno`` is the ``OSError``'s (also the ``__cause__``); free space or fix the
-    disk and run it again.
+    disk and run it again. Also an ``OSError``, so code that caught the bare one still does.
     """
 
     def __init__(self, message: str, errno: int | None = None) -> None:

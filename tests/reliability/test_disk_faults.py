@@ -53,6 +53,7 @@ def test_a_failed_write_while_consolidating_loses_nothing(
     with pytest.raises(StoreIOError, match="nothing stored was lost") as e:
         mem.consolidate("ns", **FAST)
     assert e.value.errno == ERRNOS[fault] and isinstance(e.value.__cause__, OSError)
+    assert isinstance(e.value, OSError) and str(e.value).startswith("consolidation of 'ns'")
     _intact(mem, ids)
     monkeypatch.delenv(ENV)
     [report] = mem.consolidate("ns", **FAST)  # the lock was released; the re-run completes
