@@ -197,7 +197,7 @@ class FrozenBottom:
         tol = 1e-3 if next(self.base.parameters()).dtype == torch.float32 else 5e-2
         scale = float(full.abs().max().clamp_min(1.0))
         checks = [(0, keep)]
-        p = _common_prefix([rows[i] for i in idx]) - 1  # leave one position to compare
+        p = common_prefix([rows[i] for i in idx]) - 1  # leave one position to compare
         if p > 0 and len(idx) > 1 and self.can_share_prefix:
             after = keep.clone()
             after[:, :p] = False
@@ -236,7 +236,8 @@ class _SharedPrefix:
         )
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row has in common (at most the shortest row's length)."""
     n = 0
     for column in zip(*rows, strict=False):
         if any(t != column[0] for t in column):

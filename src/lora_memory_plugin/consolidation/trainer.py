@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidInputError
-from .frozen import FrozenBottom
+from .frozen import FrozenBottom, common_prefix
 
 if TYPE_CHECKING:
     import torch
@@ -349,12 +349,7 @@ def shared_prefix(rows: Sequence[_Item]) -> int:
     """Tokens common to all rows, ending before the first position whose logit is supervised."""
     # the logit at position t predicts label t + 1: the prefix must stop before first label - 1
     limit = min(next(j for j in range(1, len(r.labels)) if r.labels[j] != IGNORE) for r in rows) - 1
-    n = 0
-    for column in zip(*(r.ids for r in rows), strict=False):  # up to the shortest row
-        if n >= limit or any(t != column[0] for t in column):
-            break
-        n += 1
-    return n
+    return max(0, min(limit, common_prefix([r.ids for r in rows])))
 
 
 def collate(rows: Sequence[_Item], pad_id: int, share_prefix: bool, device: Any) -> _Batch:
