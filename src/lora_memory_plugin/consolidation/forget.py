@@ -216,8 +216,7 @@ def repair_missing_records(
                 repair.quarantined.append(m.module_id)
     if doomed and mem.buffer.has_namespace(namespace):  # no module holds them any more
         ids = sorted(doomed)
-        present = [r.id for r in mem.buffer.get_existing(namespace, ids)]
-        repair.deleted = mem.buffer.delete(namespace, present) if present else 0
+        repair.deleted = mem.buffer.delete(namespace, ids)  # deletes those present, counts them
         mem.routing.delete_record_keys(namespace, ids)  # keys hold their text
         failpoint("forget_deleted")
     if repair.refused is None or repair.removed:  # refused, nothing forgotten: change nothing

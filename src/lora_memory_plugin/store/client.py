@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 from .._filelock import file_lock
 from .._fsutil import write_new_file
+from ..config import URL_CREDENTIALS_RULE, url_has_credentials
 from ..errors import BackendError, InvalidInputError, StoreError
 
 logger = logging.getLogger(__name__)
@@ -255,11 +256,8 @@ def _http_client(
         raise InvalidInputError(
             f"chroma_url must look like http://host:port, got {url_for_messages(url)!r}"
         )
-    if u.username is not None or u.password is not None:
-        raise InvalidInputError(
-            "chroma_url must not carry credentials (user:password@): set buffer.chroma_auth and "
-            f"${CREDENTIALS_ENV} instead"
-        )
+    if url_has_credentials(url):
+        raise InvalidInputError(URL_CREDENTIALS_RULE)
     host, ssl = u.hostname, u.scheme == "https"
     port = u.port or (443 if ssl else 8000)
     extra = (options or ServerOptions()).settings()
