@@ -230,7 +230,15 @@ class _EchoTeacher:
     def __init__(self) -> None:
         self.prompts: list[list[dict[str, str]]] = []
 
-    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
+    def chat_many(
+        self,
+        messages,
+        max_new_tokens=40,
+        batch_size=16,
+        adapter=None,
+        done=None,
+        share_prefix=False,
+    ):
         out = []
         for m in messages:
             self.prompts.append(m)
@@ -277,13 +285,33 @@ def test_teach_and_distill_build_no_context_and_with_context_examples() -> None:
     assert "Pao Dourado" in work.answer and work.grounded
 
 
-class _FixedModel:
+class _RoutesRows:
+    """``chat_routed`` (a module or None per row, as the gate asks rag and hybrid together)
+    over the fake's ``chat_many``, one row at a time."""
+
+    def chat_routed(self, messages, adapters, max_new_tokens=40, batch_size=16, done=None):
+        assert len(messages) == len(adapters)
+        return [
+            self.chat_many([m], max_new_tokens, batch_size, a, done=done)[0]
+            for m, a in zip(messages, adapters, strict=True)
+        ]
+
+
+class _FixedModel(_RoutesRows):
     """Replies from a table: (with adapter?, with context?) -> reply."""
 
     def __init__(self, replies: dict[tuple[bool, bool], str]) -> None:
         self.replies = replies
 
-    def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
+    def chat_many(
+        self,
+        messages,
+        max_new_tokens=40,
+        batch_size=16,
+        adapter=None,
+        done=None,
+        share_prefix=False,
+    ):
         return [
             _Out(self.replies[(adapter is not None, "Notes:" in m[-1]["content"])])
             for m in messages
@@ -423,7 +451,15 @@ def test_template_values_catch_a_teacher_that_misreads() -> None:
     assert job.value == "head baker"
 
     class Misreader(_EchoTeacher):  # answers every question with the dog's name
-        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
+        def chat_many(
+            self,
+            messages,
+            max_new_tokens=40,
+            batch_size=16,
+            adapter=None,
+            done=None,
+            share_prefix=False,
+        ):
             return [_Out("Your dog is called Biscuit.") for _ in messages]
 
     taught = teach(
@@ -447,8 +483,16 @@ def test_gate_takes_its_held_out_share_from_held_out_target() -> None:
         for q in ("Where do I live?", "Which city?", "My city?", "Where now?")
     ]
 
-    class ThreeOfFour:
-        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
+    class ThreeOfFour(_RoutesRows):
+        def chat_many(
+            self,
+            messages,
+            max_new_tokens=40,
+            batch_size=16,
+            adapter=None,
+            done=None,
+            share_prefix=False,
+        ):
             return [_Out("Porto" if i == 3 else "Lisbon") for i, _ in enumerate(messages)]
 
     hits = [Hit("r0", sources["r0"], 0.9, {})]
@@ -469,8 +513,16 @@ def test_gate_takes_lora_agreement_measured_in_training_and_judges_first_sentenc
     hits = [Hit("r0", sources["r0"], 0.9, {})]
     asked: list[bool] = []
 
-    class Recorder:
-        def chat_many(self, messages, max_new_tokens=40, batch_size=16, adapter=None, done=None):
+    class Recorder(_RoutesRows):
+        def chat_many(
+            self,
+            messages,
+            max_new_tokens=40,
+            batch_size=16,
+            adapter=None,
+            done=None,
+            share_prefix=False,
+        ):
             asked.append(adapter is not None)
             assert done is not None and done("You live in Porto. And") and not done("You live")
             return [_Out("You live in Porto. Or was it Lisbon?") for _ in messages]

@@ -206,6 +206,10 @@ def test_chat_many_done_ends_a_row_once_its_text_suffices(
         if c.new_tokens < f.new_tokens:  # ended early: the first moment done() held
             assert done(c.text)
     assert any(c.new_tokens < f.new_tokens for c, f in zip(cut, full, strict=True))
+    routed = noisy_generator.chat_routed(  # per-row modules (none here): the same rows end
+        CHATS, [None] * len(CHATS), max_new_tokens=10, batch_size=8, done=done
+    )
+    assert [(r.text, r.new_tokens) for r in routed] == [(c.text, c.new_tokens) for c in cut]
 
 
 def test_local_writer_is_batched_greedy_chat(noisy_generator: Any, one_thread: None) -> None:
@@ -218,3 +222,39 @@ def test_local_writer_is_batched_greedy_chat(noisy_generator: Any, one_thread: N
         LocalWriter(noisy_generator, batch_size=0)
     with pytest.raises(InvalidInputError):
         noisy_generator.chat_many(CHATS, 6, batch_size=0)
+
+
+NOTES = [
+    "Notes:\n- [2026-01-01] We finally moved to Lisbon last month, still unpacking boxes!\n"
+    "- [2026-01-03] My sister Ines visits on March 14th.\n\nQuestion: ",
+    "Notes:\n- [2026-02-11] Our corgi Biscuit hates the tram, poor thing.\n\nQuestion: ",
+]
+SHARED_CHATS = [
+    [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": n + q}]
+    for n, qs in zip(NOTES, (("Which city?", "Who visits?", "When?"), ("Dog?", "Which breed?")))
+    for q in qs
+] + [CHATS[1]]  # and one prompt that shares nothing
+
+
+def test_shared_prefix_generation_equals_plain(
+    noisy_generator: Any, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompts about the same notes prefill them once (one row per prefix, its KV cache copied
+    to every row): the answers are those of the plain batch, and the prefill does less work."""
+    from lora_memory_plugin.generation import prefix
+
+    plain = noisy_generator.chat_many(SHARED_CHATS, max_new_tokens=8, batch_size=8)
+    plans: list[Any] = []
+    real = prefix.plan
+    monkeypatch.setattr(prefix, "plan", lambda rows: plans.append(real(rows)) or plans[-1])
+    shared = noisy_generator.chat_many(
+        SHARED_CHATS, max_new_tokens=8, batch_size=8, share_prefix=True
+    )
+    [p] = plans
+    assert p is not None and len(set(p.group)) == 3  # the two notes blocks, and the loner
+    assert [(g.text, g.new_tokens) for g in shared] == [(g.text, g.new_tokens) for g in plain]
+    assert any(g.text for g in plain)  # not trivially equal
+    done = noisy_generator.chat_many(  # with a stop rule too
+        SHARED_CHATS, max_new_tokens=8, batch_size=8, share_prefix=True, done=lambda t: " " in t
+    )
+    assert all(p.text.startswith(d.text) for p, d in zip(plain, done, strict=True))

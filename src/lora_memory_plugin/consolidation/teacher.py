@@ -100,16 +100,23 @@ def teach(
     records: Mapping[str, Record],
     system: str,
     *,
-    batch_size: int = 16,
+    batch_size: int = 32,
     max_new_tokens: int = TEACHER_TOKENS,
 ) -> list[Taught]:
-    """The teacher's answers to ``questions`` (QA-shaped ones keep their own answer)."""
+    """The teacher's answers to ``questions`` (QA-shaped ones keep their own answer).
+
+    Questions about the same records share the prompt up to the question: the notes are
+    prefilled once per record set (``share_prefix``), which is most of the teacher's work."""
     todo = [q for q in questions if q.answer is None]
     contexts = [teacher_context(q, records) for q in todo]
     messages = [build_messages(system, q.text, ctx) for q, ctx in zip(todo, contexts, strict=True)]
     outs = (
         gen.chat_many(
-            messages, max_new_tokens=max_new_tokens, batch_size=batch_size, done=past_first_sentence
+            messages,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            done=past_first_sentence,
+            share_prefix=True,
         )
         if todo
         else []

@@ -154,13 +154,17 @@ class Generator:
         max_new_tokens: int = 64,
         batch_size: int = 8,
         adapter: tuple[str, Path] | None = None,
+        *,
         done: Callable[[str], bool] | None = None,
+        share_prefix: bool = False,
     ) -> list[Generation]:
         """Greedy answers to many prompts, in input order; the bare base model unless
         ``adapter=(module_id, dir)`` names a LoRA module (as in :meth:`chat`). ``done(text)``,
         when given, ends a row early once its text so far needs no more tokens (e.g. its first
         sentence is complete); it must stay true as text is appended, so what a caller keeps of
-        the text is what a longer generation would have given.
+        the text is what a longer generation would have given. ``share_prefix``: prompts that
+        share a long prefix (several questions about the same notes) are batched together and
+        prefill it once (:mod:`.prefix`); the answers are the same, up to float rounding.
 
         Synthetic-data writing sends dozens of short prompts; one ``generate`` call per batch is
         several times faster than one call each. Prompts are sorted by length before batching (less
@@ -172,11 +176,14 @@ class Generator:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         prompts = [self.render(m) for m in messages_list]
         ids = [list(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+        by = (lambda i: (ids[i], i)) if share_prefix else (lambda i: (len(ids[i]), i))
+        order = sorted(range(len(ids)), key=by)  # sharers are neighbours / less padding
         results: dict[int, Generation] = {}
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            gens = self._generate_batch([ids[i] for i in rows], max_new_tokens, adapter, done)
+            gens = self._generate_batch(
+                [ids[i] for i in rows], max_new_tokens, adapter, done, share_prefix
+            )
             results.update(zip(rows, gens, strict=True))
         return [results[i] for i in range(len(ids))]
 
@@ -186,12 +193,13 @@ class Generator:
         adapters: Sequence[tuple[str, Path] | None],
         max_new_tokens: int = 64,
         batch_size: int = 16,
+        done: Callable[[str], bool] | None = None,
     ) -> list[Generation]:
         """Greedy answers where each prompt has its own LoRA module (or ``None``: the base).
 
         Rows for different modules share one ``generate`` call: every LoRA layer computes each
         module's update on its own rows only (peft's mixed-batch forward), so a batch routed to
-        five modules costs one pass, not five adapter swaps.
+        five modules costs one pass, not five adapter swaps. ``done`` as for :meth:`chat_many`.
         """
         if len(adapters) != len(messages_list):
             raise InvalidInputError("adapters must name one module (or None) per prompt")
@@ -215,7 +223,7 @@ class Generator:
         results: dict[int, Generation] = {}
         for rows in batches:
             gens = self._generate_batch(
-                [ids[i] for i in rows], max_new_tokens, [adapters[i] for i in rows]
+                [ids[i] for i in rows], max_new_tokens, [adapters[i] for i in rows], done
             )
             results.update(zip(rows, gens, strict=True))
         return [results[i] for i in range(len(ids))]
@@ -226,14 +234,26 @@ class Generator:
         max_new_tokens: int,
         adapter: tuple[str, Path] | Sequence[tuple[str, Path] | None] | None,
         done: Callable[[str], bool] | None = None,
+        share_prefix: bool = False,
     ) -> list[Generation]:
-        """One left-padded ``generate`` call over token-id rows (one module, or one per row)."""
+        """One left-padded ``generate`` call over token-id rows (one module, or one per row).
+
+        ``share_prefix``: rows sharing a long prefix prefill it once (:mod:`.prefix`), where
+        that pays; one module for the batch only."""
         import torch
 
+        from . import prefix
+
         pad = int(self.tokenizer.pad_token_id)
-        input_ids, attn = left_pad(rows, pad, self.device)
-        width = input_ids.shape[1]
         per_row = isinstance(adapter, list)
+        shared = prefix.plan(rows) if share_prefix and not per_row else None
+        if shared is None:
+            input_ids, attn = left_pad(rows, pad, self.device)
+        else:
+            head_ids, head_mask, full, full_mask = prefix.layout(rows, shared, pad)
+            input_ids = torch.tensor(full, device=self.device)
+            attn = torch.tensor(full_mask, device=self.device)
+        width = input_ids.shape[1]
         stop = TextDone(self.tokenizer, width, len(rows), done) if done else None
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
@@ -244,6 +264,16 @@ class Generator:
                 self._use_adapter(adapter)  # type: ignore[arg-type]
                 hooks = contextlib.nullcontext()
             with hooks:
+                cached: dict[str, Any] = {}
+                if shared is not None:  # each distinct prefix once, then a copy per row
+                    cache = self.model(
+                        input_ids=torch.tensor(head_ids, device=self.device),
+                        attention_mask=torch.tensor(head_mask, device=self.device),
+                        use_cache=True,
+                        logits_to_keep=1,
+                    ).past_key_values
+                    cache.reorder_cache(torch.tensor(shared.group, device=self.device))
+                    cached["past_key_values"] = cache
                 out = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attn,
@@ -251,6 +281,7 @@ class Generator:
                     do_sample=False,
                     pad_token_id=pad,
                     stopping_criteria=[stop] if stop else None,
+                    **cached,
                 )
         share = (time.perf_counter() - t0) / len(rows)
         stops = self._eos_ids()
