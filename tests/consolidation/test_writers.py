@@ -230,8 +230,13 @@ NOTES = [
     "Notes:\n- [2026-02-11] Our corgi Biscuit hates the tram, poor thing.\n\nQuestion: ",
 ]
 SHARED_CHATS = [
-    [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": n + q}]
-    for n, qs in zip(NOTES, (("Which city?", "Who visits?", "When?"), ("Dog?", "Which breed?")))
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": n + q},
+    ]
+    for n, qs in zip(
+        NOTES, (("Which city?", "Who visits?", "When?"), ("Dog?", "Which breed?")), strict=False
+    )
     for q in qs
 ] + [CHATS[1]]  # and one prompt that shares nothing
 

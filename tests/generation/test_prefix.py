@@ -9,7 +9,7 @@ HEAD = list(range(100, 100 + 40))  # 40 shared tokens: a system prompt and a not
 
 
 def test_rows_sharing_a_long_prefix_form_a_group_and_the_rest_stay_alone():
-    rows = [HEAD + [1, 2], HEAD + [3], HEAD + [1, 4, 5], [7, 8, 9], HEAD[:20] + [6, 6, 6]]
+    rows = [[*HEAD, 1, 2], [*HEAD, 3], [*HEAD, 1, 4, 5], [7, 8, 9], [*HEAD[:20], 6, 6, 6]]
     p = plan(rows)
     assert p is not None
     assert p.group[0] == p.group[1] == p.group[2]  # the three questions on the same notes
@@ -21,7 +21,7 @@ def test_rows_sharing_a_long_prefix_form_a_group_and_the_rest_stay_alone():
 
 def test_no_plan_when_nothing_is_shared_or_sharing_does_not_pay():
     assert plan([[1, 2, 3], [4, 5, 6]]) is None
-    assert plan([HEAD + [1]]) is None  # one row
+    assert plan([[*HEAD, 1]]) is None  # one row
     short = HEAD[: MIN_SHARED - 1]
     assert plan([[*short, 1], [*short, 2]]) is None  # below the minimum
     # two rows that share 20 of 200 tokens: not worth a second batch
@@ -30,8 +30,8 @@ def test_no_plan_when_nothing_is_shared_or_sharing_does_not_pay():
 
 def test_a_group_does_not_shrink_to_a_short_common_start():
     """A third row sharing only the system prompt does not cut the group's prefix to it."""
-    a = HEAD + [1, 2, 3]
-    b = HEAD + [1, 2, 4]
+    a = [*HEAD, 1, 2, 3]
+    b = [*HEAD, 1, 2, 4]
     c = HEAD[:18] + [9] * 30
     p = plan([a, b, c])
     assert p is not None and p.group[0] == p.group[1] != p.group[2]
@@ -39,7 +39,7 @@ def test_a_group_does_not_shrink_to_a_short_common_start():
 
 
 def test_layout_keeps_every_row_whole_and_masks_only_the_padding():
-    rows = [HEAD + [1, 2], HEAD + [3], [7] * 30 + [8]]
+    rows = [[*HEAD, 1, 2], [*HEAD, 3], [7] * 30 + [8]]
     p = plan(rows, min_shared=16)
     assert p is not None
     head_ids, head_mask, ids, mask = layout(rows, p, pad=0)

@@ -191,7 +191,7 @@ def held_out_evaluator(
     def evaluate(model: Any, gen: Any) -> float:
         import torch
 
-        from ..generation.backend import TextDone, left_pad
+        from ..generation.backend import greedy_rows
 
         rows = [
             list(
@@ -201,20 +201,17 @@ def held_out_evaluator(
             )
             for p in held_out
         ]
-        pad = int(gen.tokenizer.pad_token_id)
-        ids, mask = left_pad(rows, pad, gen.device)
-        width = ids.shape[1]
-        stop = TextDone(gen.tokenizer, width, len(rows), past_first_sentence)
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-                stopping_criteria=[stop],
+        with torch.inference_mode():  # the prompts share the system prompt: prefilled once
+            new, _ = greedy_rows(
+                model,
+                gen.tokenizer,
+                rows,
+                max_new_tokens,
+                gen.device,
+                done=past_first_sentence,
+                share_prefix=True,
             )
-        replies = gen.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        replies = gen.tokenizer.batch_decode(new, skip_special_tokens=True)
         flags = agreement(held_out, replies, sources)
         return sum(flags) / len(flags)
 

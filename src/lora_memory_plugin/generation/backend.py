@@ -242,19 +242,7 @@ class Generator:
         that pays; one module for the batch only."""
         import torch
 
-        from . import prefix
-
-        pad = int(self.tokenizer.pad_token_id)
         per_row = isinstance(adapter, list)
-        shared = prefix.plan(rows) if share_prefix and not per_row else None
-        if shared is None:
-            input_ids, attn = left_pad(rows, pad, self.device)
-        else:
-            head_ids, head_mask, full, full_mask = prefix.layout(rows, shared, pad)
-            input_ids = torch.tensor(full, device=self.device)
-            attn = torch.tensor(full_mask, device=self.device)
-        width = input_ids.shape[1]
-        stop = TextDone(self.tokenizer, width, len(rows), done) if done else None
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
             if per_row:
@@ -264,29 +252,19 @@ class Generator:
                 self._use_adapter(adapter)  # type: ignore[arg-type]
                 hooks = contextlib.nullcontext()
             with hooks:
-                cached: dict[str, Any] = {}
-                if shared is not None:  # each distinct prefix once, then a copy per row
-                    cache = self.model(
-                        input_ids=torch.tensor(head_ids, device=self.device),
-                        attention_mask=torch.tensor(head_mask, device=self.device),
-                        use_cache=True,
-                        logits_to_keep=1,
-                    ).past_key_values
-                    cache.reorder_cache(torch.tensor(shared.group, device=self.device))
-                    cached["past_key_values"] = cache
-                out = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attn,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=pad,
-                    stopping_criteria=[stop] if stop else None,
-                    **cached,
+                new, stop = greedy_rows(
+                    self.model,
+                    self.tokenizer,
+                    rows,
+                    max_new_tokens,
+                    self.device,
+                    done=done,
+                    share_prefix=share_prefix and not per_row,
                 )
         share = (time.perf_counter() - t0) / len(rows)
         stops = self._eos_ids()
         gens = []
-        for j, (row, prompt) in enumerate(zip(out[:, width:].tolist(), rows, strict=True)):
+        for j, (row, prompt) in enumerate(zip(new, rows, strict=True)):
             n = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
             ended = stop.ended[j] if stop is not None else None
             if ended is not None:  # pads follow where done() held
@@ -378,6 +356,56 @@ class Generator:
             if name in self._resident:
                 _delete_adapter(self.model, name)
                 del self._resident[name]
+
+
+def greedy_rows(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    device: Any,
+    *,
+    done: Callable[[str], bool] | None = None,
+    share_prefix: bool = False,
+) -> tuple[list[list[int]], TextDone | None]:
+    """One greedy ``generate`` over token-id rows with ``model`` as it is (adapters, hooks and
+    grad mode are the caller's): each row's new tokens, and the stop rule (``ended``) when
+    ``done`` was given. ``share_prefix``: rows sharing a long prefix prefill it once
+    (:mod:`.prefix`), where that pays: their keys and values are computed for one row and
+    copied to the others, as a KV cache is."""
+    import torch
+
+    from . import prefix
+
+    pad = int(tokenizer.pad_token_id)
+    shared = prefix.plan(rows) if share_prefix else None
+    cached: dict[str, Any] = {}
+    if shared is None:
+        input_ids, attn = left_pad(rows, pad, device)
+    else:
+        head_ids, head_mask, full, full_mask = prefix.layout(rows, shared, pad)
+        input_ids = torch.tensor(full, device=device)
+        attn = torch.tensor(full_mask, device=device)
+        cache = model(
+            input_ids=torch.tensor(head_ids, device=device),
+            attention_mask=torch.tensor(head_mask, device=device),
+            use_cache=True,
+            logits_to_keep=1,
+        ).past_key_values
+        cache.reorder_cache(torch.tensor(shared.group, device=device))
+        cached["past_key_values"] = cache
+    width = input_ids.shape[1]
+    stop = TextDone(tokenizer, width, len(rows), done) if done else None
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attn,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad,
+        stopping_criteria=[stop] if stop else None,
+        **cached,
+    )
+    return out[:, width:].tolist(), stop
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[Any, Any]:

@@ -16,6 +16,7 @@ over unmasked tokens, so every row sees exactly what it would see alone.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ def plan(rows: Sequence[Sequence[int]], *, min_shared: int = MIN_SHARED) -> Plan
     if len(rows) < 2 or any(len(r) < 2 for r in rows):
         return None
     order = sorted(range(len(rows)), key=lambda i: list(rows[i]))
-    adj = [_lcp(rows[a], rows[b]) for a, b in zip(order, order[1:], strict=False)]
+    adj = [_lcp(rows[a], rows[b]) for a, b in itertools.pairwise(order)]
     cuts = [_runs(rows, order, adj, t) for t in sorted({a for a in adj if a >= min_shared})]
     if not cuts:
         return None
