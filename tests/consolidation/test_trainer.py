@@ -7,7 +7,7 @@ import itertools
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -357,6 +357,38 @@ def test_evaluate_stops_on_a_held_out_score_and_keeps_the_best_weights(
     late = train_lora(str(sharp_model_dir), EXAMPLES, config, progress=False, evaluate=flat)
     assert [s for s, _, _ in late.eval_history] == [at]
     assert late.stopped_because == "max_steps" and late.held_out is None
+
+
+def test_patience_is_longer_while_the_module_would_not_pass(sharp_model_dir: Path) -> None:
+    """Below ``pass_score`` a tie or a dip does not end training (it would commit nothing):
+    ``patience_below`` applies there, ``patience`` once the best score passes."""
+    seen: list[float] = []
+
+    def scripted(values: list[float]) -> Callable[[object, Generator], float]:
+        it = iter(values)
+
+        def evaluate(model: object, gen: Generator) -> float:
+            seen.append(next(it))
+            return seen[-1]
+
+        return evaluate
+
+    config = TrainConfig(**FAST | {"patience": 1, "patience_below": 3, "pass_score": 0.6})
+    low = [0.2, 0.2, 0.1, 0.2, 0.7, 0.7, 0.5, 0.4]
+    result = train_lora(str(sharp_model_dir), EXAMPLES, config, progress=False,
+                        evaluate=scripted(low))  # fmt: skip
+    # below 0.6: the 2nd, 3rd and 4th bring no gain over the 1st -> stop there, at 0.2
+    assert [s for _, _, s in result.eval_history] == [0.2, 0.2, 0.1, 0.2]
+    assert result.stopped_because == "plateau" and result.held_out == 0.2
+    rising = [0.2, 0.2, 0.7, 0.7, 0.5]
+    result = train_lora(str(sharp_model_dir), EXAMPLES, config, progress=False,
+                        evaluate=scripted(rising))  # fmt: skip
+    assert [s for _, _, s in result.eval_history] == [0.2, 0.2, 0.7, 0.7]  # patience 1 above
+    assert result.held_out == 0.7
+    plain = TrainConfig(**FAST | {"patience": 1})  # no pass_score: patience 1 throughout
+    result = train_lora(str(sharp_model_dir), EXAMPLES, plain, progress=False,
+                        evaluate=scripted(rising))  # fmt: skip
+    assert [s for _, _, s in result.eval_history] == [0.2, 0.2]
 
 
 # --- logit-level distillation --------------------------------------------------------------

@@ -65,6 +65,10 @@ evaluation on a tie: trained longer). In the 9 Lisbon-story runs logged while tu
 never rose after an evaluation that had not raised it; a second such evaluation (patience 2)
 cost two more steps and one more evaluation, about 11 s, for the same agreement. Waiting for full
 recall and 4 evaluations cost 100 s more for the same or a lower agreement."""
+DISTILL_PATIENCE_BELOW = 3
+"""Patience while held-out agreement is under ``held_out_target``: stopping there commits
+nothing. Seed 1 of the story tied at 0.17 on its first two evaluations; patience 1 stopped it
+and its gate refused the module."""
 DISTILL_EVALUATE_FROM = 0.5
 """Trained-question recall (of an epoch's batches) at which held-out evaluation starts."""
 
@@ -353,6 +357,8 @@ def _build_module(
             max_seconds=remaining,
             device=mem.config.models.device,
             patience=DISTILL_PATIENCE if distilled else None,
+            patience_below=DISTILL_PATIENCE_BELOW if distilled else None,
+            pass_score=_pass_score(mem, s) if distilled else None,
             evaluate_from=DISTILL_EVALUATE_FROM if distilled else None,
             top_layers=(mem.config.consolidation.top_layers or None) if distilled else None,
         )
@@ -448,6 +454,12 @@ def _build_module(
         gen.forget_adapter(plan.extends.module_id)
     out.committed = module_id
     return out
+
+
+def _pass_score(mem: LoRAMemory, s: _Settings) -> float:
+    """The held-out agreement the gate will require (``held_out_target``, else ``target``)."""
+    need = mem.config.consolidation.held_out_target
+    return s.target if need is None else need
 
 
 def _gate(  # noqa: PLR0917

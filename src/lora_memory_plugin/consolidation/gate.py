@@ -5,9 +5,12 @@ A module is committed only when, on questions it never trained on (held-out phra
 - ``lora`` (the module, no context) agrees with the teacher (the base model reading the records)
   on at least ``held_out_target`` of them (``consolidation.held_out_target``: a small model does
   not carry every fact over to every paraphrase; ``auto`` answers from the module alone only when
-  this agreement reached ``target``), and
+  this agreement reached ``target``). Training measures this on the weights it keeps
+  (:func:`held_out_evaluator`, ``TrainResult.held_out``) and the gate takes that score; it
+  generates the replies itself only when training stopped on a budget after its last
+  evaluation. And
 - ``hybrid`` (the module + the rag context) agrees with the teacher at least as often as plain
-  ``rag`` (the base model + the same retrieved context) does,
+  ``rag`` (the base model + the same retrieved context) does: both asked in one mixed batch,
 
 and QA-shaped records' own pairs (trained as written) are recalled at ``target``. Otherwise the
 records stay buffered and the report says which check failed. Agreement is judged on the answer's

@@ -104,6 +104,17 @@ class TrainConfig:
             "scores: trained longer); None: until the target or a budget."
         },
     )
+    patience_below: int | None = field(
+        default=None,
+        metadata={
+            "help": "Patience while the best held-out score is under pass_score (None: "
+            "patience): a module that would not pass its gate yet gets more tries."
+        },
+    )
+    pass_score: float | None = field(
+        default=None,
+        metadata={"help": "The held-out score a module needs to pass its gate (for patience)."},
+    )
     evaluate_from: float | None = field(
         default=None,
         metadata={
@@ -718,7 +729,7 @@ def _train(  # noqa: PLR0917
                     kept = len(evaluations)  # the first evaluation that reached the score
                 if score >= config.target_recall:
                     stop = "target"
-                elif config.patience and len(evaluations) - best[1] >= config.patience:
+                elif (wait := _patience(config, best[0])) and len(evaluations) - best[1] >= wait:
                     stop = "plateau"
         text_only = not qa_index
         if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
@@ -760,6 +771,15 @@ def _train(  # noqa: PLR0917
     )
     logger.info("LoRA: %d steps, %.1fs, recall %s (%s)", steps, seconds, result.recall, stop)
     return result
+
+
+def _patience(config: TrainConfig, best: float) -> int | None:
+    """Evaluations without gain that end training: ``patience``, or ``patience_below`` while
+    the best score is under ``pass_score`` (stopping there would commit nothing)."""
+    below = config.pass_score is not None and best < config.pass_score
+    if below and config.patience_below is not None:
+        return config.patience_below
+    return config.patience
 
 
 def _lora_state(model: Any) -> dict[str, Any]:
