@@ -4,8 +4,8 @@ The teacher asks several questions about the same records: its prompts share the
 prompt and the whole notes block, and differ only in the question. On a CPU the prefill of a
 batch is compute-bound (about 3 ms a token for SmolLM2-135M on 2 cores), so prefilling each
 distinct prefix once, for one row, and letting every row that shares it attend to that copy of
-its keys and values -- as a KV cache does -- removes most of the work (the Lisbon story's 31
-teacher prompts: 3,813 padded token slots -> about 1,500).
+its keys and values -- as a KV cache does -- removes much of the work (the Lisbon story's 31
+teacher prompts: 3,813 padded token slots -> 2,140, and 17.8 s -> 12.4 s).
 
 :func:`plan` groups token-id rows by shared prefix and says whether that pays;
 :func:`layout` builds the prefix batch and the full rows for ``generate``: each row is its
