@@ -289,7 +289,9 @@ class _RoutesRows:
     """``chat_routed`` (a module or None per row, as the gate asks rag and hybrid together)
     over the fake's ``chat_many``, one row at a time."""
 
-    def chat_routed(self, messages, adapters, max_new_tokens=40, batch_size=16, done=None):
+    def chat_routed(
+        self, messages, adapters, max_new_tokens=40, batch_size=16, done=None, share_prefix=False
+    ):
         assert len(messages) == len(adapters)
         return [
             self.chat_many([m], max_new_tokens, batch_size, a, done=done)[0]

@@ -251,7 +251,9 @@ def test_shared_prefix_generation_equals_plain(
     plain = noisy_generator.chat_many(SHARED_CHATS, max_new_tokens=8, batch_size=8)
     plans: list[Any] = []
     real = prefix.plan
-    monkeypatch.setattr(prefix, "plan", lambda rows: plans.append(real(rows)) or plans[-1])
+    monkeypatch.setattr(
+        prefix, "plan", lambda rows, **kw: plans.append(real(rows, **kw)) or plans[-1]
+    )
     shared = noisy_generator.chat_many(
         SHARED_CHATS, max_new_tokens=8, batch_size=8, share_prefix=True
     )

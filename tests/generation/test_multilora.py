@@ -62,3 +62,35 @@ def test_a_batch_of_another_size_is_refused(model):
     layers = multilora.lora_layers(model)
     with multilora.stacked_lora(model, layers, ["a", "b"]), pytest.raises(RuntimeError):
         model(input_ids=torch.ones(3, 4, dtype=torch.long))
+
+
+def test_shared_prefixes_in_a_mixed_batch_stay_within_a_module(model):
+    """Rows of different modules never share a prefix's keys and values (the same tokens give
+    others under another module); rows of one module do, with the same greedy output."""
+    from types import SimpleNamespace
+
+    from lora_memory_plugin.generation import prefix
+    from lora_memory_plugin.generation.backend import greedy_rows
+
+    torch.manual_seed(2)
+    head = torch.randint(3, 200, (24,)).tolist()
+    rows = [head + torch.randint(3, 200, (n,)).tolist() for n in (3, 5, 2, 4, 3, 6)]
+    names = ["a", "a", "b", "b", multilora.BASE, multilora.BASE]
+    p = prefix.plan(rows, keys=names)
+    assert p is not None and len(set(p.group)) == 3
+    assert all(p.group[i] == p.group[i + 1] for i in (0, 2, 4))  # one group per module
+    layers = multilora.lora_layers(model)
+    model.enable_adapters()
+    tok = SimpleNamespace(pad_token_id=0)
+
+    def run(share):
+        with torch.inference_mode():
+            new, _ = greedy_rows(
+                model, tok, rows, 6, "cpu", share_prefix=share, modules=names,
+                mixed=lambda n: multilora.stacked_lora(model, layers, n),
+            )  # fmt: skip
+        return new
+
+    plain, shared = run(False), run(True)
+    assert shared == plain
+    assert plain[0] != plain[2] or plain[0] != plain[4]  # the modules do answer differently

@@ -142,6 +142,7 @@ def gate(
             max_new_tokens=GATE_TOKENS,
             batch_size=2 * batch_size,
             done=past_first_sentence,
+            share_prefix=True,
         )
         texts = [o.text for o in outs]
         return texts[: len(messages)], texts[len(messages) :]

@@ -193,13 +193,16 @@ class Generator:
         adapters: Sequence[tuple[str, Path] | None],
         max_new_tokens: int = 64,
         batch_size: int = 16,
+        *,
         done: Callable[[str], bool] | None = None,
+        share_prefix: bool = False,
     ) -> list[Generation]:
         """Greedy answers where each prompt has its own LoRA module (or ``None``: the base).
 
         Rows for different modules share one ``generate`` call: every LoRA layer computes each
         module's update on its own rows only (peft's mixed-batch forward), so a batch routed to
-        five modules costs one pass, not five adapter swaps. ``done`` as for :meth:`chat_many`.
+        five modules costs one pass, not five adapter swaps. ``done`` and ``share_prefix`` as
+        for :meth:`chat_many` (prefixes are shared among rows of the same module).
         """
         if len(adapters) != len(messages_list):
             raise InvalidInputError("adapters must name one module (or None) per prompt")
@@ -223,7 +226,11 @@ class Generator:
         results: dict[int, Generation] = {}
         for rows in batches:
             gens = self._generate_batch(
-                [ids[i] for i in rows], max_new_tokens, [adapters[i] for i in rows], done
+                [ids[i] for i in rows],
+                max_new_tokens,
+                [adapters[i] for i in rows],
+                done,
+                share_prefix,
             )
             results.update(zip(rows, gens, strict=True))
         return [results[i] for i in range(len(ids))]
@@ -238,29 +245,29 @@ class Generator:
     ) -> list[Generation]:
         """One left-padded ``generate`` call over token-id rows (one module, or one per row).
 
-        ``share_prefix``: rows sharing a long prefix prefill it once (:mod:`.prefix`), where
-        that pays; one module for the batch only."""
+        ``share_prefix``: rows sharing a long prefix (under the same module) prefill it once
+        (:mod:`.prefix`), where that pays."""
         import torch
 
         per_row = isinstance(adapter, list)
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
+            names = None
             if per_row:
                 names = self._use_adapters(adapter)  # type: ignore[arg-type]
-                hooks = self._mixed_batch(names) if names else contextlib.nullcontext()
             else:
                 self._use_adapter(adapter)  # type: ignore[arg-type]
-                hooks = contextlib.nullcontext()
-            with hooks:
-                new, stop = greedy_rows(
-                    self.model,
-                    self.tokenizer,
-                    rows,
-                    max_new_tokens,
-                    self.device,
-                    done=done,
-                    share_prefix=share_prefix and not per_row,
-                )
+            new, stop = greedy_rows(
+                self.model,
+                self.tokenizer,
+                rows,
+                max_new_tokens,
+                self.device,
+                done=done,
+                share_prefix=share_prefix,
+                modules=names,
+                mixed=self._mixed_batch if names else None,
+            )
         share = (time.perf_counter() - t0) / len(rows)
         stops = self._eos_ids()
         gens = []
@@ -367,18 +374,27 @@ def greedy_rows(
     *,
     done: Callable[[str], bool] | None = None,
     share_prefix: bool = False,
+    modules: Sequence[str] | None = None,
+    mixed: Callable[[list[str]], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> tuple[list[list[int]], TextDone | None]:
-    """One greedy ``generate`` over token-id rows with ``model`` as it is (adapters, hooks and
-    grad mode are the caller's): each row's new tokens, and the stop rule (``ended``) when
-    ``done`` was given. ``share_prefix``: rows sharing a long prefix prefill it once
-    (:mod:`.prefix`), where that pays: their keys and values are computed for one row and
-    copied to the others, as a KV cache is."""
+    """One greedy ``generate`` over token-id rows with ``model`` as it is (adapters and grad
+    mode are the caller's): each row's new tokens, and the stop rule (``ended``) when ``done``
+    was given.
+
+    ``share_prefix``: rows sharing a long prefix prefill it once (:mod:`.prefix`), where that
+    pays: their keys and values are computed for one row and copied to the others, as a KV cache
+    is. ``modules`` (one name a row) with ``mixed(names)`` (the context that runs a batch's rows
+    through their own modules): a mixed batch; rows share prefixes only within a module."""
     import torch
 
     from . import prefix
 
+    def rows_through(names: list[str]) -> contextlib.AbstractContextManager[Any]:
+        return mixed(names) if mixed is not None else contextlib.nullcontext()
+
     pad = int(tokenizer.pad_token_id)
-    shared = prefix.plan(rows) if share_prefix else None
+    names = list(modules) if modules is not None else [""] * len(rows)
+    shared = prefix.plan(rows, keys=names) if share_prefix else None
     cached: dict[str, Any] = {}
     if shared is None:
         input_ids, attn = left_pad(rows, pad, device)
@@ -386,25 +402,27 @@ def greedy_rows(
         head_ids, head_mask, full, full_mask = prefix.layout(rows, shared, pad)
         input_ids = torch.tensor(full, device=device)
         attn = torch.tensor(full_mask, device=device)
-        cache = model(
-            input_ids=torch.tensor(head_ids, device=device),
-            attention_mask=torch.tensor(head_mask, device=device),
-            use_cache=True,
-            logits_to_keep=1,
-        ).past_key_values
+        with rows_through([names[i] for i in prefix.heads(shared)]):
+            cache = model(
+                input_ids=torch.tensor(head_ids, device=device),
+                attention_mask=torch.tensor(head_mask, device=device),
+                use_cache=True,
+                logits_to_keep=1,
+            ).past_key_values
         cache.reorder_cache(torch.tensor(shared.group, device=device))
         cached["past_key_values"] = cache
     width = input_ids.shape[1]
     stop = TextDone(tokenizer, width, len(rows), done) if done else None
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=attn,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=pad,
-        stopping_criteria=[stop] if stop else None,
-        **cached,
-    )
+    with rows_through(names):
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attn,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            stopping_criteria=[stop] if stop else None,
+            **cached,
+        )
     return out[:, width:].tolist(), stop
 
 

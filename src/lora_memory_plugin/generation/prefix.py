@@ -65,23 +65,42 @@ def _runs(rows: Sequence[Sequence[int]], order: list[int], adj: list[int], t: in
     return Plan(tuple(group), tuple(prefix))
 
 
-def plan(rows: Sequence[Sequence[int]], *, min_shared: int = MIN_SHARED) -> Plan | None:
+def plan(
+    rows: Sequence[Sequence[int]],
+    *,
+    keys: Sequence[str] | None = None,
+    min_shared: int = MIN_SHARED,
+) -> Plan | None:
     """Group ``rows`` by shared prefix so that the fewest token slots are prefilled; None when
     no two rows share ``min_shared`` tokens or sharing would not save ``1 - WORTH``.
+
+    ``keys``: rows group only with rows of the same key (their LoRA module: the same tokens
+    give other keys and values under another module).
 
     In sorted order sharers are neighbours; each threshold ``t`` on the neighbours' shared
     length cuts the rows into runs, and the cheapest of those cuts wins (a batch holds a few
     dozen rows, so trying every threshold is cheap)."""
     if len(rows) < 2 or any(len(r) < 2 for r in rows):
         return None
-    order = sorted(range(len(rows)), key=lambda i: list(rows[i]))
-    adj = [_lcp(rows[a], rows[b]) for a, b in itertools.pairwise(order)]
+    key = list(keys) if keys is not None else [""] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: (key[i], list(rows[i])))
+    adj = [
+        _lcp(rows[a], rows[b]) if key[a] == key[b] else 0 for a, b in itertools.pairwise(order)
+    ]
     cuts = [_runs(rows, order, adj, t) for t in sorted({a for a in adj if a >= min_shared})]
     if not cuts:
         return None
     best = min(cuts, key=lambda p: p.slots(rows))
     plain = len(rows) * max(len(r) for r in rows)
     return best if best.slots(rows) <= WORTH * plain else None
+
+
+def heads(p: Plan) -> list[int]:
+    """Per group, the first row in it (whose module runs the group's prefix)."""
+    first: dict[int, int] = {}
+    for i, g in enumerate(p.group):
+        first.setdefault(g, i)
+    return [first[g] for g in range(len(p.prefix))]
 
 
 def layout(
@@ -109,4 +128,4 @@ def layout(
     return prefix_ids, prefix_mask, ids, mask
 
 
-__all__ = ["MIN_SHARED", "WORTH", "Plan", "layout", "plan"]
+__all__ = ["MIN_SHARED", "WORTH", "Plan", "heads", "layout", "plan"]
