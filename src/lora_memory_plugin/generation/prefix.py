@@ -84,9 +84,7 @@ def plan(
         return None
     key = list(keys) if keys is not None else [""] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: (key[i], list(rows[i])))
-    adj = [
-        _lcp(rows[a], rows[b]) if key[a] == key[b] else 0 for a, b in itertools.pairwise(order)
-    ]
+    adj = [_lcp(rows[a], rows[b]) if key[a] == key[b] else 0 for a, b in itertools.pairwise(order)]
     cuts = [_runs(rows, order, adj, t) for t in sorted({a for a in adj if a >= min_shared})]
     if not cuts:
         return None
