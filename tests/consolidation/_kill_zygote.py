@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,13 @@ def main() -> None:
 
             m = ModelConfig(base_model=cmd["base_model"])
             get_generator(m.base_model, m.device, m.dtype)
-            _reply({"ok": True, "threads": threading.active_count()})
+            # a library may leave a short-lived helper thread behind (a loader pool, a progress
+            # bar's monitor): wait for it, since forking beside a live thread is unsafe
+            deadline = time.monotonic() + 60
+            while threading.active_count() > 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            names = [t.name for t in threading.enumerate()]
+            _reply({"ok": True, "threads": threading.active_count(), "names": names})
             continue
         if threading.active_count() != 1:  # a fork would copy a lock some thread may hold
             _reply({"error": f"server has {threading.active_count()} threads; cannot fork"})
