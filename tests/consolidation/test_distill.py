@@ -223,31 +223,44 @@ class _Out:
     text: str
 
 
-class _EchoTeacher:
+class _FakeModel:
+    """The generator calls the consolidation stages make (``chat_many``, and ``chat_routed``
+    as the gate asks rag and hybrid together, one row at a time here), each prompt answered
+    by :meth:`reply`."""
+
+    def reply(self, messages, adapter, done) -> list[str]:
+        raise NotImplementedError
+
+    def chat_many(
+        self, messages, max_new_tokens=40, batch_size=16, adapter=None, *, done=None, **_
+    ):
+        return [_Out(text) for text in self.reply(messages, adapter, done)]
+
+    def chat_routed(self, messages, adapters, max_new_tokens=40, batch_size=16, *, done=None, **_):
+        assert len(messages) == len(adapters)
+        return [
+            self.chat_many([m], max_new_tokens, batch_size, a, done=done)[0]
+            for m, a in zip(messages, adapters, strict=True)
+        ]
+
+
+class _EchoTeacher(_FakeModel):
     """Answers with the last note's text (the newest record): a stand-in whose reading is exact,
     so the stages around it can be checked without a real model."""
 
     def __init__(self) -> None:
         self.prompts: list[list[dict[str, str]]] = []
 
-    def chat_many(
-        self,
-        messages,
-        max_new_tokens=40,
-        batch_size=16,
-        adapter=None,
-        done=None,
-        share_prefix=False,
-    ):
+    def reply(self, messages, adapter, done):
         out = []
         for m in messages:
             self.prompts.append(m)
             user = m[-1]["content"]
             if "Notes:" in user:
                 notes = user.split("Notes:\n", 1)[1].split("\n\nQuestion:", 1)[0].splitlines()
-                out.append(_Out(re.sub(r"^- (\[[\d-]+\] |\(\w+\) )?", "", notes[-1])))
+                out.append(re.sub(r"^- (\[[\d-]+\] |\(\w+\) )?", "", notes[-1]))
             else:
-                out.append(_Out("I do not know."))
+                out.append("I do not know.")
         return out
 
 
@@ -285,39 +298,14 @@ def test_teach_and_distill_build_no_context_and_with_context_examples() -> None:
     assert "Pao Dourado" in work.answer and work.grounded
 
 
-class _RoutesRows:
-    """``chat_routed`` (a module or None per row, as the gate asks rag and hybrid together)
-    over the fake's ``chat_many``, one row at a time."""
-
-    def chat_routed(
-        self, messages, adapters, max_new_tokens=40, batch_size=16, done=None, share_prefix=False
-    ):
-        assert len(messages) == len(adapters)
-        return [
-            self.chat_many([m], max_new_tokens, batch_size, a, done=done)[0]
-            for m, a in zip(messages, adapters, strict=True)
-        ]
-
-
-class _FixedModel(_RoutesRows):
+class _FixedModel(_FakeModel):
     """Replies from a table: (with adapter?, with context?) -> reply."""
 
     def __init__(self, replies: dict[tuple[bool, bool], str]) -> None:
         self.replies = replies
 
-    def chat_many(
-        self,
-        messages,
-        max_new_tokens=40,
-        batch_size=16,
-        adapter=None,
-        done=None,
-        share_prefix=False,
-    ):
-        return [
-            _Out(self.replies[(adapter is not None, "Notes:" in m[-1]["content"])])
-            for m in messages
-        ]
+    def reply(self, messages, adapter, done):
+        return [self.replies[(adapter is not None, "Notes:" in m[-1]["content"])] for m in messages]
 
 
 @pytest.mark.parametrize(
@@ -403,7 +391,8 @@ def test_logits_loss_attaches_the_teachers_distributions(tiny_model_dir) -> None
     from lora_memory_plugin.generation.backend import Generator
 
     class EchoGenerator(Generator):  # a real model forward, the echo teacher's answers
-        chat_many = _EchoTeacher.chat_many  # type: ignore[assignment]
+        chat_many = _FakeModel.chat_many  # type: ignore[assignment]
+        reply = _EchoTeacher.reply
 
     gen = EchoGenerator(str(tiny_model_dir))
     gen.prompts = []  # type: ignore[attr-defined]
@@ -453,16 +442,8 @@ def test_template_values_catch_a_teacher_that_misreads() -> None:
     assert job.value == "head baker"
 
     class Misreader(_EchoTeacher):  # answers every question with the dog's name
-        def chat_many(
-            self,
-            messages,
-            max_new_tokens=40,
-            batch_size=16,
-            adapter=None,
-            done=None,
-            share_prefix=False,
-        ):
-            return [_Out("Your dog is called Biscuit.") for _ in messages]
+        def reply(self, messages, adapter, done):
+            return ["Your dog is called Biscuit." for _ in messages]
 
     taught = teach(
         Misreader(),
@@ -485,17 +466,9 @@ def test_gate_takes_its_held_out_share_from_held_out_target() -> None:
         for q in ("Where do I live?", "Which city?", "My city?", "Where now?")
     ]
 
-    class ThreeOfFour(_RoutesRows):
-        def chat_many(
-            self,
-            messages,
-            max_new_tokens=40,
-            batch_size=16,
-            adapter=None,
-            done=None,
-            share_prefix=False,
-        ):
-            return [_Out("Porto" if i == 3 else "Lisbon") for i, _ in enumerate(messages)]
+    class ThreeOfFour(_FakeModel):
+        def reply(self, messages, adapter, done):
+            return ["Porto" if i == 3 else "Lisbon" for i, _ in enumerate(messages)]
 
     hits = [Hit("r0", sources["r0"], 0.9, {})]
     kwargs = {"target": 0.95, "search": lambda q: hits}
@@ -515,19 +488,11 @@ def test_gate_takes_lora_agreement_measured_in_training_and_judges_first_sentenc
     hits = [Hit("r0", sources["r0"], 0.9, {})]
     asked: list[bool] = []
 
-    class Recorder(_RoutesRows):
-        def chat_many(
-            self,
-            messages,
-            max_new_tokens=40,
-            batch_size=16,
-            adapter=None,
-            done=None,
-            share_prefix=False,
-        ):
+    class Recorder(_FakeModel):
+        def reply(self, messages, adapter, done):
             asked.append(adapter is not None)
             assert done is not None and done("You live in Porto. And") and not done("You live")
-            return [_Out("You live in Porto. Or was it Lisbon?") for _ in messages]
+            return ["You live in Porto. Or was it Lisbon?" for _ in messages]
 
     verdict = gate(
         Recorder(), ("m", None), probes, sources, SYSTEM, target=0.9,
