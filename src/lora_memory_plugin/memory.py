@@ -636,7 +636,7 @@ class LoRAMemory:
         whose run raised is reported with status ``"failed"`` (the error in its notes), and
         the others are consolidated all the same.
         """
-        from .consolidation.engine import ConsolidationOptions, consolidate_namespace
+        from .consolidation.engine import ConsolidationOptions
 
         try:
             opts = ConsolidationOptions(**options)
@@ -648,11 +648,19 @@ class LoRAMemory:
 
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
         if namespace is not None:
-            try:
-                return [consolidate_namespace(self, targets[0], opts, progress=progress)]
-            except OSError as e:
-                raise _io_error("consolidation", targets[0], e) from e
+            return [self._consolidate_one(targets[0], opts, progress)]
         return [self._consolidate_one_of_all(ns, opts, progress) for ns in targets]
+
+    def _consolidate_one(
+        self, ns: str, opts: ConsolidationOptions, progress: bool
+    ) -> ConsolidationReport:
+        """One namespace's consolidation; a disk failure under it raises StoreIOError."""
+        from .consolidation.engine import consolidate_namespace
+
+        try:
+            return consolidate_namespace(self, ns, opts, progress=progress)
+        except OSError as e:
+            raise _io_error("consolidation", ns, e) from e
 
     def _consolidate_one_of_all(
         self, ns: str, opts: ConsolidationOptions, progress: bool
@@ -662,14 +670,9 @@ class LoRAMemory:
         A cron job consolidates every namespace in one run; a record that breaks training, or a
         namespace whose buffer lost its records, must not starve the namespaces after it.
         """
-        from .consolidation.engine import consolidate_namespace
-
         t0 = time.perf_counter()
         try:
-            try:
-                return consolidate_namespace(self, ns, opts, progress=progress)
-            except OSError as e:
-                raise _io_error("consolidation", ns, e) from e
+            return self._consolidate_one(ns, opts, progress)
         except LockHeldError as e:  # another process is consolidating it: not a failure
             return ConsolidationReport(ns, "locked", notes=(str(e),))
         except Exception as e:  # not KeyboardInterrupt / SystemExit: those stop the run
