@@ -12,27 +12,8 @@ import pytest
 
 from lora_memory_plugin import LoRAMemory, StoreIOError
 from lora_memory_plugin._failpoints import ENV
-from lora_memory_plugin.registry import modules as registry
 
-FACTS = [(f"What is the code of box {i}?", c) for i, c in enumerate(["4471", "9302", "1185"])]
-FAST = {"lr": 1e-2, "rank": 16, "max_steps": 400}
 ERRNOS = {"enospc": errno.ENOSPC, "eio": errno.EIO}
-
-
-def _add(mem: LoRAMemory, facts: list[tuple[str, str]]) -> list[str]:
-    return mem.add_turns("ns", [{"content": f"Question: {q} Answer: {a}"} for q, a in facts])
-
-
-def _intact(mem: LoRAMemory, ids: list[str]) -> None:
-    """Every record is there; every listed module verifies and lists only live records; no
-    half-written module directory is left."""
-    assert {r.id for r in mem.get("ns")} == set(ids)
-    root = registry.modules_root(mem.path, "ns")
-    for m in registry.list_modules(mem.path, "ns"):
-        registry.verify_module(root / m.module_id)
-        assert set(m.record_ids) <= set(ids)
-    if root.exists():
-        assert not [p.name for p in root.iterdir() if p.name.startswith(registry.TMP_PREFIX)]
 
 
 @pytest.mark.parametrize(
@@ -45,57 +26,57 @@ def _intact(mem: LoRAMemory, ids: list[str]) -> None:
     ],
 )
 def test_a_failed_write_while_consolidating_loses_nothing(
-    point, fault, tmp_path, sharp_model_dir, monkeypatch
+    point, fault, tmp_path, sharp_model_dir, monkeypatch, boxes
 ):
     mem = LoRAMemory.open(tmp_path / "m", base_model=str(sharp_model_dir))
-    ids = _add(mem, FACTS)
+    ids = boxes.add(mem, boxes.FACTS)
     monkeypatch.setenv(ENV, f"{point}={fault}")
     with pytest.raises(StoreIOError, match="nothing stored was lost") as e:
-        mem.consolidate("ns", **FAST)
+        mem.consolidate("ns", **boxes.FAST)
     assert e.value.errno == ERRNOS[fault] and isinstance(e.value.__cause__, OSError)
     assert isinstance(e.value, OSError) and str(e.value).startswith("consolidation of 'ns'")
-    _intact(mem, ids)
+    boxes.intact(mem, ids)
     monkeypatch.delenv(ENV)
-    [report] = mem.consolidate("ns", **FAST)  # the lock was released; the re-run completes
+    [report] = mem.consolidate("ns", **boxes.FAST)  # the lock was released; the re-run completes
     [module] = mem.modules("ns")
     assert report.status == "consolidated" or point in ("committed", "marking")
     assert set(module.record_ids) == set(ids)
     assert all(r.metadata.get("module_id") == module.module_id for r in mem.get("ns"))
-    _intact(mem, ids)
-    assert FACTS[0][1] in mem.ask("ns", FACTS[0][0], mode="lora", max_new_tokens=6).text
+    boxes.intact(mem, ids)
+    assert boxes.FACTS[0][1] in mem.ask("ns", boxes.FACTS[0][0], mode="lora", max_new_tokens=6).text
 
 
 @pytest.mark.parametrize(
     ("point", "fault"), [("forget_module_removed", "enospc"), ("forget_deleted", "eio")]
 )
 def test_a_failed_write_while_forgetting_never_leaves_the_fact_in_a_module(
-    point, fault, tmp_path, sharp_model_dir, monkeypatch
+    point, fault, tmp_path, sharp_model_dir, monkeypatch, boxes
 ):
     mem = LoRAMemory.open(tmp_path / "m", base_model=str(sharp_model_dir))
-    ids = _add(mem, FACTS)
-    mem.consolidate("ns", **FAST)
+    ids = boxes.add(mem, boxes.FACTS)
+    mem.consolidate("ns", **boxes.FAST)
     monkeypatch.setenv(ENV, f"{point}={fault}")
     with pytest.raises(StoreIOError) as e:
         mem.forget("ns", [ids[1]], rebuild=False)
     assert e.value.errno == ERRNOS[fault]
     assert not any(ids[1] in m.record_ids for m in mem.modules("ns"))  # removed first
     left = ids if point == "forget_module_removed" else [ids[0], ids[2]]
-    _intact(mem, left)
+    boxes.intact(mem, left)
     monkeypatch.delenv(ENV)
     mem.forget("ns", [ids[1]], rebuild=False)  # the re-run completes the forget
-    _intact(mem, [ids[0], ids[2]])
-    assert not [h for h in mem.search("ns", FACTS[1][0], k=3) if FACTS[1][1] in h.text]
+    boxes.intact(mem, [ids[0], ids[2]])
+    assert not [h for h in mem.search("ns", boxes.FACTS[1][0], k=3) if boxes.FACTS[1][1] in h.text]
 
 
 def test_consolidate_all_reports_a_disk_failure_per_namespace(
-    tmp_path, sharp_model_dir, monkeypatch
+    tmp_path, sharp_model_dir, monkeypatch, boxes
 ):
     mem = LoRAMemory.open(tmp_path / "m", base_model=str(sharp_model_dir))
-    ids = _add(mem, FACTS)
+    ids = boxes.add(mem, boxes.FACTS)
     monkeypatch.setenv(ENV, "module_written=enospc")
-    [report] = mem.consolidate(None, **FAST)
+    [report] = mem.consolidate(None, **boxes.FAST)
     assert report.status == "failed" and "StoreIOError" in report.notes[0]
-    _intact(mem, ids)
+    boxes.intact(mem, ids)
 
 
 def test_unknown_failpoint_action_is_refused(monkeypatch):

@@ -15,7 +15,6 @@ import pytest
 from lora_memory_plugin import BackendError, LoRAMemory
 from lora_memory_plugin.consolidation import engine
 from lora_memory_plugin.consolidation import forget as forget_mod
-from lora_memory_plugin.registry import modules as registry
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.server]
 
@@ -37,10 +36,6 @@ def test_server_killed_mid_write_then_restarted(rel, tmp_path):
 # the kill lands exactly between two writes of the real code path); the call must raise
 # BackendError, and after a restart on the same data nothing stored is lost, no module keeps a
 # forgotten fact, and a re-run completes.
-FACTS = [(f"What is the code of box {i}?", c) for i, c in enumerate(["4471", "9302", "1185"])]
-FAST = {"lr": 1e-2, "rank": 16, "max_steps": 400}
-
-
 def _kill_server_at(monkeypatch, module, point, server):
     real = module.failpoint
 
@@ -50,18 +45,6 @@ def _kill_server_at(monkeypatch, module, point, server):
         real(name)
 
     monkeypatch.setattr(module, "failpoint", failpoint)
-
-
-def _add(mem, facts):
-    return mem.add_turns("ns", [{"content": f"Question: {q} Answer: {a}"} for q, a in facts])
-
-
-def _intact(mem, ids):
-    assert {r.id for r in mem.get("ns")} == set(ids)
-    root = registry.modules_root(mem.path, "ns")
-    for m in registry.list_modules(mem.path, "ns"):
-        registry.verify_module(root / m.module_id)
-        assert set(m.record_ids) <= set(ids)
 
 
 @pytest.fixture
@@ -74,54 +57,56 @@ def server(rel, tmp_path):
 
 @pytest.mark.parametrize("point", ["committed", "marking"])
 def test_server_killed_during_marking_then_restarted(
-    point, server, tmp_path, sharp_model_dir, monkeypatch
+    point, server, tmp_path, sharp_model_dir, monkeypatch, boxes
 ):
     """``committed``: the module is renamed into place, no record is marked yet. ``marking``:
     a module extending an older one has marked the new records, not yet the older ones."""
     mem = LoRAMemory.open(tmp_path / "m", base_model=str(sharp_model_dir), chroma_url=server.url)
-    ids = _add(mem, FACTS[:2])
+    ids = boxes.add(mem, boxes.FACTS[:2])
     if point == "marking":
-        mem.consolidate("ns", **FAST)
+        mem.consolidate("ns", **boxes.FAST)
         [older] = mem.modules("ns")
-        ids += _add(mem, FACTS[2:])
+        ids += boxes.add(mem, boxes.FACTS[2:])
     else:
-        ids += _add(mem, FACTS[2:])
+        ids += boxes.add(mem, boxes.FACTS[2:])
     _kill_server_at(monkeypatch, engine, point, server)
     with pytest.raises(BackendError):
-        mem.consolidate("ns", **FAST)
+        mem.consolidate("ns", **boxes.FAST)
     server.start()
     monkeypatch.undo()
-    _intact(mem, ids)
+    boxes.intact(mem, ids)
     held = {rid for m in mem.modules("ns") for rid in m.record_ids}
     assert held == set(ids)  # the committed module kept everything it was trained on
     if point == "marking":
         assert older.module_id in {m.module_id for m in mem.modules("ns")}  # not removed yet
-    mem.consolidate("ns", **FAST)  # the re-run completes: one module, every record marked
+    mem.consolidate("ns", **boxes.FAST)  # the re-run completes: one module, every record marked
     [module] = mem.modules("ns")
     assert set(module.record_ids) == set(ids)
     assert all(r.metadata.get("module_id") == module.module_id for r in mem.get("ns"))
-    _intact(mem, ids)
-    assert FACTS[2][1] in mem.ask("ns", FACTS[2][0], mode="lora", max_new_tokens=6).text
+    boxes.intact(mem, ids)
+    assert boxes.FACTS[2][1] in mem.ask("ns", boxes.FACTS[2][0], mode="lora", max_new_tokens=6).text
 
 
-def test_server_killed_during_forget_then_restarted(server, tmp_path, sharp_model_dir, monkeypatch):
+def test_server_killed_during_forget_then_restarted(
+    server, tmp_path, sharp_model_dir, monkeypatch, boxes
+):
     """Killed after the module holding the record is removed, before the record is deleted:
     the record stays visible with the forget's intent, no module answers it, and the next
     forget (or consolidate) finishes the job."""
     mem = LoRAMemory.open(tmp_path / "m", base_model=str(sharp_model_dir), chroma_url=server.url)
-    ids = _add(mem, FACTS)
-    mem.consolidate("ns", **FAST)
+    ids = boxes.add(mem, boxes.FACTS)
+    mem.consolidate("ns", **boxes.FAST)
     _kill_server_at(monkeypatch, forget_mod, "forget_module_removed", server)
     with pytest.raises(BackendError):
         mem.forget("ns", [ids[1]], rebuild=False)
     server.start()
     monkeypatch.undo()
     assert not any(ids[1] in m.record_ids for m in mem.modules("ns"))  # removed first
-    _intact(mem, ids)  # nothing else lost; the record waits for its deletion
+    boxes.intact(mem, ids)  # nothing else lost; the record waits for its deletion
     assert ids[1] in forget_mod.pending_forget(mem, "ns")
-    mem.consolidate("ns", **FAST)  # the intent is honoured: deleted, not retrained
-    _intact(mem, [ids[0], ids[2]])
+    mem.consolidate("ns", **boxes.FAST)  # the intent is honoured: deleted, not retrained
+    boxes.intact(mem, [ids[0], ids[2]])
     assert not forget_mod.pending_forget(mem, "ns")
     assert not any(ids[1] in m.record_ids for m in mem.modules("ns"))
-    assert not [h for h in mem.search("ns", FACTS[1][0], k=3) if FACTS[1][1] in h.text]
-    assert FACTS[0][1] in mem.ask("ns", FACTS[0][0], mode="lora", max_new_tokens=6).text
+    assert not [h for h in mem.search("ns", boxes.FACTS[1][0], k=3) if boxes.FACTS[1][1] in h.text]
+    assert boxes.FACTS[0][1] in mem.ask("ns", boxes.FACTS[0][0], mode="lora", max_new_tokens=6).text
