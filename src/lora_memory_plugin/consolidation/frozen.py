@@ -19,6 +19,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..generation.prefix import common_prefix
+
 if TYPE_CHECKING:
     import torch
 
@@ -234,16 +236,6 @@ class _SharedPrefix:
         return torch.cat([k.expand(shape), keys], dim=2), torch.cat(
             [v.expand(shape), values], dim=2
         )
-
-
-def common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens every row has in common (at most the shortest row's length)."""
-    n = 0
-    for column in zip(*rows, strict=False):
-        if any(t != column[0] for t in column):
-            break
-        n += 1
-    return n
 
 
 class _Reached(Exception):  # noqa: N818 -- control flow, not an error

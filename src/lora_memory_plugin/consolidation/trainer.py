@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidInputError
-from .frozen import FrozenBottom, common_prefix
+from ..generation.prefix import common_prefix
+from .frozen import FrozenBottom
 
 if TYPE_CHECKING:
     import torch

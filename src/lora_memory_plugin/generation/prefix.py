@@ -42,12 +42,14 @@ class Plan:
         return len(self.prefix) * width + len(rows) * suffix
 
 
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row has in common (at most the shortest row's length)."""
+    n = 0
+    for column in zip(*rows, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
 
 
 def _runs(rows: Sequence[Sequence[int]], order: list[int], adj: list[int], t: int) -> Plan:
@@ -84,7 +86,10 @@ def plan(
         return None
     key = list(keys) if keys is not None else [""] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: (key[i], list(rows[i])))
-    adj = [_lcp(rows[a], rows[b]) if key[a] == key[b] else 0 for a, b in itertools.pairwise(order)]
+    adj = [
+        common_prefix((rows[a], rows[b])) if key[a] == key[b] else 0
+        for a, b in itertools.pairwise(order)
+    ]
     cuts = [_runs(rows, order, adj, t) for t in sorted({a for a in adj if a >= min_shared})]
     if not cuts:
         return None
@@ -126,4 +131,4 @@ def layout(
     return prefix_ids, prefix_mask, ids, mask
 
 
-__all__ = ["MIN_SHARED", "WORTH", "Plan", "heads", "layout", "plan"]
+__all__ = ["MIN_SHARED", "WORTH", "Plan", "common_prefix", "heads", "layout", "plan"]
