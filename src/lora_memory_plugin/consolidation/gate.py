@@ -113,18 +113,13 @@ def gate(
     held_out = [p for p in probes if p.kind == "held_out"]
     qa = [p for p in probes if p.kind == "qa"]
 
-    def ask(
-        items: Sequence[Probe], context: Sequence[Sequence[Hit]] | None, use: bool
-    ) -> list[str]:
-        messages = [
-            build_messages(system, p.question, context[i] if context is not None else ())
-            for i, p in enumerate(items)
-        ]
+    def ask_lora(items: Sequence[Probe]) -> list[str]:
+        """The module's replies without context (when training did not measure them)."""
         outs = gen.chat_many(
-            messages,
+            [build_messages(system, p.question) for p in items],
             max_new_tokens=GATE_TOKENS,
             batch_size=batch_size,
-            adapter=adapter if use else None,
+            adapter=adapter,
             done=past_first_sentence,
         )
         return [o.text for o in outs]
@@ -154,7 +149,7 @@ def gate(
     if held_out:
         lora = held_out_score
         if lora is None:
-            lora = _share(agree(held_out, ask(held_out, None, True)))
+            lora = _share(agree(held_out, ask_lora(held_out)))
     qa_share = probe_exact_match(gen, adapter, qa, system, batch_size)  # as the other mixtures
     rag = hybrid = None
     if held_out and search is not None:
