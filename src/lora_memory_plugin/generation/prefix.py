@@ -112,13 +112,9 @@ def layout(
     """``(prefix_ids, prefix_mask, ids, mask)``: the groups' prefixes, right-padded (one row a
     group), and the full rows: prefix (right-padded) + suffix (left-padded)."""
     width = max(p.prefix)
-    heads = [None] * len(p.prefix)  # type: list[Sequence[int] | None]
-    for r, g in zip(rows, p.group, strict=True):
-        if heads[g] is None:
-            heads[g] = r[: p.prefix[g]]
     prefix_ids, prefix_mask = [], []
-    for h in heads:
-        assert h is not None
+    for g, first in enumerate(heads(p)):
+        h = rows[first][: p.prefix[g]]
         prefix_ids.append([*h, *[pad] * (width - len(h))])
         prefix_mask.append([1] * len(h) + [0] * (width - len(h)))
     tail = max(len(r) - p.prefix[g] for r, g in zip(rows, p.group, strict=True))
