@@ -215,6 +215,59 @@ def test_a_gentler_retry_within_the_limit_is_committed(store, monkeypatch):
     assert module.metrics["drift"] == 0.1 and module.metrics["lr"] == FAST["lr"] / 2
 
 
+def test_drift_is_judged_during_training_and_the_weights_within_the_limit_are_kept(
+    store, monkeypatch
+):
+    """The engine hands the trainer a drift guard at ``drift_max``: the guard's refusal stops
+    training, the report says so, and the weights returned are measured again by the gate."""
+    from lora_memory_plugin.consolidation import distill, drift
+    from lora_memory_plugin.consolidation.data import Probe
+    from lora_memory_plugin.consolidation.distill import DistillResult
+    from lora_memory_plugin.consolidation.trainer import Example
+
+    limits = []
+
+    class Refusing:
+        def __init__(self, tokenizer, limit):
+            limits.append(limit)
+
+        def __call__(self, model):
+            return "drift +40.0% > 25%"
+
+    def with_held_out(records, gen, writer, system, **kw):
+        """The QA records' own pairs, and one held-out phrasing: evaluations run in training."""
+        examples = [Example.qa(f"What is the code of box {i}?", str(1000 + 37 * i), system=system)
+                    for i in range(len(records))]  # fmt: skip
+        probe = Probe("Which code opens box 0?", "1000", records[0].id, kind="held_out")
+        return DistillResult(examples, [probe], stats={"held_out_probes": 1})
+
+    monkeypatch.setattr(drift, "DriftGuard", Refusing)
+    monkeypatch.setattr(distill, "distill", with_held_out)
+    scripted_drift(monkeypatch, [0.1])
+    add_codes(store, 3)
+    [report] = store.consolidate("ns", **{**FAST, "drift_max": 0.25})
+    assert limits == [0.25]
+    [note] = [n for n in report.notes if n.startswith("training stopped at step")]
+    assert note.endswith("drift +40.0% > 25%; no weights were evaluated before it"), note
+    assert report.drift == 0.1  # the gate's own measurement of the weights returned
+
+
+def test_drift_guard_reads_the_base_once_and_refuses_over_the_limit(sharp_model_dir, one_thread):
+    from lora_memory_plugin.consolidation.drift import DriftGuard, measure_drift
+    from lora_memory_plugin.consolidation.trainer import Example, TrainConfig, train_lora
+    from lora_memory_plugin.generation.backend import Generator
+
+    gen = Generator(str(sharp_model_dir))
+    examples = [Example.text(code_text(i)) for i in range(4)]
+    trained = train_lora(gen.path, examples, TrainConfig(max_steps=30, lr=5e-2))
+    d = measure_drift(trained.model, gen.tokenizer)["drift"]
+    assert abs(d) > 1e-3
+    lenient, strict = DriftGuard(gen.tokenizer, d + 0.01), DriftGuard(gen.tokenizer, d - 0.01)
+    assert lenient(trained.model) is None and lenient(trained.model) is None
+    assert lenient.readings == [pytest.approx(d, rel=1e-4, abs=1e-6)] * 2
+    assert strict(trained.model) == f"drift {d:+.1%} > {d - 0.01:.0%}"
+
+
 def test_drift_is_measured_against_the_base_with_the_adapter_disabled(sharp_model_dir, one_thread):
     from lora_memory_plugin.consolidation.drift import measure_drift
     from lora_memory_plugin.consolidation.trainer import Example, TrainConfig, train_lora

@@ -391,6 +391,52 @@ def test_patience_is_longer_while_the_module_would_not_pass(sharp_model_dir: Pat
     assert [s for _, _, s in result.eval_history] == [0.2, 0.2]
 
 
+def test_a_guard_stops_training_and_keeps_the_best_weights_it_allowed(
+    sharp_model_dir: Path,
+) -> None:
+    """A guard (e.g. base-model drift over the limit) refuses the weights at an evaluation:
+    training stops there and returns the best weights evaluated before it, not the refused ones."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    scores = iter([0.3, 0.5, 0.4, 0.6])
+    snapshots: list[dict[str, torch.Tensor]] = []
+    refusals = iter([None, None, None, "drift +40.0% > 25%"])
+    guarded: list[dict[str, torch.Tensor]] = []
+
+    def evaluate(model: object, gen: Generator) -> float:
+        snapshots.append({k: v.clone() for k, v in get_peft_model_state_dict(model).items()})
+        return next(scores)
+
+    def guard(model: object) -> str | None:
+        guarded.append({k: v.clone() for k, v in get_peft_model_state_dict(model).items()})
+        return next(refusals)
+
+    config = TrainConfig(**FAST | {"patience": 3})
+    result = train_lora(
+        str(sharp_model_dir), EXAMPLES, config, progress=False, evaluate=evaluate, guard=guard
+    )
+    assert result.stopped_because == "guard" and result.guarded == "drift +40.0% > 25%"
+    assert [s for _, _, s in result.eval_history] == [0.3, 0.5, 0.4]  # the 4th never ran
+    assert result.held_out == 0.5
+    best = snapshots[1]
+    assert all(torch.equal(result.adapter_state[k], best[k]) for k in best)
+    refused = guarded[-1]
+    assert not all(torch.equal(result.adapter_state[k], refused[k]) for k in refused)
+
+    # refused before any evaluation: the weights are returned as they are, unjudged
+    first = train_lora(
+        str(sharp_model_dir),
+        EXAMPLES,
+        config,
+        progress=False,
+        evaluate=evaluate,
+        guard=lambda model: "drift +90.0% > 25%",
+    )
+    assert first.stopped_because == "guard" and first.eval_history == []
+    assert first.held_out is None and first.guarded == "drift +90.0% > 25%"
+
+
 # --- logit-level distillation --------------------------------------------------------------
 
 

@@ -4,13 +4,16 @@ The paper leaves damage to the base model unmeasured (arXiv 2603.01097, "not mea
 memory system must not trade general ability for recall. The check is cheap: perplexity of a
 small built-in control text (plain encyclopedic prose, unrelated to any store) with the adapter
 active, relative to the same model with the adapter disabled. ``drift = ppl_lora / ppl_base - 1``
-(0.10 = 10% higher perplexity). Over ``[consolidation] drift_max`` the engine retries with a
-gentler setting, then keeps the records buffered.
+(0.10 = 10% higher perplexity). During distillation :class:`DriftGuard` checks it before each
+held-out evaluation, so training stops at the limit and keeps the best weights within it; over
+``[consolidation] drift_max`` at the end the engine retries with a gentler setting, then keeps
+the records buffered.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 CONTROL_TEXT = (
@@ -50,3 +53,28 @@ def measure_drift(peft_model: Any, tokenizer: Any, text: str = CONTROL_TEXT) -> 
     finally:
         peft_model.train(was_training)
     return {"ppl_base": ppl_base, "ppl_lora": ppl_lora, "drift": ppl_lora / ppl_base - 1.0}
+
+
+@dataclass
+class DriftGuard:
+    """``guard`` for :func:`.trainer.train_lora`: why the weights in training may not be kept
+    (drift over ``limit``), or None. The base perplexity is measured once, on the first call."""
+
+    tokenizer: Any
+    limit: float
+    text: str = CONTROL_TEXT
+    readings: list[float] = field(default_factory=list)
+    _ppl_base: float | None = None
+
+    def __call__(self, peft_model: Any) -> str | None:
+        was_training = peft_model.training
+        peft_model.eval()
+        try:
+            if self._ppl_base is None:
+                with peft_model.disable_adapter():
+                    self._ppl_base = perplexity(peft_model, self.tokenizer, self.text)
+            drift = perplexity(peft_model, self.tokenizer, self.text) / self._ppl_base - 1.0
+        finally:
+            peft_model.train(was_training)
+        self.readings.append(drift)
+        return f"drift {drift:+.1%} > {self.limit:.0%}" if drift > self.limit else None

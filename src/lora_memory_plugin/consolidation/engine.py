@@ -11,7 +11,8 @@ One run for one namespace, under that namespace's lock (``LockHeldError`` -> CLI
    (:mod:`.distill`: questions, the teacher's answers, examples with and without context,
    held-out probes), or the previous mixtures (:mod:`.synth`) -- prompted with the same system
    prompt and chat template that ``ask`` uses; train (:mod:`.trainer`; distillation stops on
-   held-out agreement, with patience);
+   held-out agreement, with patience, and before the first evaluation over the drift limit,
+   keeping the best weights within it);
 5. gate: base-model drift on a control text (:mod:`.drift`) -- over the limit, retrain once
    with a gentler setting, then give up -- then, for distillation, :mod:`.gate` (lora agrees
    with the teacher on held-out probes at ``target``, hybrid no worse than rag), else greedy
@@ -313,6 +314,7 @@ def _build_module(
 ) -> _Outcome:
     from .clean import trainable_text
     from .distill import DistillResult, distill
+    from .drift import DriftGuard, measure_drift
     from .gate import held_out_evaluator
     from .mixture import DISTILL, parse_mixture_names
     from .synth import synthesize
@@ -362,10 +364,18 @@ def _build_module(
             evaluate_from=DISTILL_EVALUATE_FROM if distilled else None,
             top_layers=(mem.config.consolidation.top_layers or None) if distilled else None,
         )
-        result = train_lora(gen.path, data.examples, config, progress=progress, evaluate=evaluate)
+        guard = DriftGuard(gen.tokenizer, s.drift_max) if distilled else None
+        result = train_lora(
+            gen.path, data.examples, config, progress=progress, evaluate=evaluate, guard=guard
+        )
         failpoint("trained")
-        from .drift import measure_drift
-
+        if result.guarded:
+            kept = (
+                f"kept the best weights evaluated before it (held-out {result.held_out:.2f})"
+                if result.held_out is not None
+                else "no weights were evaluated before it"
+            )
+            out.notes.append(f"training stopped at step {result.steps}: {result.guarded}; {kept}")
         drift = measure_drift(result.model, gen.tokenizer)
         out.drift = drift["drift"]
         if out.drift <= s.drift_max:

@@ -53,7 +53,7 @@ IGNORE = -100
 """Label of positions without loss (prompt and padding)."""
 EVAL_GATE = 0.5
 """The exact recall pass runs once the free in-training estimate reaches this share of target."""
-StopReason = Literal["target", "max_steps", "max_epochs", "max_seconds", "plateau"]
+StopReason = Literal["target", "max_steps", "max_epochs", "max_seconds", "plateau", "guard"]
 SoftTargets = tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]
 """Per answer token, a teacher's top-k next-token ``(ids, probabilities)``."""
 
@@ -245,6 +245,9 @@ class TrainResult:
     held_out: float | None = None
     """``evaluate``'s score of the returned weights (None: they were not evaluated as they are,
     e.g. a budget stopped training after the last evaluation)."""
+    guarded: str | None = None
+    """Why ``train_lora(guard=...)`` refused the weights that stopped training (None: it never
+    did); the returned weights are the best evaluated ones before that."""
 
 
 @dataclass(frozen=True)
@@ -498,6 +501,7 @@ def train_lora(
     *,
     progress: bool = True,
     evaluate: Callable[[Any, Generator], float] | None = None,
+    guard: Callable[[Any], str | None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter until it recalls the QA examples, or a budget runs out.
 
@@ -511,6 +515,12 @@ def train_lora(
             held-out questions, :func:`.gate.held_out_evaluator`); when given, training stops
             when it reaches ``target_recall`` -- checked once the examples are recalled -- instead
             of at recall alone: memorising the trained phrasings is not yet answering others.
+        guard: With ``evaluate``: called on the model before each evaluation; a string says
+            why these weights may not be kept (e.g. base-model drift over the limit,
+            :class:`.drift.DriftGuard`). Training stops there and returns the best evaluated
+            weights before it (or these, if none was evaluated), with the reason in
+            ``TrainResult.guarded``. Training only moves further from the base, so it does
+            not go on past a refusal.
 
     Returns:
         The adapter, its training statistics and why training stopped.
@@ -532,7 +542,7 @@ def train_lora(
     with contextlib.nullcontext() if owned else gen._lock:
         model = _attach_lora(gen.model, config)
         try:
-            result = _train(model, gen, items, config, progress, evaluate)
+            result = _train(model, gen, items, config, progress, evaluate, guard)
         finally:
             if not owned:  # give the caller its bare model back
                 model.unload()
@@ -596,6 +606,7 @@ def _train(  # noqa: PLR0917
     config: TrainConfig,
     progress: bool,
     evaluate: Callable[[Any, Generator], float] | None = None,
+    guard: Callable[[Any], str | None] | None = None,
 ) -> TrainResult:
     import numpy as np
     import torch
@@ -667,6 +678,7 @@ def _train(  # noqa: PLR0917
     # weights kept: of the latest evaluation with that score, numbered ``kept``
     best: tuple[float, int, dict[str, Any]] | None = None
     kept = 0
+    guarded: str | None = None
     stop: StopReason | None = None
     bar = tqdm(total=config.max_steps, unit="step", file=sys.stderr, disable=not progress)
     model.train()
@@ -715,7 +727,12 @@ def _train(  # noqa: PLR0917
             if evaluate is None:
                 if recall >= config.target_recall:
                     stop = "target"
-            elif recall >= (config.evaluate_from or config.target_recall):
+            elif recall < (config.evaluate_from or config.target_recall):
+                pass  # not yet worth a held-out evaluation
+            elif guard is not None and (guarded := guard(model)) is not None:
+                logger.info("LoRA: step %d refused: %s", steps, guarded)
+                stop = "guard"
+            else:
                 model.eval()
                 score = evaluate(model, gen)
                 model.train()
@@ -736,7 +753,7 @@ def _train(  # noqa: PLR0917
         if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
             stop = "max_epochs"
     held_out = None
-    if best is not None and kept < len(evaluations):  # a later evaluation was worse
+    if best is not None and (kept < len(evaluations) or guarded):  # later weights were worse
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, best[2])
@@ -766,6 +783,7 @@ def _train(  # noqa: PLR0917
         recall_history=history,
         eval_history=evaluations,
         held_out=held_out,
+        guarded=guarded,
         stopped_because=stop or "max_steps",
         padding_fraction=pads / (pads + tokens),
         loss=loss_value,
