@@ -18,6 +18,7 @@ from lora_memory_plugin.consolidation.questions import (
     parse_questions,
     template_questions,
 )
+from lora_memory_plugin.consolidation.reading import CONTROL_READING
 from lora_memory_plugin.consolidation.teacher import (
     agrees,
     first_sentence,
@@ -341,6 +342,52 @@ def test_gate_sees_a_bad_module(replies, passed, why) -> None:
     assert why in verdict.reason
 
 
+class _Reader(_FakeModel):
+    """Reads the control notes (:mod:`.reading`): the base model every one, the module ``right``
+    of them; the held-out probe is answered right with or without the module."""
+
+    def __init__(self, right: int) -> None:
+        self.right = right
+
+    def reply(self, messages, adapter, done):
+        out = []
+        for m in messages:
+            user = m[-1]["content"]
+            item = next((it for it in CONTROL_READING if it.question in user), None)
+            if item is None:
+                out.append("You live in Lisbon.")
+            else:
+                i = CONTROL_READING.index(item)
+                ok = adapter is None or i < self.right
+                out.append(f"It is {item.value}." if ok else "The person who is not answering.")
+        return out
+
+
+@pytest.mark.parametrize(("right", "passed"), [(8, True), (6, True), (5, False), (3, False)])
+def test_gate_refuses_a_module_that_no_longer_reads(right, passed) -> None:
+    """The LoCoMo module whose hybrid halved rag's token F1 passed every probe check at
+    held_out_target 0.5; it read 3 of the 8 control notes right where the base model read 8."""
+    probes = [Probe("What city does the user live in?", "You live in Lisbon.", "r0", "held_out")]
+    sources = {"r0": "We finally moved to Lisbon last month."}
+    hits = [Hit("r0", sources["r0"], 0.9, {"kind": "turn", "role": "user"})]
+    args = (_Reader(right), ("m", None), probes, sources, SYSTEM)
+    weak = {"target": 0.9, "held_out_target": 0.5, "held_out_score": 0.5}  # not alone at target
+    verdict = gate(*args, **weak, search=lambda q: hits)
+    assert verdict.passed is passed and verdict.reading == (right, 8)
+    assert verdict.to_dict()["reading"] == [right, 8]
+    assert verdict.to_dict()["reading_ok"] is passed
+    assert verdict.hybrid == verdict.rag == 1.0  # the probe checks alone pass every module
+    refused = f"the module reads {right}/8 control notes right, the base model 8/8"
+    assert verdict.reason == ("passed" if passed else refused)
+    # without retrieval (no hybrid check) the control notes are still read
+    assert gate(*args, **weak).reading == (right, 8)
+    assert gate(*args, **weak, reading=False).reading is None
+    # a module that answers alone at the target (PhoneBook's) may specialise the model: its
+    # reading is reported, not held against it (auto then never adds retrieved notes to it)
+    alone = gate(*args, target=0.9, search=lambda q: hits)
+    assert alone.held_out == 1.0 and alone.passed and alone.reads is passed
+
+
 # --- auto mode -----------------------------------------------------------------------------
 
 
@@ -365,6 +412,29 @@ def test_gate_sees_a_bad_module(replies, passed, why) -> None:
         ),
         ({"qa_recall": 1.0, "agreement_held_out": None}, 0.9, False, "lora", "100%"),
         ({}, 0.9, False, "rag", "no held-out measurements"),
+        # a module that specialised the model (PhoneBook's read 0/8 control notes): alone when
+        # routing is confident, never with retrieved notes
+        (
+            {"qa_recall": 1.0, "reading": [0, 8], "reading_ok": False},
+            0.9,
+            False,
+            "lora",
+            "100%",
+        ),
+        (
+            {"qa_recall": 1.0, "reading": [0, 8], "reading_ok": False},
+            0.3,
+            False,
+            "rag",
+            "reads control notes worse than the base model (0 vs 8)",
+        ),
+        (
+            {"agreement_held_out": 0.7, "reading": [7, 8], "reading_ok": True},
+            0.3,
+            False,
+            "hybrid",
+            "",
+        ),
     ],
 )
 def test_auto_picks_lora_hybrid_or_rag_from_confidence_and_measured_agreement(
@@ -496,12 +566,12 @@ def test_gate_takes_lora_agreement_measured_in_training_and_judges_first_sentenc
 
     verdict = gate(
         Recorder(), ("m", None), probes, sources, SYSTEM, target=0.9,
-        search=lambda q: hits, held_out_score=1.0,
+        search=lambda q: hits, held_out_score=1.0, reading=False,
     )  # fmt: skip
     assert asked == [False, True]  # rag and hybrid; lora's share came from training
     assert verdict.held_out == 1.0 and verdict.rag == 0.0 and verdict.hybrid == 0.0
     asked.clear()
-    verdict = gate(Recorder(), ("m", None), probes, sources, SYSTEM, target=0.9)
+    verdict = gate(Recorder(), ("m", None), probes, sources, SYSTEM, target=0.9, reading=False)
     assert asked == [True] and verdict.held_out == 0.0 and not verdict.passed
 
 

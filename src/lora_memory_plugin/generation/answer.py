@@ -433,9 +433,10 @@ def choose_auto(mem: LoRAMemory, namespace: str, decision: RouteDecision) -> tup
 
     From the routing confidence and what the module's gate measured on held-out questions:
     lora when the router is confident and the module agreed with the teacher at the target;
-    hybrid when the module made the model's reading no worse than rag; else rag. A module
-    without those measurements (consolidated by an older version, or from original text only)
-    is not trusted: rag.
+    hybrid when the module made the model's reading no worse than rag (on the held-out probes,
+    and on the gate's control notes, ``reading_ok``); else rag. A module without those
+    measurements (consolidated by an older version, or from original text only) is not
+    trusted: rag.
     """
     manifest = live_modules(mem, namespace).get(decision.chosen[0])
     metrics = dict(getattr(manifest, "metrics", None) or {})
@@ -455,6 +456,9 @@ def choose_auto(mem: LoRAMemory, namespace: str, decision: RouteDecision) -> tup
         return "lora", f"confidence {conf:.2f} >= {need:.2f}, held-out agreement {agreement:.0%}"
     if isinstance(rag, (int, float)) and isinstance(hybrid, (int, float)) and hybrid < rag:
         return "rag", f"the module's hybrid ({hybrid:.0%}) was worse than rag ({rag:.0%})"
+    if metrics.get("reading_ok") is False:
+        read, base = (metrics.get("reading") or ["?", "?"])[:2]
+        return "rag", f"the module reads control notes worse than the base model ({read} vs {base})"
     if agreement is None:  # consolidated before the gate measured it, or original text only
         return "rag", "the module has no held-out measurements to trust it by"
     return "hybrid", (
