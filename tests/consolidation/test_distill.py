@@ -363,29 +363,25 @@ class _Reader(_FakeModel):
         return out
 
 
-@pytest.mark.parametrize(("right", "passed"), [(8, True), (6, True), (5, False), (3, False)])
-def test_gate_refuses_a_module_that_no_longer_reads(right, passed) -> None:
-    """The LoCoMo module whose hybrid halved rag's token F1 passed every probe check at
-    held_out_target 0.5; it read 3 of the 8 control notes right where the base model read 8."""
+@pytest.mark.parametrize(("right", "reads"), [(16, True), (14, True), (13, False), (8, False)])
+def test_gate_measures_how_the_module_reads_control_notes(right, reads) -> None:
+    """The gate asks the control notes through the base model and the module (one mixed batch)
+    and reports both counts; reading does not refuse a module (``auto`` uses it). The LoCoMo
+    module whose hybrid halved rag's token F1 read 8 of the 16 where the base model read 15."""
     probes = [Probe("What city does the user live in?", "You live in Lisbon.", "r0", "held_out")]
     sources = {"r0": "We finally moved to Lisbon last month."}
     hits = [Hit("r0", sources["r0"], 0.9, {"kind": "turn", "role": "user"})]
     args = (_Reader(right), ("m", None), probes, sources, SYSTEM)
-    weak = {"target": 0.9, "held_out_target": 0.5, "held_out_score": 0.5}  # not alone at target
-    verdict = gate(*args, **weak, search=lambda q: hits)
-    assert verdict.passed is passed and verdict.reading == (right, 8)
-    assert verdict.to_dict()["reading"] == [right, 8]
-    assert verdict.to_dict()["reading_ok"] is passed
-    assert verdict.hybrid == verdict.rag == 1.0  # the probe checks alone pass every module
-    refused = f"the module reads {right}/8 control notes right, the base model 8/8"
-    assert verdict.reason == ("passed" if passed else refused)
+    verdict = gate(*args, target=0.9, search=lambda q: hits)
+    assert len(CONTROL_READING) == 16
+    assert verdict.passed and verdict.reason == "passed"
+    assert verdict.reading == (right, 16) and verdict.reads is reads
+    assert verdict.to_dict()["reading"] == [right, 16]
+    assert verdict.to_dict()["reading_ok"] is reads
+    assert verdict.hybrid == verdict.rag == 1.0
     # without retrieval (no hybrid check) the control notes are still read
-    assert gate(*args, **weak).reading == (right, 8)
-    assert gate(*args, **weak, reading=False).reading is None
-    # a module that answers alone at the target (PhoneBook's) may specialise the model: its
-    # reading is reported, not held against it (auto then never adds retrieved notes to it)
-    alone = gate(*args, target=0.9, search=lambda q: hits)
-    assert alone.held_out == 1.0 and alone.passed and alone.reads is passed
+    assert gate(*args, target=0.9).reading == (right, 16)
+    assert gate(*args, target=0.9, reading=False).reading is None
 
 
 # --- auto mode -----------------------------------------------------------------------------
@@ -412,28 +408,35 @@ def test_gate_refuses_a_module_that_no_longer_reads(right, passed) -> None:
         ),
         ({"qa_recall": 1.0, "agreement_held_out": None}, 0.9, False, "lora", "100%"),
         ({}, 0.9, False, "rag", "no held-out measurements"),
-        # a module that specialised the model (PhoneBook's read 0/8 control notes): alone when
-        # routing is confident, never with retrieved notes
+        # a module that specialised the model (PhoneBook's read 0/16 control notes) or broke
+        # its reading (LoCoMo's: 8/16): alone when it may, else rag -- never with notes
         (
-            {"qa_recall": 1.0, "reading": [0, 8], "reading_ok": False},
+            {"qa_recall": 1.0, "reading": [0, 15], "reading_ok": False},
             0.9,
             False,
             "lora",
             "100%",
         ),
         (
-            {"qa_recall": 1.0, "reading": [0, 8], "reading_ok": False},
+            {"qa_recall": 1.0, "reading": [0, 15], "reading_ok": False},
             0.3,
             False,
             "rag",
-            "reads control notes worse than the base model (0 vs 8)",
+            "reads control notes worse than the base model (0 vs 15)",
         ),
         (
-            {"agreement_held_out": 0.7, "reading": [7, 8], "reading_ok": True},
+            {"agreement_held_out": 0.7, "reading": [13, 15], "reading_ok": True},
             0.3,
             False,
             "hybrid",
             "",
+        ),
+        (
+            {"agreement_held_out": 0.5, "reading": [8, 15], "reading_ok": False},
+            0.9,
+            False,
+            "rag",
+            "(8 vs 15)",
         ),
     ],
 )

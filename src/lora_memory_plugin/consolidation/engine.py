@@ -414,6 +414,12 @@ def _build_module(
                     f"({result.stopped_because}); {len(plan.new_ids)} record(s) stay buffered"
                 )
                 return out
+            if verdict.reads is False and verdict.reading is not None:
+                read, base = verdict.reading
+                out.notes.append(
+                    f"the module reads {read} control notes right where the base model reads "
+                    f"{base}: auto answers from it alone or from rag, never from both"
+                )
         else:
             out.probe_recall = probe_exact_match(gen, (module_id, adapter_dir), data.probes, system)
             gen.forget_adapter(module_id)  # reloaded from the committed dir on first use

@@ -12,17 +12,19 @@ A module is committed only when, on questions it never trained on (held-out phra
 - ``hybrid`` (the module + the rag context) agrees with the teacher at least as often as plain
   ``rag`` (the base model + the same retrieved context) does: both asked in one mixed batch,
 
-and QA-shaped records' own pairs (trained as written) are recalled at ``target``, and a module that
-does not answer alone at ``target`` -- so ``hybrid`` and ``auto`` will lean on the model's reading
--- still reads: on a control set of notes unrelated to any store (:mod:`.reading`, asked in the
-same mixed batch) it answers at most ``READING_SLACK`` fewer right than the base model. A module
-that does answer alone (PhoneBook's: QA recall 100%) may specialise the model (it read 0/8:
-every reply a phone number); its reading is reported, and ``auto`` then never answers from it
-with retrieved notes (``reading_ok`` false): lora when routing is confident, else rag.
+and QA-shaped records' own pairs (trained as written) are recalled at ``target``.
 Otherwise the records stay buffered and the report says which check failed. Agreement is
 judged on the answer's value (:func:`.teacher.agrees`), so a paraphrased reply counts and a wrong
 value does not, in the reply's first sentence (the teacher's answers are first sentences): a
 right value guessed in a later sentence does not count, and generation stops there.
+
+The gate also measures how the module reads: 16 control notes unrelated to any store
+(:mod:`.reading`), asked through the base model and through the module in the same mixed batch.
+It is reported (``reading``, ``reading_ok``) and ``auto`` uses it -- a module that reads more
+than ``READING_SLACK`` notes worse than the base model never answers with retrieved notes in
+``auto`` (lora when it answers alone at ``target``, else rag) -- but it does not refuse a
+module: it does not separate a module that hurts from one that does not sharply enough (see
+``READING_SLACK``).
 """
 
 from __future__ import annotations
@@ -35,15 +37,17 @@ from typing import Any
 from ..generation.prompts import build_messages
 from ..types import Hit
 from .data import Probe
-from .reading import CONTROL_READING, read_right, reading_messages
+from .reading import read_right, reading_messages
 from .teacher import agrees, first_sentence, past_first_sentence
 
 GATE_TOKENS = 40
 READING_SLACK = 2
-"""Control notes (of 8) a module may read wrong beyond the base model's misses. Measured on
-SmolLM2-135M, seed 0: the base model read 8/8; modules that answered the Lisbon story and two
-personas 6/6 in every mode read 6, 6 and 7; the LoCoMo module whose hybrid halved rag's token F1
-(0.075 against 0.162) read 3."""
+"""Control notes (of 16) a module may read wrong beyond the base model's misses and still add
+retrieved notes in ``auto``. Measured on SmolLM2-135M, seed 0 (base model: 15/16): modules that
+answered the Lisbon story and two personas right in every mode read 13, 10 and 13; the LoCoMo
+module whose hybrid halved rag's token F1 (0.075 against 0.162; committed only with
+``held_out_target`` lowered to 0.5) read 8. PhoneBook's module (48 numbers, QA recall 100%)
+read 0: every reply a phone number."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def gate(
         held_out_score: lora's held-out agreement, already measured on these weights by
             :func:`held_out_evaluator` during training (``TrainResult.held_out``): not
             generated again. None: measured here.
-        reading: Check the module's reading of the control notes (:mod:`.reading`).
+        reading: Measure the module's reading of the control notes (:mod:`.reading`).
     """
     held_out = [p for p in probes if p.kind == "held_out"]
     qa = [p for p in probes if p.kind == "qa"]
@@ -194,12 +198,6 @@ def gate(
         failures.append(f"QA recall {qa_share:.0%} < {target:.0%}")
     if rag is not None and hybrid is not None and hybrid < rag:
         failures.append(f"hybrid {hybrid:.0%} < rag {rag:.0%} on held-out probes")
-    alone = lora if lora is not None else qa_share
-    if read is not None and read[0] < read[1] - READING_SLACK and (alone is None or alone < target):
-        n = len(CONTROL_READING)
-        failures.append(
-            f"the module reads {read[0]}/{n} control notes right, the base model {read[1]}/{n}"
-        )
     if lora is None and qa_share is None and not text_only:
         failures.append("no probe to judge the module by")
     reason = "; ".join(failures) if failures else "passed"

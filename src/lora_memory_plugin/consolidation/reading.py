@@ -1,19 +1,19 @@
-"""A module must not damage how the model reads: a control set of notes unrelated to any store.
+"""How a module reads: a control set of notes unrelated to any store.
 
 ``hybrid`` and ``auto`` answer with the module *and* the retrieved notes, so a module that breaks
 the model's reading makes memory worse even where retrieval found the answer. The gate's hybrid
 check (:mod:`.gate`) compares hybrid with rag on the module's own held-out probes, which can be
 few: on LoCoMo conv-26 (first 2 sessions, 33 records, seed 0, 2 cores) a module with held-out
-agreement 0.5 and hybrid 0.5 >= rag 0.25 on its 4 probes (drift +22%) passed a gate at
-``held_out_target`` 0.5; with it, hybrid scored token F1 0.075 on LoCoMo's questions against
-rag's 0.162, replying "The person who is not answering the question is Sam.". On the eight
-notes below the base model read 8/8 right, the module 1/8.
+agreement 0.5 and hybrid 0.5 >= rag 0.25 on its 4 probes (drift +22%) was committed once
+``held_out_target`` was lowered to 0.5; with it, hybrid scored token F1 0.075 on LoCoMo's
+questions against rag's 0.162, replying "The person who is not answering the question is Sam.".
+On these sixteen notes the base model read 15 right, that module 8.
 
-So the gate also asks these eight questions with their notes, once through the base model and
-once through the module, in the same mixed batch as its rag and hybrid rows, and refuses a module
-that reads fewer of them right than the base model does. The notes mix the shapes records take
-(dated conversation turns, plain facts) and their answers are single values, judged in the
-reply's first sentence, case-insensitively.
+The gate asks them through the base model and through the module, in its mixed batch, and
+records both counts; ``auto`` never adds retrieved notes to a module that reads more than
+``gate.READING_SLACK`` of them worse. The notes mix the shapes records take (dated conversation
+turns, plain facts); each answer is a single value, judged in the reply's first sentence,
+case-insensitively.
 """
 
 from __future__ import annotations
@@ -73,6 +73,46 @@ CONTROL_READING: tuple[ReadingItem, ...] = (
         "[2 February 2024] Leo: My favourite dish is my grandmother's lasagna.",
         "What is Leo's favourite dish?",
         "lasagna",
+    ),
+    ReadingItem(
+        "[14 April 2024] Mia: We painted the kitchen yellow over the weekend.",
+        "What colour did Mia paint the kitchen?",
+        "yellow",
+    ),
+    ReadingItem(
+        "The library lends each member up to six books for three weeks.",
+        "How many books can a member borrow?",
+        "six",
+    ),
+    ReadingItem(
+        "[9 September 2023] Omar: My daughter Lina just started school in Dublin.",
+        "What is the name of Omar's daughter?",
+        "Lina",
+    ),
+    ReadingItem(
+        "Mount Kilimanjaro, the highest mountain in Africa, lies in Tanzania.",
+        "Which country is Mount Kilimanjaro in?",
+        "Tanzania",
+    ),
+    ReadingItem(
+        "[30 January 2024] Grace: I switched from tea to coffee this winter.",
+        "What does Grace drink now?",
+        "coffee",
+    ),
+    ReadingItem(
+        "The bakery on Elm Street sells rye bread only on Fridays.",
+        "On which day does the bakery sell rye bread?",
+        "Friday",
+    ),
+    ReadingItem(
+        "[5 November 2023] Ken: I bought a red bicycle to ride to work.",
+        "What colour is Ken's bicycle?",
+        "red",
+    ),
+    ReadingItem(
+        "Penguins live mostly in the Southern Hemisphere, many of them in Antarctica.",
+        "Where do many penguins live?",
+        "Antarctica",
     ),
 )
 
