@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._validate import MAX_QUERY_CHARS
+from ._version import __version__
 from .errors import (
     BackendError,
     BaseModelMismatchError,
@@ -53,9 +55,9 @@ from .types import (
 if TYPE_CHECKING:
     from .memory import LoRAMemory
 
-__version__ = "0.1.0"
 
 __all__ = [
+    "MAX_QUERY_CHARS",
     "Answer",
     "BackendError",
     "BaseModelMismatchError",

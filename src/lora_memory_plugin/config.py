@@ -352,7 +352,7 @@ class StoreConfig:
     version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from ._version import __version__
 
         d = asdict(self)
         d["version"] = __version__

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from ._store import Store
+from ._validate import MAX_QUERY_CHARS, check_k, check_time
 from .config import (
     CONFIG_NAME,
     DEFAULT_BASE_MODEL,
@@ -42,15 +43,12 @@ from .types import (
 
 if TYPE_CHECKING:
     from .consolidation.engine import ConsolidationOptions
+    from .generation.backend import Generator
 
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-MAX_QUERY_CHARS = 8192
-MAX_K = 1000
-MODES = ("auto", "hybrid", "lora", "rag", "icl", "base")
 
 
 def _async_twin(fn: Callable[P, R]) -> Callable[P, Any]:
@@ -60,14 +58,6 @@ def _async_twin(fn: Callable[P, R]) -> Callable[P, Any]:
 
     twin.__doc__ = f"Async twin of :meth:`{fn.__name__}` (runs it in a worker thread)."
     return twin
-
-
-def _check_k(k: object, what: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise InvalidTypeError(f"{what} must be an int, got {type(k).__name__}")
-    if not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"{what} must be between 1 and {MAX_K}, got {k}")
-    return k
 
 
 class LoRAMemory:
@@ -86,19 +76,17 @@ class LoRAMemory:
     """
 
     def __init__(self, path: Path, config: StoreConfig, provider: Any, chroma_url: str) -> None:
-        from .routing import RoutingIndex
-        from .store.buffer import Buffer
-        from .store.embedder import MiniLMEmbeddingFunction
-
+        self._store = Store(path, config, provider, chroma_url)
         self.path = path
-        self.config = config
         self.chroma_url = chroma_url
-        emb = config.models.embedder
-        self.embedder = MiniLMEmbeddingFunction(
-            model_path=None if emb == "default" else emb, device=config.models.device
-        )
-        self._buffer = Buffer(provider, self.embedder)
-        self._routing = RoutingIndex(path, provider, self._buffer)
+        self.embedder = self._store.embedder
+        self._buffer = self._store.buffer
+        self._routing = self._store.routing
+
+    @property
+    def config(self) -> StoreConfig:
+        """The store's settings (``lora-memory.toml``), as of the last open or update."""
+        return self._store.config
 
     # ---- opening -----------------------------------------------------------------------
     @classmethod
@@ -344,7 +332,7 @@ class LoRAMemory:
         src = check_label(source, what="source")
         sid = check_label(session_id, what="session_id")
         extra = check_extra(dict(metadata) if isinstance(metadata, Mapping) else metadata)
-        ts = _check_time(created_at)
+        ts = check_time(created_at)
         bc = self.config.buffer
         chunks = chunk_text(text, self.embedder.tokenizer(), bc.chunk_tokens, bc.chunk_overlap)
         if not chunks:
@@ -389,7 +377,7 @@ class LoRAMemory:
 
         ns = self._ns(namespace)
         query = check_text(query, what="query", limit=MAX_QUERY_CHARS)
-        k = _check_k(k)
+        k = check_k(k)
         w = build_where(
             kind=kind,
             session_id=session_id,
@@ -517,7 +505,7 @@ class LoRAMemory:
             base_model=self.config.models.base_model,
             embedder=self.config.models.embedder,
             namespaces=tuple(nss),
-            base_model_ready=self._base_model_ready(),
+            base_model_ready=self._store.base_model_ready(),
         )
 
     # ---- answering ---------------------------------------------------------------------
@@ -539,7 +527,7 @@ class LoRAMemory:
         from .generation.answer import answer
 
         ns = self._ns(namespace)
-        return answer(self, ns, question, mode, k=k, max_new_tokens=max_new_tokens)
+        return answer(self._store, ns, question, mode, k=k, max_new_tokens=max_new_tokens)
 
     def ask_many(
         self,
@@ -573,7 +561,7 @@ class LoRAMemory:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         return answer_many(
-            self,
+            self._store,
             namespaces,
             questions,
             mode,
@@ -599,7 +587,7 @@ class LoRAMemory:
         """
         from .generation.answer import chat
 
-        return chat(self, self._ns(namespace), messages, mode, max_new_tokens=max_new_tokens)
+        return chat(self._store, self._ns(namespace), messages, mode, max_new_tokens=max_new_tokens)
 
     def recall(self, namespace: str, query: str, *, max_new_tokens: int | None = None) -> Recall:
         """What the consolidated modules of ``namespace`` recall for ``query``.
@@ -610,7 +598,7 @@ class LoRAMemory:
         """
         from .generation.answer import recall
 
-        return recall(self, self._ns(namespace), query, max_new_tokens=max_new_tokens)
+        return recall(self._store, self._ns(namespace), query, max_new_tokens=max_new_tokens)
 
     def route(self, namespace: str, query: str) -> Any:
         """The routing decision for ``query``: ranked modules (best-key score, confidence,
@@ -620,7 +608,7 @@ class LoRAMemory:
 
         ns = self._ns(namespace)
         query = check_text(query, what="query", limit=MAX_QUERY_CHARS)
-        return route_question(self, ns, query)
+        return route_question(self._store, ns, query)
 
     # ---- consolidation -----------------------------------------------------------------
     def consolidate(
@@ -658,7 +646,7 @@ class LoRAMemory:
         from .consolidation.engine import consolidate_namespace
 
         try:
-            return consolidate_namespace(self, ns, opts, progress=progress)
+            return consolidate_namespace(self._store, ns, opts, progress=progress)
         except OSError as e:
             raise _io_error("consolidation", ns, e) from e
 
@@ -714,7 +702,7 @@ class LoRAMemory:
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
         try:
             return forget(
-                self,
+                self._store,
                 ns,
                 ids,
                 where,
@@ -728,12 +716,7 @@ class LoRAMemory:
 
     def generator_if_loaded_forget(self, module_id: str) -> None:
         """Unload ``module_id`` from the generator if the generator is loaded (internal)."""
-        from .generation.backend import loaded_generator
-
-        m = self.config.models
-        gen = loaded_generator(m.base_model, m.device, m.dtype)
-        if gen is not None:
-            gen.forget_adapter(module_id)
+        self._store.generator_if_loaded_forget(module_id)
 
     def calibrate(
         self, ranks: Sequence[int] = (4, 16), *, progress: bool = False, **options: Any
@@ -749,7 +732,7 @@ class LoRAMemory:
         from .consolidation.capacity import calibrate
 
         try:
-            return calibrate(self, ranks, progress=progress, **options)
+            return calibrate(self._store, ranks, progress=progress, **options)
         except TypeError as e:
             raise InvalidInputError(f"unknown calibration option: {e}") from e
 
@@ -759,23 +742,7 @@ class LoRAMemory:
         Validated like the file (ConfigError names a bad key), written atomically under the
         store's config lock, re-read first so a concurrent update is not lost.
         """
-        from ._filelock import file_lock
-
-        with file_lock(self.path / "locks" / "config.lock", what="config update"):
-            data = load_config(self.path).to_dict()
-            for name, values in sections.items():
-                if name not in data or not isinstance(data[name], dict):
-                    raise InvalidInputError(f"unknown config section {name!r}")
-                if not isinstance(values, Mapping):
-                    raise InvalidTypeError(f"[{name}] values must be a mapping")
-                for key in values:
-                    if key not in data[name]:
-                        raise InvalidInputError(f"unknown key {key!r} in [{name}]")
-                data[name].update(values)
-            config = StoreConfig.from_dict(data, source="update_config")
-            save_config(self.path, config)
-        self.config = config
-        return config
+        return self._store.update_config(**sections)
 
     def modules(self, namespace: str) -> list[Any]:
         """The committed LoRA modules of ``namespace`` (manifests, oldest first)."""
@@ -838,41 +805,12 @@ class LoRAMemory:
         sid = check_label(session_id, what="session_id")
         extra = check_extra(dict(metadata) if isinstance(metadata, Mapping) else metadata)
         return NewRecord(
-            text, "turn", role=r, session_id=sid, created_at=_check_time(created_at), extra=extra
+            text, "turn", role=r, session_id=sid, created_at=check_time(created_at), extra=extra
         )
 
-    def _base_model_ready(self) -> bool:
-        bm = self.config.models.base_model
-        if bm == "default":
-            from .models.pull import is_default_base_model_ready
-
-            return is_default_base_model_ready()
-        return True
-
-    def generator(self) -> Any:
+    def generator(self) -> Generator:
         """The loaded base-model generator (loads on first use)."""
-        from .generation.backend import get_generator
-
-        m = self.config.models
-        gen = get_generator(m.base_model, m.device, m.dtype)
-        gen.max_resident = self.config.routing.max_resident
-        return gen
-
-
-def _check_time(created_at: object) -> float:
-    if created_at is None:
-        return time.time()
-    if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
-        raise InvalidTypeError(
-            f"created_at must be epoch seconds (float), got {type(created_at).__name__}"
-        )
-    try:
-        value = float(created_at)
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise InvalidInputError(f"created_at must be finite epoch seconds, got {created_at!r:.40}")
-    return value
+        return self._store.generator()
 
 
 def _io_error(what: str, namespace: str, e: OSError) -> StoreIOError:

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 Metadata = dict[str, Any]
+
+Mode = Literal["auto", "hybrid", "lora", "rag", "icl", "base"]
+"""How ``ask`` answers: ``auto`` picks lora, hybrid or rag per question; ``hybrid`` is the routed
+module plus retrieved notes; ``lora`` the module alone; ``rag`` the base model with retrieved
+notes; ``icl`` the whole namespace in context; ``base`` the model alone."""
+MODES: tuple[Mode, ...] = get_args(Mode)
+
+ConsolidationStatus = Literal[
+    "consolidated", "partial", "kept_buffered", "nothing_to_do", "locked", "failed"
+]
+"""``ConsolidationReport.status`` (see there)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,7 @@ class ConsolidationReport:
     """
 
     namespace: str
-    status: str
+    status: ConsolidationStatus
     records_in: int = 0
     records_consolidated: int = 0
     modules_created: tuple[str, ...] = ()

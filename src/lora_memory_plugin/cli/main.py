@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InvalidInputError, LockHeldError, LoraMemoryError
+from ..types import MODES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -650,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--mode",
         default="auto",
-        choices=["auto", "hybrid", "lora", "rag", "icl", "base"],
+        choices=MODES,
         help="auto (default): lora, hybrid or rag per question from routing confidence and the "
         "module's measured agreement; hybrid/lora use consolidated modules (rag until there "
         "are any)",
@@ -674,9 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(sp)
     sp.add_argument("questions", metavar="FILE", help="one question a line")
-    sp.add_argument(
-        "--mode", default="auto", choices=["auto", "hybrid", "lora", "rag", "icl", "base"]
-    )
+    sp.add_argument("--mode", default="auto", choices=MODES)
     sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
     sp.add_argument("--max-new-tokens", type=int, default=None)
     sp.add_argument("--batch-size", type=int, default=16, help="rows per generate call")

@@ -29,7 +29,7 @@ from ..registry.modules import ModuleManifest
 from ..types import Record
 
 if TYPE_CHECKING:
-    from ..memory import LoRAMemory
+    from ..ports import Services
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class CalibrationReport:
 
 
 def calibrate(
-    mem: LoRAMemory,
+    svc: Services,
     ranks: Sequence[int] = (4, 16),
     *,
     start_facts: int = 24,
@@ -222,8 +222,8 @@ def calibrate(
         raise InvalidInputError("max_epochs must be >= 1 and max_minutes > 0")
     t0 = time.perf_counter()
     deadline = None if max_minutes is None else t0 + max_minutes * 60
-    gen = mem.generator()
-    system = mem.config.generation.system_prompt
+    gen = svc.generator()
+    system = svc.config.generation.system_prompt
     points: list[CalibrationPoint] = []
     table: dict[int, int] = {}
     for rank in sorted(set(ranks)):
@@ -236,11 +236,11 @@ def calibrate(
                 gen,
                 rank,
                 n,
-                lr=mem.config.consolidation.lr,
+                lr=svc.config.consolidation.lr,
                 max_epochs=max_epochs,
                 seed=seed,
                 max_seconds=remaining,
-                device=mem.config.models.device,
+                device=svc.config.models.device,
                 system=system,
                 progress=progress,
             )
@@ -259,14 +259,14 @@ def calibrate(
             table[rank] = point.tokens
             n *= 2
     report = CalibrationReport(
-        base_model=mem.config.models.base_model,
+        base_model=svc.config.models.base_model,
         target=target,
         capacity_tokens=table,
         points=tuple(points),
         seconds=time.perf_counter() - t0,
     )
     if save and table:
-        mem.update_config(consolidation={"capacity_tokens": {str(k): v for k, v in table.items()}})
+        svc.update_config(consolidation={"capacity_tokens": {str(k): v for k, v in table.items()}})
     return report
 
 

@@ -40,7 +40,7 @@ from ..errors import InvalidInputError
 from ..registry import modules as registry
 from ..store.namespaces import encode_namespace
 from ..store.records import STATUS_BUFFERED, STATUS_CONSOLIDATED
-from ..types import ConsolidationReport, Record
+from ..types import ConsolidationReport, ConsolidationStatus, Record
 from .capacity import (
     BUILTIN_CAPACITY,
     BUILTIN_RANK,
@@ -53,7 +53,7 @@ from .capacity import (
 from .gate import probe_exact_match  # the gate's QA check; capacity and bench call it from here
 
 if TYPE_CHECKING:
-    from ..memory import LoRAMemory
+    from ..ports import Services
     from .trainer import TrainResult
 
 logger = logging.getLogger(__name__)
@@ -130,29 +130,29 @@ class _Settings:
 
 
 def consolidate_namespace(
-    mem: LoRAMemory, namespace: str, options: ConsolidationOptions, *, progress: bool = False
+    svc: Services, namespace: str, options: ConsolidationOptions, *, progress: bool = False
 ) -> ConsolidationReport:
-    with consolidation_lock(mem, namespace):
-        return _run(mem, namespace, options, progress)
+    with consolidation_lock(svc, namespace):
+        return _run(svc, namespace, options, progress)
 
 
-def consolidation_lock(mem: LoRAMemory, namespace: str) -> Any:
+def consolidation_lock(svc: Services, namespace: str) -> Any:
     """The namespace's consolidation lock (non-blocking: LockHeldError when another process
     consolidates or forgets in it)."""
-    lock = mem.path / "locks" / f"consolidate-{encode_namespace(namespace)}.lock"
+    lock = svc.path / "locks" / f"consolidate-{encode_namespace(namespace)}.lock"
     return file_lock(lock, blocking=False, what=f"consolidation of {namespace!r}")
 
 
 def run_locked(
-    mem: LoRAMemory, namespace: str, options: ConsolidationOptions, *, progress: bool = False
+    svc: Services, namespace: str, options: ConsolidationOptions, *, progress: bool = False
 ) -> ConsolidationReport:
     """A consolidation run for a caller that already holds :func:`consolidation_lock`."""
-    return _run(mem, namespace, options, progress)
+    return _run(svc, namespace, options, progress)
 
 
-def resolve_capacity(mem: LoRAMemory, rank: int | None = None) -> Capacity:
+def resolve_capacity(svc: Services, rank: int | None = None) -> Capacity:
     """The module shape for new modules: calibrated when the store was calibrated."""
-    cc = mem.config.consolidation
+    cc = svc.config.consolidation
     table = cc.capacity_table()
     rank = rank or cc.rank or None
     if table:
@@ -163,27 +163,27 @@ def resolve_capacity(mem: LoRAMemory, rank: int | None = None) -> Capacity:
 
 
 def _run(
-    mem: LoRAMemory, namespace: str, opts: ConsolidationOptions, progress: bool
+    svc: Services, namespace: str, opts: ConsolidationOptions, progress: bool
 ) -> ConsolidationReport:
     t0 = time.perf_counter()
-    cc = mem.config.consolidation
+    cc = svc.config.consolidation
     notes: list[str] = []
-    stale = registry.remove_stale_temp(mem.path, namespace, older_than=0)  # we hold the lock
+    stale = registry.remove_stale_temp(svc.path, namespace, older_than=0)  # we hold the lock
     if stale:
         notes.append(f"removed {stale} temp dir(s) of an interrupted run")
     from .forget import drop_modules_missing_records
 
-    stale_modules, reset = drop_modules_missing_records(mem, namespace)
+    stale_modules, reset = drop_modules_missing_records(svc, namespace)
     if stale_modules:
         notes.append(
             f"set aside {len(stale_modules)} module(s) listing records the buffer no longer has "
             f"(quarantined, or deleted for a forget that was interrupted); {reset} of their "
             "records are retrained"
         )
-    finished = finish_marking(mem, namespace)
+    finished = finish_marking(svc, namespace)
     if finished:
         notes.append(f"finished marking {finished} record(s) of an interrupted run")
-    buffered = mem.get(namespace, status=STATUS_BUFFERED)
+    buffered = svc.buffer.get(namespace, where={"status": STATUS_BUFFERED})
     if len(buffered) < opts.min_records:
         return ConsolidationReport(
             namespace,
@@ -199,7 +199,7 @@ def _run(
         max_steps=opts.max_steps if opts.max_steps is not None else cc.max_steps,
         mixture=opts.mixture if opts.mixture is not None else cc.mixture,
         drift_max=opts.drift_max if opts.drift_max is not None else cc.drift_max,
-        capacity=resolve_capacity(mem, opts.rank),
+        capacity=resolve_capacity(svc, opts.rank),
         deadline=None if opts.max_minutes is None else t0 + opts.max_minutes * 60,
     )
     if not settings.capacity.calibrated:
@@ -207,7 +207,7 @@ def _run(
             f"capacity not calibrated for this store: using {settings.capacity.tokens} tokens "
             f"a module at r={settings.capacity.rank} (run `lora-memory calibrate`)"
         )
-    gen = mem.generator()
+    gen = svc.generator()
     count_tokens = functools.lru_cache(maxsize=None)(gen.count_tokens)  # split, then planning
     buffered, oversized = split_oversized(buffered, count_tokens, gen.context_window)
     if oversized:
@@ -221,15 +221,15 @@ def _run(
             return ConsolidationReport(
                 namespace, "nothing_to_do", records_in=0, seconds=_since(t0), notes=tuple(notes)
             )
-    existing = registry.list_modules(mem.path, namespace)
+    existing = registry.list_modules(svc.path, namespace)
     fingerprint = base_fingerprint(gen)  # another base model's modules are never retrained
     extend = open_module_for(existing, settings.capacity, base_fingerprint=fingerprint)
     old_ids = list(extend.record_ids) if extend is not None else []
-    old = {r.id: r for r in mem.get(namespace, ids=old_ids)} if old_ids else {}
+    old = {r.id: r for r in svc.buffer.get(namespace, ids=old_ids)} if old_ids else {}
     plans = plan_modules(
         existing, old, buffered, count_tokens, settings.capacity, base_fingerprint=fingerprint
     )
-    writer = _resolve_writer(mem, opts.writer, settings.mixture)
+    writer = _resolve_writer(svc, opts.writer, settings.mixture)
 
     outcomes: list[_Outcome] = []
     for i, plan in enumerate(plans):
@@ -241,12 +241,12 @@ def _run(
         if progress and len(plans) > 1:
             logger.info("module %d/%d: %d records", i + 1, len(plans), len(plan.records))
         outcome = _build_module(
-            mem, namespace, plan, settings, writer=writer, seed=opts.seed, progress=progress
+            svc, namespace, plan, settings, writer=writer, seed=opts.seed, progress=progress
         )
         outcomes.append(outcome)
         notes.extend(plan.notes)
         notes.extend(outcome.notes)
-    _sync_routing(mem, namespace, notes)
+    _sync_routing(svc, namespace, notes)
     return _report(namespace, buffered, outcomes, notes, capacity=settings.capacity, t0=t0)
 
 
@@ -271,7 +271,7 @@ def split_oversized(
     return fit, too_long
 
 
-def _sync_routing(mem: LoRAMemory, namespace: str, notes: list[str]) -> None:
+def _sync_routing(svc: Services, namespace: str, notes: list[str]) -> None:
     """Index the committed modules' keys now, so the first question after a run pays nothing.
 
     The index is derived from the registry: if this fails (or the process dies first), the next
@@ -280,7 +280,7 @@ def _sync_routing(mem: LoRAMemory, namespace: str, notes: list[str]) -> None:
     from ..errors import BackendError
 
     try:
-        stats = mem.routing.sync(namespace)
+        stats = svc.routing.sync(namespace)
     except BackendError as e:
         notes.append(f"routing index not updated ({e}); the next question or run retries")
         return
@@ -303,7 +303,7 @@ class _Outcome:
 
 
 def _build_module(
-    mem: LoRAMemory,
+    svc: Services,
     namespace: str,
     plan: PlannedModule,
     s: _Settings,
@@ -321,8 +321,8 @@ def _build_module(
     from .trainer import TrainConfig, save_adapter, train_lora
 
     out = _Outcome(plan)
-    gen = mem.generator()
-    system = mem.config.generation.system_prompt
+    gen = svc.generator()
+    system = svc.config.generation.system_prompt
     names = parse_mixture_names(s.mixture)
     data: Any
     if DISTILL in names:
@@ -333,7 +333,7 @@ def _build_module(
             system,
             seed=seed,
             original="original" in names,
-            loss=mem.config.consolidation.distill_loss,
+            loss=svc.config.consolidation.distill_loss,
         )
     else:
         data = synthesize(plan.records, writer, s.mixture, system)
@@ -357,12 +357,12 @@ def _build_module(
             max_steps=s.max_steps,
             seed=seed,
             max_seconds=remaining,
-            device=mem.config.models.device,
+            device=svc.config.models.device,
             patience=DISTILL_PATIENCE if distilled else None,
             patience_below=DISTILL_PATIENCE_BELOW if distilled else None,
-            pass_score=_pass_score(mem, s) if distilled else None,
+            pass_score=_pass_score(svc, s) if distilled else None,
             evaluate_from=DISTILL_EVALUATE_FROM if distilled else None,
-            top_layers=(mem.config.consolidation.top_layers or None) if distilled else None,
+            top_layers=(svc.config.consolidation.top_layers or None) if distilled else None,
         )
         guard = DriftGuard(gen.tokenizer, s.drift_max) if distilled else None
         result = train_lora(
@@ -396,14 +396,14 @@ def _build_module(
     assert result is not None
     out.result = result
     module_id = registry.new_module_id()
-    root = registry.modules_root(mem.path, namespace)
+    root = registry.modules_root(svc.path, namespace)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{registry.TMP_PREFIX}train-", dir=root) as tmp:
         adapter_dir = save_adapter(result, Path(tmp) / "adapter")
         failpoint("saved")
         if distilled:
             verdict = _gate(
-                mem, namespace, gen, (module_id, adapter_dir), data, sources, s, result.held_out
+                svc, namespace, gen, (module_id, adapter_dir), data, sources, s, result.held_out
             )
             gen.forget_adapter(module_id)  # reloaded from the committed dir on first use
             out.gate = verdict.to_dict()
@@ -458,28 +458,28 @@ def _build_module(
                 **out.gate,
             },
         )
-        registry.commit_module(mem.path, namespace, adapter_dir, manifest)  # the commit
+        registry.commit_module(svc.path, namespace, adapter_dir, manifest)  # the commit
     failpoint("committed")
-    mark(mem, namespace, plan.new_ids, module_id)
+    mark(svc, namespace, plan.new_ids, module_id)
     failpoint("marking")
     if plan.extends is not None:  # its records (those still stored) now live in the new one
         fresh = set(plan.new_ids)
-        mark(mem, namespace, [r.id for r in plan.records if r.id not in fresh], module_id)
+        mark(svc, namespace, [r.id for r in plan.records if r.id not in fresh], module_id)
         failpoint("marked")
-        registry.remove_module(mem.path, namespace, plan.extends.module_id)
+        registry.remove_module(svc.path, namespace, plan.extends.module_id)
         gen.forget_adapter(plan.extends.module_id)
     out.committed = module_id
     return out
 
 
-def _pass_score(mem: LoRAMemory, s: _Settings) -> float:
+def _pass_score(svc: Services, s: _Settings) -> float:
     """The held-out agreement the gate will require (``held_out_target``, else ``target``)."""
-    need = mem.config.consolidation.held_out_target
+    need = svc.config.consolidation.held_out_target
     return s.target if need is None else need
 
 
 def _gate(  # noqa: PLR0917
-    mem: LoRAMemory,
+    svc: Services,
     namespace: str,
     gen: Any,
     adapter: tuple[str, Path],
@@ -492,15 +492,15 @@ def _gate(  # noqa: PLR0917
     from ..generation.prompts import fit_context
     from .gate import gate
 
-    gcfg = mem.config.generation
+    gcfg = svc.config.generation
 
     def search(question: str) -> list[Any]:  # what rag would read: same k, floor and budget
-        hits = mem.search(namespace, question, k=gcfg.rag_k)
+        hits = svc.buffer.search(namespace, question, gcfg.rag_k)
         hits = [h for h in hits if h.score >= gcfg.rag_min_score]
         return fit_context(hits, gcfg.context_budget, gen.count_tokens)[0]
 
     text_only = not data.held_in and bool(data.examples)
-    held_out_target = mem.config.consolidation.held_out_target
+    held_out_target = svc.config.consolidation.held_out_target
     return gate(
         gen,
         adapter,
@@ -531,6 +531,7 @@ def _report(
     probes = [o.probe_recall for o in committed if o.probe_recall is not None]
     drifts = [o.drift for o in trained if o.drift is not None]
     recalls = [o.result.recall for o in committed if o.result and o.result.recall is not None]
+    status: ConsolidationStatus
     if not outcomes:
         status = "kept_buffered"
     elif len(committed) == len(outcomes) and len(outcomes) > 0:
@@ -588,19 +589,19 @@ def _module_summary(o: _Outcome) -> dict[str, Any]:
     }
 
 
-def _resolve_writer(mem: LoRAMemory, writer: Any, mixture: str) -> Any:
+def _resolve_writer(svc: Services, writer: Any, mixture: str) -> Any:
     """``None``/'local'/'none'/a DataWriter/a LangChain chat model -> a DataWriter or None."""
     from .mixture import parse_mixture_names
 
     names = parse_mixture_names(mixture)
     if writer is None:
-        writer = mem.config.consolidation.writer
+        writer = svc.config.consolidation.writer
     if writer == "none" or names == ("original",):
         return None
     from .writers import LangChainWriter, LocalWriter
 
     if writer == "local":
-        return LocalWriter(mem.generator())
+        return LocalWriter(svc.generator())
     if hasattr(writer, "write") and hasattr(writer, "name"):
         return writer
     if hasattr(writer, "invoke") and hasattr(writer, "batch"):
@@ -611,7 +612,7 @@ def _resolve_writer(mem: LoRAMemory, writer: Any, mixture: str) -> Any:
     )
 
 
-def finish_marking(mem: LoRAMemory, namespace: str) -> int:
+def finish_marking(svc: Services, namespace: str) -> int:
     """Mark records a committed module holds but the buffer does not show as its own.
 
     After a crash between the commit and the end of marking, a module's records may still be
@@ -619,14 +620,14 @@ def finish_marking(mem: LoRAMemory, namespace: str) -> int:
     Each record belongs to the newest module that lists it; older modules whose records all
     moved to a newer one are removed.
     """
-    modules = registry.list_modules(mem.path, namespace)
+    modules = registry.list_modules(svc.path, namespace)
     if not modules:
         return 0
     owner: dict[str, str] = {}
     for m in modules:  # oldest first: the newest module listing a record wins
         for rid in m.record_ids:
             owner[rid] = m.module_id
-    records = {r.id: r for r in mem.buffer.get_existing(namespace, list(owner))}
+    records = {r.id: r for r in svc.buffer.get_existing(namespace, list(owner))}
     pending: dict[str, list[str]] = {}
     for rid, module_id in owner.items():
         rec = records.get(rid)
@@ -637,18 +638,18 @@ def finish_marking(mem: LoRAMemory, namespace: str) -> int:
             pending.setdefault(module_id, []).append(rid)
     done = 0
     for module_id, ids in pending.items():
-        mark(mem, namespace, ids, module_id)
+        mark(svc, namespace, ids, module_id)
         done += len(ids)
     live = set(owner.values())
     for m in modules:
         if m.module_id not in live:  # superseded: every record moved to a newer module
-            registry.remove_module(mem.path, namespace, m.module_id)
+            registry.remove_module(svc.path, namespace, m.module_id)
     return done
 
 
-def mark(mem: LoRAMemory, namespace: str, ids: list[str], module_id: str) -> None:
+def mark(svc: Services, namespace: str, ids: list[str], module_id: str) -> None:
     if ids:
-        mem.buffer.update_metadata(
+        svc.buffer.update_metadata(
             namespace, ids, {"status": STATUS_CONSOLIDATED, "module_id": module_id}
         )
 

@@ -46,7 +46,7 @@ from ..store.namespaces import encode_namespace
 from ..types import ForgetReport
 
 if TYPE_CHECKING:
-    from ..memory import LoRAMemory
+    from ..ports import Services
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ MASS_LOSS_MIN_RECORDS = 3
 
 
 def forget(
-    mem: LoRAMemory,
+    svc: Services,
     namespace: str,
     ids: Sequence[str] | None,
     where: dict[str, Any] | None,
@@ -89,9 +89,9 @@ def forget(
         raise InvalidInputError(f"unknown consolidation option: {e}") from e
     t0 = time.perf_counter()
     notes: list[str] = []
-    with consolidation_lock(mem, namespace):
+    with consolidation_lock(svc, namespace):
         if missing:
-            forgotten = missing_record_ids(mem, namespace)
+            forgotten = missing_record_ids(svc, namespace)
             found: list[str] = []
             absent: tuple[str, ...] = ()
             notes.append(
@@ -99,16 +99,16 @@ def forget(
             )
         elif ids is not None:
             forgotten = list(dict.fromkeys(ids))
-            found = [r.id for r in mem.buffer.get_existing(namespace, forgotten)]
+            found = [r.id for r in svc.buffer.get_existing(namespace, forgotten)]
             absent = tuple(i for i in forgotten if i not in set(found))
         else:
-            found = [r.id for r in mem.buffer.get(namespace, where=where)]
+            found = [r.id for r in svc.buffer.get(namespace, where=where)]
             forgotten, absent = found, ()
         if forgotten:
-            _record_intent(mem, namespace, forgotten)
+            _record_intent(svc, namespace, forgotten)
         # the modules holding them go first, then the records: a kill in between leaves the
         # records visible (and the intent, which the next run finishes), never a hidden copy
-        repair = repair_missing_records(mem, namespace, forgotten=forgotten)
+        repair = repair_missing_records(svc, namespace, forgotten=forgotten)
         deleted = repair.deleted
         if absent:
             notes.append(f"{len(absent)} id(s) were not in the namespace (already forgotten?)")
@@ -116,8 +116,8 @@ def forget(
         report = None
         changed = repair.removed or repair.quarantined
         ok = repair.refused is None  # else a rebuild would refuse too: its note says what to do
-        if ok and rebuild and (changed or mem.count(namespace, status=STATUS_BUFFERED)):
-            report = run_locked(mem, namespace, opts, progress=progress)
+        if ok and rebuild and (changed or svc.buffer.count(namespace, {"status": STATUS_BUFFERED})):
+            report = run_locked(svc, namespace, opts, progress=progress)
         elif ok and changed:
             notes.append(
                 f"{repair.reset} record(s) of the removed module(s) are buffered again: the next "
@@ -165,7 +165,7 @@ class Repair:
         return out
 
 
-def drop_modules_missing_records(mem: LoRAMemory, namespace: str) -> tuple[list[str], int]:
+def drop_modules_missing_records(svc: Services, namespace: str) -> tuple[list[str], int]:
     """Quarantine modules that list a record the buffer no longer has; reset orphaned records.
 
     The repair at the start of every consolidation, where nobody said the records were deleted
@@ -178,51 +178,51 @@ def drop_modules_missing_records(mem: LoRAMemory, namespace: str) -> tuple[list[
         MissingRecordsError: so many records are missing that the buffer itself is suspect
             (see :data:`MASS_LOSS_SHARE`); nothing else was changed.
     """
-    repair = repair_missing_records(mem, namespace)
+    repair = repair_missing_records(svc, namespace)
     if repair.refused is not None:
         raise repair.refused
     return [*repair.removed, *repair.quarantined], repair.reset
 
 
 def repair_missing_records(
-    mem: LoRAMemory, namespace: str, *, forgotten: Collection[str] = ()
+    svc: Services, namespace: str, *, forgotten: Collection[str] = ()
 ) -> Repair:
     """Forget ``forgotten`` records and finish a killed forget's: delete the modules -- and
     the quarantined ones -- holding them, then the records themselves; quarantine modules
     listing a record that went missing on its own, unless that is a mass loss (then they stay,
     ``refused`` says why); reset orphaned records. Call under the namespace lock."""
-    modules = registry.list_modules(mem.path, namespace)
+    modules = registry.list_modules(svc.path, namespace)
     repair = Repair()
-    pending = pending_forget(mem, namespace)
+    pending = pending_forget(svc, namespace)
     doomed = set(forgotten) | pending
-    repair.purged = registry.remove_quarantined_holding(mem.path, namespace, doomed)
+    repair.purged = registry.remove_quarantined_holding(svc.path, namespace, doomed)
     settled = not modules  # a killed forget's intent is done with once its modules are seen to
-    if modules and mem.buffer.has_namespace(namespace):
+    if modules and svc.buffer.has_namespace(namespace):
         settled = True
-        missing = set(_missing(mem, namespace, modules))
+        missing = set(_missing(svc, namespace, modules))
         for m in modules:
             if doomed.intersection(m.record_ids):
-                registry.remove_module(mem.path, namespace, m.module_id)
-                mem.generator_if_loaded_forget(m.module_id)
+                registry.remove_module(svc.path, namespace, m.module_id)
+                svc.generator_if_loaded_forget(m.module_id)
                 repair.removed.append(m.module_id)
                 failpoint("forget_module_removed")
         kept = [m for m in modules if m.module_id not in repair.removed]
         listed = {rid for m in kept for rid in m.record_ids}
         lost = (missing & listed) - doomed
-        repair.refused = _mass_loss(mem, namespace, lost, len(listed), len(kept))
+        repair.refused = _mass_loss(svc, namespace, lost, len(listed), len(kept))
         for m in kept if repair.refused is None else ():
             if lost.intersection(m.record_ids):
-                _quarantine(mem, namespace, m, len(lost.intersection(m.record_ids)))
+                _quarantine(svc, namespace, m, len(lost.intersection(m.record_ids)))
                 repair.quarantined.append(m.module_id)
-    if doomed and mem.buffer.has_namespace(namespace):  # no module holds them any more
+    if doomed and svc.buffer.has_namespace(namespace):  # no module holds them any more
         ids = sorted(doomed)
-        repair.deleted = mem.buffer.delete(namespace, ids)  # deletes those present, counts them
-        mem.routing.delete_record_keys(namespace, ids)  # keys hold their text
+        repair.deleted = svc.buffer.delete(namespace, ids)  # deletes those present, counts them
+        svc.routing.delete_record_keys(namespace, ids)  # keys hold their text
         failpoint("forget_deleted")
     if repair.refused is None or repair.removed:  # refused, nothing forgotten: change nothing
-        repair.reset = reset_orphans(mem, namespace)
+        repair.reset = reset_orphans(svc, namespace)
     if repair.removed or repair.quarantined:
-        mem.routing.sync(namespace)
+        svc.routing.sync(namespace)
         logger.info(
             "%r: removed %d module(s) holding forgotten records %s, quarantined %d listing "
             "missing records %s",
@@ -233,21 +233,21 @@ def repair_missing_records(
             repair.quarantined,
         )
     if pending and settled:
-        _intent_path(mem, namespace).unlink(missing_ok=True)
+        _intent_path(svc, namespace).unlink(missing_ok=True)
     return repair
 
 
-def _intent_path(mem: LoRAMemory, namespace: str) -> Path:
-    return mem.path / "locks" / f"forget-{encode_namespace(namespace)}.json"
+def _intent_path(svc: Services, namespace: str) -> Path:
+    return svc.path / "locks" / f"forget-{encode_namespace(namespace)}.json"
 
 
-def pending_forget(mem: LoRAMemory, namespace: str) -> set[str]:
+def pending_forget(svc: Services, namespace: str) -> set[str]:
     """The ids of a forget that was killed before its modules were gone (empty: none).
 
     An unreadable intent is ignored with a warning: the repair then quarantines the modules
     instead of deleting them, which loses nothing.
     """
-    path = _intent_path(mem, namespace)
+    path = _intent_path(svc, namespace)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -259,14 +259,14 @@ def pending_forget(mem: LoRAMemory, namespace: str) -> set[str]:
     return {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
 
 
-def _record_intent(mem: LoRAMemory, namespace: str, ids: Collection[str]) -> None:
+def _record_intent(svc: Services, namespace: str, ids: Collection[str]) -> None:
     """Durably note the ids a forget is about to delete (merged with a killed forget's), so
     that whoever finishes it deletes their modules rather than quarantining them."""
-    path = _intent_path(mem, namespace)
+    path = _intent_path(svc, namespace)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)  # a killed write of this pid: never followed if a symlink
     data = json.dumps(
-        {"namespace": namespace, "ids": sorted(pending_forget(mem, namespace) | set(ids))}
+        {"namespace": namespace, "ids": sorted(pending_forget(svc, namespace) | set(ids))}
     )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -277,50 +277,50 @@ def _record_intent(mem: LoRAMemory, namespace: str, ids: Collection[str]) -> Non
     fsync_dir(path.parent)
 
 
-def missing_record_ids(mem: LoRAMemory, namespace: str) -> list[str]:
+def missing_record_ids(svc: Services, namespace: str) -> list[str]:
     """Ids the namespace's modules hold that its buffer no longer has, oldest module first."""
-    if not mem.buffer.has_namespace(namespace):
+    if not svc.buffer.has_namespace(namespace):
         return []
-    return _missing(mem, namespace, registry.list_modules(mem.path, namespace))
+    return _missing(svc, namespace, registry.list_modules(svc.path, namespace))
 
 
 def _missing(
-    mem: LoRAMemory, namespace: str, modules: Sequence[registry.ModuleManifest]
+    svc: Services, namespace: str, modules: Sequence[registry.ModuleManifest]
 ) -> list[str]:
     listed = list(dict.fromkeys(rid for m in modules for rid in m.record_ids))
-    present = {r.id for r in mem.buffer.get_existing(namespace, listed)} if listed else set()
+    present = {r.id for r in svc.buffer.get_existing(namespace, listed)} if listed else set()
     return [rid for rid in listed if rid not in present]
 
 
-def _quarantine(mem: LoRAMemory, namespace: str, m: registry.ModuleManifest, lost: int) -> None:
+def _quarantine(svc: Services, namespace: str, m: registry.ModuleManifest, lost: int) -> None:
     """Take a module out of routing but keep its files: it may be the last copy of facts
     whose records a broken buffer lost."""
     registry.quarantine_module(
-        mem.path,
+        svc.path,
         namespace,
         m.module_id,
         f"{lost} of its {len(m.record_ids)} records are missing from the buffer "
-        f"({buffer_location(mem)}); its other records are retrained. If the buffer was wrong, "
+        f"({buffer_location(svc)}); its other records are retrained. If the buffer was wrong, "
         "the adapter is still here",
     )
-    mem.generator_if_loaded_forget(m.module_id)
+    svc.generator_if_loaded_forget(m.module_id)
 
 
 def _mass_loss(
-    mem: LoRAMemory, namespace: str, lost: set[str], listed: int, modules: int
+    svc: Services, namespace: str, lost: set[str], listed: int, modules: int
 ) -> MissingRecordsError | None:
     """The refusal when records missing on their own are too many to be deletions."""
     if len(lost) < MASS_LOSS_MIN_RECORDS or len(lost) <= MASS_LOSS_SHARE * listed:
         return None
     return MissingRecordsError(
         f"{len(lost)} of the {listed} records held by the {modules} module(s) of namespace "
-        f"{namespace!r} are missing from the buffer ({buffer_location(mem)}). That many point "
+        f"{namespace!r} are missing from the buffer ({buffer_location(svc)}). That many point "
         "at a lost, restored or misconfigured buffer rather than at deletions, and the modules "
         "may be the only copy left of those facts, so nothing was changed. Check the buffer: "
         f"chroma_url and chroma_database in {CONFIG_NAME} (or --chroma-url), the Chroma "
         "server's data volume, or a restored DIR/chroma; run again once the records are back. "
         "If they were deleted on purpose, forget them deliberately: "
-        f"`lora-memory forget {mem.path} -n {namespace} --missing` (Python: "
+        f"`lora-memory forget {svc.path} -n {namespace} --missing` (Python: "
         "mem.forget(namespace, missing=True)) deletes the modules that hold them and retrains "
         "their other records.",
         namespace=namespace,
@@ -328,25 +328,25 @@ def _mass_loss(
     )
 
 
-def buffer_location(mem: LoRAMemory) -> str:
+def buffer_location(svc: Services) -> str:
     """Where the store's buffer lives, for messages (a server URL without its credentials)."""
-    if not mem.chroma_url:
-        return f"embedded Chroma in {mem.path / 'chroma'}"
+    if not svc.chroma_url:
+        return f"embedded Chroma in {svc.path / 'chroma'}"
     from ..store.client import url_for_messages
 
     return (
-        f"Chroma server {url_for_messages(mem.chroma_url)}, "
-        f"database {mem.config.buffer.chroma_database!r}"
+        f"Chroma server {url_for_messages(svc.chroma_url)}, "
+        f"database {svc.config.buffer.chroma_database!r}"
     )
 
 
-def reset_orphans(mem: LoRAMemory, namespace: str) -> int:
+def reset_orphans(svc: Services, namespace: str) -> int:
     """Records marked consolidated into a module that no longer exists go back to buffered."""
-    if not mem.buffer.has_namespace(namespace):
+    if not svc.buffer.has_namespace(namespace):
         return 0
-    live = {m.module_id for m in registry.list_modules(mem.path, namespace)}
-    consolidated = mem.buffer.get(namespace, where={"status": STATUS_CONSOLIDATED})
+    live = {m.module_id for m in registry.list_modules(svc.path, namespace)}
+    consolidated = svc.buffer.get(namespace, where={"status": STATUS_CONSOLIDATED})
     orphans = [r.id for r in consolidated if r.metadata.get("module_id") not in live]
     if orphans:
-        mem.buffer.update_metadata(namespace, orphans, {"status": STATUS_BUFFERED, "module_id": ""})
+        svc.buffer.update_metadata(namespace, orphans, {"status": STATUS_BUFFERED, "module_id": ""})
     return len(orphans)

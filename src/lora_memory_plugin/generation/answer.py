@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._lru import NAMESPACE_CACHE_SIZE, LRUDict
 from ..errors import InvalidInputError, InvalidTypeError, UnknownNamespaceError
-from ..types import Answer, Hit, Recall
-from .prompts import MODES, build_messages, fit_context
+from ..types import MODES, Answer, Hit, Recall
+from .prompts import build_messages, fit_context
 
 if TYPE_CHECKING:
-    from ..memory import LoRAMemory
+    from ..ports import Services
     from ..routing import RouteDecision
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,11 @@ class _Prepared:
     route: RouteDecision | None = field(default=None, repr=False)
 
 
-def _check_args(mem: LoRAMemory, mode: str, max_new_tokens: int | None) -> int:
+def _check_args(svc: Services, mode: str, max_new_tokens: int | None) -> int:
     if not isinstance(mode, str) or mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if max_new_tokens is None:
-        return mem.config.generation.max_new_tokens
+        return svc.config.generation.max_new_tokens
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
         raise InvalidTypeError(
             f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}"
@@ -68,8 +68,8 @@ def _check_args(mem: LoRAMemory, mode: str, max_new_tokens: int | None) -> int:
     return max_new_tokens
 
 
-def _check_namespace(mem: LoRAMemory, namespace: str) -> None:
-    if not mem.buffer.has_namespace(namespace):
+def _check_namespace(svc: Services, namespace: str) -> None:
+    if not svc.buffer.has_namespace(namespace):
         raise UnknownNamespaceError(
             f"namespace {namespace!r} has no records in this store; write to it first or check "
             "the name (`lora-memory status`)"
@@ -77,7 +77,7 @@ def _check_namespace(mem: LoRAMemory, namespace: str) -> None:
 
 
 def answer(
-    mem: LoRAMemory,
+    svc: Services,
     namespace: str,
     question: str,
     mode: str,
@@ -87,13 +87,13 @@ def answer(
 ) -> Answer:
     from ..store.records import check_text
 
-    max_new = _check_args(mem, mode, max_new_tokens)
+    max_new = _check_args(svc, mode, max_new_tokens)
     question = check_text(question, what="question", limit=MAX_QUESTION_CHARS)
-    _check_namespace(mem, namespace)
+    _check_namespace(svc, namespace)
     t_start = time.perf_counter()
-    gen = mem.generator()
+    gen = svc.generator()
     load = time.perf_counter() - t_start
-    p = _prepare(mem, namespace, question, mode, k=k, max_new_tokens=max_new, gen=gen)
+    p = _prepare(svc, namespace, question, mode, k=k, max_new_tokens=max_new, gen=gen)
     p.timings["load"] = load
     g = gen.chat(p.messages, max_new_tokens=max_new, adapter=p.adapter)
     p.timings["generate"] = g.seconds
@@ -102,7 +102,7 @@ def answer(
 
 
 def answer_many(
-    mem: LoRAMemory,
+    svc: Services,
     namespaces: Sequence[str],
     questions: Sequence[str],
     mode: str,
@@ -114,7 +114,7 @@ def answer_many(
     """Answers to many questions (each in its own namespace), generated in mixed batches."""
     from ..store.records import check_text
 
-    max_new = _check_args(mem, mode, max_new_tokens)
+    max_new = _check_args(svc, mode, max_new_tokens)
     if isinstance(questions, str) or not isinstance(questions, Sequence):
         raise InvalidTypeError("questions must be a list of str")
     if len(questions) > MAX_BATCH_QUESTIONS:
@@ -123,11 +123,11 @@ def answer_many(
         )
     checked = [check_text(q, what="question", limit=MAX_QUESTION_CHARS) for q in questions]
     for ns in dict.fromkeys(namespaces):
-        _check_namespace(mem, ns)
+        _check_namespace(svc, ns)
     t_start = time.perf_counter()
-    gen = mem.generator()
+    gen = svc.generator()
     prepared = [
-        _prepare(mem, ns, q, mode, k=k, max_new_tokens=max_new, gen=gen)
+        _prepare(svc, ns, q, mode, k=k, max_new_tokens=max_new, gen=gen)
         for ns, q in zip(namespaces, checked, strict=True)
     ]
     t_gen = time.perf_counter()
@@ -149,20 +149,20 @@ def answer_many(
 
 
 def recall(
-    mem: LoRAMemory, namespace: str, query: str, *, max_new_tokens: int | None = None
+    svc: Services, namespace: str, query: str, *, max_new_tokens: int | None = None
 ) -> Recall:
     """What the namespace's modules recall for ``query``, with no buffer text in the prompt."""
     from ..store.records import check_text
 
-    max_new = _check_args(mem, "lora", max_new_tokens)
+    max_new = _check_args(svc, "lora", max_new_tokens)
     query = check_text(query, what="query", limit=MAX_QUESTION_CHARS)
-    _check_namespace(mem, namespace)
-    gen = mem.generator()
-    decision = route_question(mem, namespace, query, gen)
-    adapter, why = _adapter_for(mem, namespace, decision, gen)
+    _check_namespace(svc, namespace)
+    gen = svc.generator()
+    decision = route_question(svc, namespace, query, gen)
+    adapter, why = _adapter_for(svc, namespace, decision, gen)
     if adapter is None:
         return Recall("", (), 0.0, reason=why)
-    messages = build_messages(mem.config.generation.system_prompt, query, [])
+    messages = build_messages(svc.config.generation.system_prompt, query, [])
     g = gen.chat(messages, max_new_tokens=max_new, adapter=adapter)
     return Recall(g.text, (adapter[0],), decision.confidence, reason=decision.reason)
 
@@ -171,7 +171,7 @@ CHAT_ROLES = ("system", "user", "assistant")
 
 
 def chat(
-    mem: LoRAMemory,
+    svc: Services,
     namespace: str,
     messages: Sequence[dict[str, str]],
     mode: str,
@@ -182,7 +182,7 @@ def chat(
     user message (``lora``), or by the bare base model (``base``). No buffer text is added."""
     if mode not in ("lora", "base"):
         raise InvalidInputError(f"chat mode must be 'lora' or 'base', got {mode!r}")
-    max_new = _check_args(mem, mode, max_new_tokens)
+    max_new = _check_args(svc, mode, max_new_tokens)
     if isinstance(messages, (str, dict)) or not isinstance(messages, Sequence) or not messages:
         raise InvalidTypeError("messages must be a non-empty list of {'role', 'content'} dicts")
     if len(messages) > MAX_CHAT_MESSAGES:
@@ -204,10 +204,10 @@ def chat(
             )
         chat_msgs.append({"role": role, "content": content})
     if chat_msgs[0]["role"] != "system":  # the prompt the modules were trained with
-        chat_msgs.insert(0, {"role": "system", "content": mem.config.generation.system_prompt})
+        chat_msgs.insert(0, {"role": "system", "content": svc.config.generation.system_prompt})
     question = next((m["content"] for m in reversed(chat_msgs) if m["role"] == "user"), "")
     t_start = time.perf_counter()
-    gen = mem.generator()
+    gen = svc.generator()
     timings: dict[str, float] = {"load": time.perf_counter() - t_start}
     adapter: tuple[str, Path] | None = None
     decision: RouteDecision | None = None
@@ -215,10 +215,10 @@ def chat(
     chat_msgs, dropped = _fit_history(chat_msgs, gen, gen.context_window - max_new)
     if dropped:
         notes.append(f"chat: the {dropped} oldest message(s) left out to fit the model's window")
-    if mode == "lora" and question.strip() and mem.buffer.has_namespace(namespace):
+    if mode == "lora" and question.strip() and svc.buffer.has_namespace(namespace):
         t0 = time.perf_counter()
-        decision = route_question(mem, namespace, question[:MAX_QUESTION_CHARS], gen)
-        adapter, why = _adapter_for(mem, namespace, decision, gen)
+        decision = route_question(svc, namespace, question[:MAX_QUESTION_CHARS], gen)
+        adapter, why = _adapter_for(svc, namespace, decision, gen)
         timings["route"] = time.perf_counter() - t0
         if adapter is None:
             notes.append(f"no module answered: {why}; the base model did")
@@ -263,23 +263,21 @@ def _fit_history(
     return [system, *reversed(kept)], len(rest) - len(kept)
 
 
-def route_question(
-    mem: LoRAMemory, namespace: str, question: str, gen: Any = None
-) -> RouteDecision:
+def route_question(svc: Services, namespace: str, question: str, gen: Any = None) -> RouteDecision:
     """Rank the namespace's committed modules for ``question`` (the index synced first).
 
     With ``gen``, modules trained on other base weights than its own are left out (see
     :func:`foreign_modules`), as if they were missing."""
     from ..routing import route
 
-    live = live_modules(mem, namespace)
-    mem.routing.sync(namespace, list(live.values()))
+    live = live_modules(svc, namespace)
+    svc.routing.sync(namespace, list(live.values()))
     usable = set(live)
     if gen is not None:
-        usable -= set(foreign_modules(mem, namespace, gen))
-    rc = mem.config.routing
+        usable -= set(foreign_modules(svc, namespace, gen))
+    rc = svc.config.routing
     return route(
-        mem.routing,
+        svc.routing,
         namespace,
         question,
         usable,
@@ -293,12 +291,12 @@ def route_question(
 _LIVE: LRUDict[tuple[str, str], tuple[int, dict[str, Any]]] = LRUDict()
 
 
-def live_modules(mem: LoRAMemory, namespace: str) -> dict[str, Any]:
+def live_modules(svc: Services, namespace: str) -> dict[str, Any]:
     """Committed manifests by id; re-read only when the namespace's module dir changed (a
     commit or a removal renames an entry there, which updates the directory's mtime)."""
     from ..registry import modules as registry
 
-    root = registry.modules_root(mem.path, namespace)
+    root = registry.modules_root(svc.path, namespace)
     try:
         stamp = root.stat().st_mtime_ns
     except OSError:
@@ -307,12 +305,12 @@ def live_modules(mem: LoRAMemory, namespace: str) -> dict[str, Any]:
     cached = _LIVE.get(key)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    found = {m.module_id: m for m in registry.list_modules(mem.path, namespace)}
+    found = {m.module_id: m for m in registry.list_modules(svc.path, namespace)}
     _LIVE[key] = (stamp, found)
     return found
 
 
-def foreign_modules(mem: LoRAMemory, namespace: str, gen: Any) -> dict[str, Any]:
+def foreign_modules(svc: Services, namespace: str, gen: Any) -> dict[str, Any]:
     """The committed modules trained on other base weights than ``gen``'s, by id.
 
     Not damage: another process on their base model uses them. They are skipped here (never
@@ -321,22 +319,22 @@ def foreign_modules(mem: LoRAMemory, namespace: str, gen: Any) -> dict[str, Any]
     from ..consolidation.engine import base_fingerprint
     from ..registry import modules as registry
 
-    live = live_modules(mem, namespace)
+    live = live_modules(svc, namespace)
     if not live:
         return {}
     fp = base_fingerprint(gen)
     foreign = {i: m for i, m in live.items() if m.base_fingerprint != fp}
     for m in foreign.values():
-        key = (str(registry.modules_root(mem.path, namespace) / m.module_id), fp)
+        key = (str(registry.modules_root(svc.path, namespace) / m.module_id), fp)
         if key not in _WARNED_BASE:
             _WARNED_BASE[key] = None
-            msg = registry.base_mismatch_message(m, fp, mem.config.models.base_model)
+            msg = registry.base_mismatch_message(m, fp, svc.config.models.base_model)
             logger.warning("namespace %r: %s", namespace, msg)
     return foreign
 
 
 def _prepare(
-    mem: LoRAMemory,
+    svc: Services,
     namespace: str,
     question: str,
     mode: str,
@@ -345,10 +343,10 @@ def _prepare(
     max_new_tokens: int,
     gen: Any,
 ) -> _Prepared:
-    from ..memory import _check_k
+    from .._validate import check_k
 
-    gcfg = mem.config.generation
-    k = _check_k(k) if k is not None else gcfg.rag_k
+    gcfg = svc.config.generation
+    k = check_k(k) if k is not None else gcfg.rag_k
     timings: dict[str, float] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
@@ -357,14 +355,14 @@ def _prepare(
     decision: RouteDecision | None = None
     split_modules: list[str] = []
     if mode in ("lora", "hybrid", "auto"):
-        decision = route_question(mem, namespace, question, gen)
-        adapter, why = _adapter_for(mem, namespace, decision, gen)
+        decision = route_question(svc, namespace, question, gen)
+        adapter, why = _adapter_for(svc, namespace, decision, gen)
         timings["route"] = time.perf_counter() - t0
         if adapter is None:
             notes.append(f"mode {mode!r} answers from consolidated LoRA modules; {why}, so rag")
             effective = "rag"
         elif mode == "auto":
-            effective, reason = choose_auto(mem, namespace, decision)
+            effective, reason = choose_auto(svc, namespace, decision)
             notes.append(f"auto: {effective} ({reason})")
             if effective == "rag":
                 adapter = None
@@ -388,10 +386,10 @@ def _prepare(
     context: list[Hit] = []
     if split_modules and mode == "lora":  # only the competing modules' own records
         where = {"module_id": {"$in": split_modules}}
-        found = mem.search(namespace, question, k=k, where=where)
+        found = svc.buffer.search(namespace, question, k, where)
         context, _ = fit_context(found, max(budget, 0), gen.count_tokens)
     elif effective in ("rag", "hybrid"):
-        found = mem.search(namespace, question, k=k)
+        found = svc.buffer.search(namespace, question, k)
         hits = [h for h in found if h.score >= gcfg.rag_min_score]
         if len(hits) < len(found):
             notes.append(
@@ -402,7 +400,7 @@ def _prepare(
         if len(context) < len(hits):
             notes.append(f"rag: {len(context)} of {len(hits)} hits fit the {budget}-token budget")
     elif effective == "icl":
-        records = mem.get(namespace)
+        records = svc.buffer.get(namespace)
         records.sort(key=lambda r: float(r.metadata.get("created_at", 0.0)), reverse=True)
         hits = [Hit(r.id, r.text, 1.0, r.metadata) for r in records]
         kept, _ = fit_context(hits, max(budget, 0), gen.count_tokens)
@@ -428,7 +426,7 @@ def _prepare(
     )
 
 
-def choose_auto(mem: LoRAMemory, namespace: str, decision: RouteDecision) -> tuple[str, str]:
+def choose_auto(svc: Services, namespace: str, decision: RouteDecision) -> tuple[str, str]:
     """Mode ``auto`` for a question routed to a module: ``(lora|hybrid|rag, why)``.
 
     From the routing confidence and what the module's gate measured on held-out questions:
@@ -438,14 +436,14 @@ def choose_auto(mem: LoRAMemory, namespace: str, decision: RouteDecision) -> tup
     measurements (consolidated by an older version, or from original text only) is not
     trusted: rag.
     """
-    manifest = live_modules(mem, namespace).get(decision.chosen[0])
+    manifest = live_modules(svc, namespace).get(decision.chosen[0])
     metrics = dict(getattr(manifest, "metrics", None) or {})
     agreement = metrics.get("agreement_held_out")
     if agreement is None:  # only QA-shaped records: their own pairs, recalled at the gate
         agreement = metrics.get("qa_recall")
     rag, hybrid = metrics.get("rag_agreement"), metrics.get("hybrid_agreement")
-    target = mem.config.consolidation.target
-    need = mem.config.generation.auto_lora_confidence
+    target = svc.config.consolidation.target
+    need = svc.config.generation.auto_lora_confidence
     conf = decision.confidence
     if (
         not decision.split
@@ -485,7 +483,7 @@ def _answer(p: _Prepared, g: Any) -> Answer:
 
 
 def _adapter_for(
-    mem: LoRAMemory, namespace: str, decision: RouteDecision, gen: Any
+    svc: Services, namespace: str, decision: RouteDecision, gen: Any
 ) -> tuple[tuple[str, Path] | None, str]:
     """The chosen module's adapter dir, verified against its manifest and the base model once
     per file version; (None, why) when nothing was routed or the module fails its check.
@@ -498,7 +496,7 @@ def _adapter_for(
 
     if not decision.chosen:
         if decision.reason == "no consolidated modules":
-            foreign = foreign_modules(mem, namespace, gen)
+            foreign = foreign_modules(svc, namespace, gen)
             if foreign:
                 models = ", ".join(sorted({m.base_model for m in foreign.values()}))
                 return None, (
@@ -509,7 +507,7 @@ def _adapter_for(
             return None, f"namespace {namespace!r} has none yet (run `lora-memory consolidate`)"
         return None, f"no module matched ({decision.reason})"
     module_id = decision.chosen[0]
-    path = registry.modules_root(mem.path, namespace) / module_id
+    path = registry.modules_root(svc.path, namespace) / module_id
     weights = path / registry.ADAPTER_WEIGHTS
     try:
         st = weights.stat()
@@ -524,7 +522,7 @@ def _adapter_for(
         logger.warning("namespace %r: %s", namespace, e)
         return None, str(e)
     except ModuleIntegrityError as e:
-        registry.quarantine_module(mem.path, namespace, module_id, str(e))
-        mem.generator_if_loaded_forget(module_id)
+        registry.quarantine_module(svc.path, namespace, module_id, str(e))
+        svc.generator_if_loaded_forget(module_id)
         return None, f"module {module_id} failed its integrity check and was quarantined ({e})"
     return (module_id, path), ""

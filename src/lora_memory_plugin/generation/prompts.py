@@ -12,8 +12,6 @@ from typing import Any
 
 from ..types import Hit
 
-MODES = ("auto", "hybrid", "lora", "rag", "icl", "base")
-
 
 def created_at(meta: Mapping[str, Any]) -> float | None:
     """A record's ``created_at`` from its metadata; None when it has none (or not a number)."""

@@ -221,7 +221,7 @@ def commit_module(
         (tmp / ADAPTER_CONFIG).write_text(
             json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        from .. import __version__
+        from .._version import __version__
 
         sealed = replace(
             manifest,

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .index import KeyHit, RoutingIndex
+from .index import KeyHit
+
+if TYPE_CHECKING:
+    from ..ports import Router
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class RouteDecision:
 
 
 def route(
-    index: RoutingIndex,
+    index: Router,
     namespace: str,
     query: str,
     live: set[str],

@@ -163,7 +163,7 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
     ) -> str:
         if not messages:
             return ""
-        from lora_memory_plugin.memory import MAX_QUERY_CHARS
+        from lora_memory_plugin import MAX_QUERY_CHARS
 
         window = messages[-self.retrieval_context_window :]
         query = "\n".join(t for t in (message_text(m).strip() for m in window) if t)

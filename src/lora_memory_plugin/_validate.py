@@ -1,0 +1,40 @@
+"""Checks on what callers pass, shared by the facade and the layers that take caller values."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .errors import InvalidInputError, InvalidTypeError
+
+MAX_QUERY_CHARS = 8192
+MAX_K = 1000
+
+
+def check_k(k: object, what: str = "k") -> int:
+    """An int in ``[1, MAX_K]``."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise InvalidTypeError(f"{what} must be an int, got {type(k).__name__}")
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"{what} must be between 1 and {MAX_K}, got {k}")
+    return k
+
+
+def check_time(created_at: object) -> float:
+    """Finite epoch seconds; None is now."""
+    if created_at is None:
+        return time.time()
+    if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+        raise InvalidTypeError(
+            f"created_at must be epoch seconds (float), got {type(created_at).__name__}"
+        )
+    try:
+        value = float(created_at)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise InvalidInputError(f"created_at must be finite epoch seconds, got {created_at!r:.40}")
+    return value
+
+
+__all__ = ["MAX_K", "MAX_QUERY_CHARS", "check_k", "check_time"]
