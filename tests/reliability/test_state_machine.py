@@ -36,7 +36,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from lora_memory_plugin import LoRAMemory, MissingRecordsError, UnknownNamespaceError
-from lora_memory_plugin.consolidation.engine import base_fingerprint
 from lora_memory_plugin.consolidation.forget import MASS_LOSS_MIN_RECORDS, MASS_LOSS_SHARE
 from lora_memory_plugin.registry import modules as registry
 from lora_memory_plugin.store.namespaces import encode_namespace
@@ -129,7 +128,7 @@ class MemoryMachine(RuleBasedStateMachine):
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = base_fingerprint(self.mem.generator())
+            self._fingerprint = self.mem.generator().fingerprint
         return self._fingerprint
 
     def check_report(self, ns: str, report: Any) -> None:

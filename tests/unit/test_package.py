@@ -24,6 +24,7 @@ def test_import_is_light():
 def test_public_api_is_pinned():
     assert sorted(lora_memory_plugin.__all__) == sorted(
         [
+            "MAX_QUERY_CHARS",
             "Answer",
             "BackendError",
             "BaseModelMismatchError",

@@ -108,7 +108,7 @@ class ConsolidationOptions:
         if self.drift_max is not None and self.drift_max <= 0:
             raise InvalidInputError(f"drift_max must be > 0, got {self.drift_max}")
         if self.mixture is not None:
-            from .mixture import parse_mixture_names
+            from ..config import parse_mixture_names
 
             try:
                 parse_mixture_names(self.mixture)
@@ -222,7 +222,7 @@ def _run(
                 namespace, "nothing_to_do", records_in=0, seconds=_since(t0), notes=tuple(notes)
             )
     existing = registry.list_modules(svc.path, namespace)
-    fingerprint = base_fingerprint(gen)  # another base model's modules are never retrained
+    fingerprint = gen.fingerprint  # another base model's modules are never retrained
     extend = open_module_for(existing, settings.capacity, base_fingerprint=fingerprint)
     old_ids = list(extend.record_ids) if extend is not None else []
     old = {r.id: r for r in svc.buffer.get(namespace, ids=old_ids)} if old_ids else {}
@@ -312,11 +312,11 @@ def _build_module(
     seed: int,
     progress: bool,
 ) -> _Outcome:
+    from ..config import DISTILL, parse_mixture_names
     from .clean import trainable_text
     from .distill import DistillResult, distill
     from .drift import DriftGuard, measure_drift
     from .gate import held_out_evaluator
-    from .mixture import DISTILL, parse_mixture_names
     from .synth import synthesize
     from .trainer import TrainConfig, save_adapter, train_lora
 
@@ -435,7 +435,7 @@ def _build_module(
             namespace=namespace,
             record_ids=tuple(r.id for r in plan.records),
             base_model=result.base_model,
-            base_fingerprint=base_fingerprint(gen),
+            base_fingerprint=gen.fingerprint,
             rank=config.rank,
             alpha=int(result.lora_config.lora_alpha),
             target_modules=_targets(result.lora_config),
@@ -591,7 +591,7 @@ def _module_summary(o: _Outcome) -> dict[str, Any]:
 
 def _resolve_writer(svc: Services, writer: Any, mixture: str) -> Any:
     """``None``/'local'/'none'/a DataWriter/a LangChain chat model -> a DataWriter or None."""
-    from .mixture import parse_mixture_names
+    from ..config import parse_mixture_names
 
     names = parse_mixture_names(mixture)
     if writer is None:
@@ -652,24 +652,6 @@ def mark(svc: Services, namespace: str, ids: list[str], module_id: str) -> None:
         svc.buffer.update_metadata(
             namespace, ids, {"status": STATUS_CONSOLIDATED, "module_id": module_id}
         )
-
-
-def base_fingerprint(gen: Any) -> str:
-    """The base weights' identity: our marker's sha256 for pulled models, else a hash of them."""
-    cached: str | None = getattr(gen, "_lm_fingerprint", None)
-    if cached is not None:  # hashing a large base model once per process is enough
-        return cached
-    from ..models.pull import fingerprint_model_dir
-
-    path = Path(gen.path)
-    if path.is_dir():
-        fp = fingerprint_model_dir(path)
-    else:
-        import hashlib
-
-        fp = hashlib.sha256(f"hub:{gen.path}".encode()).hexdigest()
-    gen._lm_fingerprint = fp
-    return fp
 
 
 def _targets(lora_config: Any) -> tuple[str, ...] | str:

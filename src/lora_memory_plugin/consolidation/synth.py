@@ -27,11 +27,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..config import STRATEGIES, parse_mixture_names
 from ..errors import InvalidInputError, ModelError
 from ..types import Record
 from .clean import not_knowledge, strip_injected, trainable_text
 from .data import Probe, build_examples, qa_pairs, superseded
-from .mixture import STRATEGIES, parse_mixture_names
 from .trainer import Example
 from .writers import DataWriter, Messages
 

@@ -470,7 +470,7 @@ def teacher_distributions(
     items = tokenize(gen, examples)
     pad_id = int(gen.tokenizer.pad_token_id)
     out: dict[int, SoftTargets] = {}
-    with gen._lock, torch.inference_mode():
+    with gen.lock, torch.inference_mode():
         gen._use_adapter(None)  # the bare base model reads
         for idx in make_batches(items, batch_size, None):
             batch = collate([items[i] for i in idx], pad_id, True, gen.device)
@@ -539,7 +539,7 @@ def train_lora(
             "cannot be trained in place: pass its path instead, train_lora(gen.path, ...)"
         )
     items = tokenize(gen, examples)
-    with contextlib.nullcontext() if owned else gen._lock:
+    with contextlib.nullcontext() if owned else gen.lock:
         model = _attach_lora(gen.model, config)
         try:
             result = _train(model, gen, items, config, progress, evaluate, guard)

@@ -316,13 +316,12 @@ def foreign_modules(svc: Services, namespace: str, gen: Any) -> dict[str, Any]:
     Not damage: another process on their base model uses them. They are skipped here (never
     routed to, quarantined or retrained), with a warning once per module naming both models.
     """
-    from ..consolidation.engine import base_fingerprint
     from ..registry import modules as registry
 
     live = live_modules(svc, namespace)
     if not live:
         return {}
-    fp = base_fingerprint(gen)
+    fp = gen.fingerprint
     foreign = {i: m for i, m in live.items() if m.base_fingerprint != fp}
     for m in foreign.values():
         key = (str(registry.modules_root(svc.path, namespace) / m.module_id), fp)
@@ -490,7 +489,6 @@ def _adapter_for(
 
     A module of other base weights is skipped (kept as it is); one failing its check is
     quarantined."""
-    from ..consolidation.engine import base_fingerprint
     from ..errors import BaseModelMismatchError, ModuleIntegrityError
     from ..registry import modules as registry
 
@@ -511,7 +509,7 @@ def _adapter_for(
     weights = path / registry.ADAPTER_WEIGHTS
     try:
         st = weights.stat()
-        fp = base_fingerprint(gen)
+        fp = gen.fingerprint
         key = (str(path), st.st_mtime_ns, st.st_size, fp)
         if key not in _VERIFIED:  # hash the adapter once per file version, not per question
             registry.verify_module(path, fp)

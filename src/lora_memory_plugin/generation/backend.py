@@ -117,11 +117,29 @@ class Generator:
                 f"base model {base_model!r} has no chat template; use an instruct/chat model"
             )
         self.load_seconds = time.perf_counter() - t0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        """Held while the model runs (generation, in-place training): one user at a time."""
+        self._fingerprint: str | None = None
         self._resident: OrderedDict[str, None] = OrderedDict()  # loaded modules, LRU order
         logger.info(
             "loaded %s on %s (%s) in %.1fs", self.path, self.device, self.dtype, self.load_seconds
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """The base weights' identity, as module manifests record it: the marker's sha256 for
+        pulled models, else a hash of the weights (computed once per generator)."""
+        if self._fingerprint is None:
+            from ..models.pull import fingerprint_model_dir
+
+            path = Path(self.path)
+            if path.is_dir():
+                self._fingerprint = fingerprint_model_dir(path)
+            else:
+                import hashlib
+
+                self._fingerprint = hashlib.sha256(f"hub:{self.path}".encode()).hexdigest()
+        return self._fingerprint
 
     @property
     def context_window(self) -> int:
@@ -251,7 +269,7 @@ class Generator:
 
         per_row = isinstance(adapter, list)
         t0 = time.perf_counter()
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             names = None
             if per_row:
                 names = self._use_adapters(adapter)  # type: ignore[arg-type]
@@ -359,7 +377,7 @@ class Generator:
 
     def forget_adapter(self, name: str) -> None:
         """Drop a loaded module (e.g. after it was replaced on disk)."""
-        with self._lock:
+        with self.lock:
             if name in self._resident:
                 _delete_adapter(self.model, name)
                 del self._resident[name]

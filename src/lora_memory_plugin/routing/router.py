@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .index import KeyHit
 
-if TYPE_CHECKING:
-    from ..ports import Router
+
+class KeyIndex(Protocol):
+    """What routing reads: the nearest keys of a namespace (:class:`.index.RoutingIndex`)."""
+
+    def query(self, namespace: str, text: str, k: int) -> list[KeyHit]: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class RouteDecision:
 
 
 def route(
-    index: Router,
+    index: KeyIndex,
     namespace: str,
     query: str,
     live: set[str],
