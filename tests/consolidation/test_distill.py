@@ -384,6 +384,31 @@ def test_gate_measures_how_the_module_reads_control_notes(right, reads) -> None:
     assert gate(*args, target=0.9, reading=False).reading is None
 
 
+def test_the_base_models_reading_is_asked_once_per_model(monkeypatch) -> None:
+    """The bare base model reads the control notes the same way every time: a process asks it
+    once per (model, device, system prompt), and later gates only ask the module."""
+    from lora_memory_plugin.consolidation import gate as gate_mod
+
+    monkeypatch.setattr(gate_mod, "_BASE_READING", {})
+    asked: list[bool] = []
+
+    class Counting(_Reader):
+        fingerprint = "fp-1"
+        device = "cpu"
+
+        def reply(self, messages, adapter, done):
+            asked.extend(adapter is None for m in messages if "Notes:" in m[-1]["content"])
+            return super().reply(messages, adapter, done)
+
+    probes = [Probe("What city does the user live in?", "You live in Lisbon.", "r0", "held_out")]
+    sources = {"r0": "We finally moved to Lisbon last month."}
+    first = gate(Counting(12), ("m", None), probes, sources, SYSTEM, target=0.9)
+    assert first.reading == (12, 16) and asked.count(True) == 16 and asked.count(False) == 16
+    asked.clear()
+    second = gate(Counting(14), ("m2", None), probes, sources, SYSTEM, target=0.9)
+    assert second.reading == (14, 16) and asked.count(True) == 0 and asked.count(False) == 16
+
+
 # --- auto mode -----------------------------------------------------------------------------
 
 

@@ -41,6 +41,9 @@ from .reading import read_right, reading_messages
 from .teacher import agrees, first_sentence, past_first_sentence
 
 GATE_TOKENS = 40
+_BASE_READING: dict[tuple[str, str, str], int] = {}
+"""(model fingerprint, device, system prompt) -> control notes the bare base model reads right:
+the same every time, so each process asks them once."""
 READING_SLACK = 2
 """Control notes (of 16) a module may read wrong beyond the base model's misses and still add
 retrieved notes in ``auto``. Measured on SmolLM2-135M, seed 0 (base model: 15/16): modules that
@@ -151,21 +154,22 @@ def gate(
         )
         return [o.text for o in outs]
 
-    def ask_both(messages: Sequence[list[dict[str, str]]]) -> tuple[list[str], list[str]]:
-        """The base model's and the module's replies to the same prompts, in one generation: a
-        decoding step costs about the same for 8 rows as for 16 (the weights are read once a
-        step), so both run as one mixed batch (:meth:`Generator.chat_routed`)."""
-        messages = list(messages)
+    def ask_both(
+        base: Sequence[list[dict[str, str]]], module: Sequence[list[dict[str, str]]]
+    ) -> tuple[list[str], list[str]]:
+        """The base model's replies to ``base`` and the module's to ``module``, in one
+        generation: a decoding step costs about the same for 8 rows as for 16 (the weights are
+        read once a step), so both run as one mixed batch (:meth:`Generator.chat_routed`)."""
         outs = gen.chat_routed(
-            messages + messages,
-            [None] * len(messages) + [adapter] * len(messages),
+            [*base, *module],
+            [None] * len(base) + [adapter] * len(module),
             max_new_tokens=GATE_TOKENS,
             batch_size=2 * batch_size,
             done=past_first_sentence,
             share_prefix=True,
         )
         texts = [o.text for o in outs]
-        return texts[: len(messages)], texts[len(messages) :]
+        return texts[: len(base)], texts[len(base) :]
 
     def agree(items: Sequence[Probe], replies: Sequence[str]) -> list[bool]:
         return agreement(items, replies, sources)
@@ -176,18 +180,29 @@ def gate(
         if lora is None:
             lora = _share(agree(held_out, ask_lora(held_out)))
     qa_share = probe_exact_match(gen, adapter, qa, system, batch_size)  # as the other mixtures
-    # rag and hybrid on the held-out probes, and the control notes read by the base model and by
-    # the module: one mixed batch
+    # rag and hybrid on the held-out probes, and the control notes read by the module and (once
+    # per model and system prompt in a process) by the base model: one mixed batch
     asked = held_out if search is not None else []
-    prompts = [build_messages(system, p.question, search(p.question)) for p in asked if search]
-    prompts += reading_messages(system) if reading else []
-    base_replies, module_replies = ask_both(prompts) if prompts else ([], [])
+    with_notes = [build_messages(system, p.question, search(p.question)) for p in asked if search]
+    controls = reading_messages(system) if reading else []
+    fingerprint = getattr(gen, "fingerprint", None)
+    key = (fingerprint, str(getattr(gen, "device", "")), system) if fingerprint else None
+    base_read = _BASE_READING.get(key) if key else None
+    base_prompts = with_notes + (controls if base_read is None else [])
+    module_prompts = with_notes + controls
+    base_replies, module_replies = (
+        ask_both(base_prompts, module_prompts) if module_prompts else ([], [])
+    )
     rag = hybrid = read = None
     if asked:
         rag = _share(agree(asked, base_replies[: len(asked)]))
         hybrid = _share(agree(asked, module_replies[: len(asked)]))
     if reading:
-        read = (read_right(module_replies[len(asked) :]), read_right(base_replies[len(asked) :]))
+        if base_read is None:
+            base_read = read_right(base_replies[len(asked) :])
+            if key:
+                _BASE_READING[key] = base_read
+        read = (read_right(module_replies[len(asked) :]), base_read)
     failures = []
     need = target if held_out_target is None else held_out_target
     if lora is not None and lora < need:
