@@ -363,7 +363,7 @@ class _Reader(_FakeModel):
         return out
 
 
-@pytest.mark.parametrize(("right", "reads"), [(16, True), (14, True), (13, False), (8, False)])
+@pytest.mark.parametrize(("right", "reads"), [(16, True), (12, True), (11, False), (8, False)])
 def test_gate_measures_how_the_module_reads_control_notes(right, reads) -> None:
     """The gate asks the control notes through the base model and the module (one mixed batch)
     and reports both counts; reading does not refuse a module (``auto`` uses it). The LoCoMo

@@ -44,13 +44,15 @@ GATE_TOKENS = 40
 _BASE_READING: dict[tuple[str, str, str], int] = {}
 """(model fingerprint, device, system prompt) -> control notes the bare base model reads right:
 the same every time, so each process asks them once."""
-READING_SLACK = 2
+READING_SLACK = 4
 """Control notes (of 16) a module may read wrong beyond the base model's misses and still add
 retrieved notes in ``auto``. Measured on SmolLM2-135M, seed 0 (base model: 15/16): modules that
-answered the Lisbon story and two personas right in every mode read 13, 10 and 13; the LoCoMo
-module whose hybrid halved rag's token F1 (0.075 against 0.162; committed only with
-``held_out_target`` lowered to 0.5) read 8. PhoneBook's module (48 numbers, QA recall 100%)
-read 0: every reply a phone number."""
+answered the Lisbon story and two personas right in every mode read 13, 11 (the story with
+mixture ``distill``), 10 and 13; the LoCoMo module whose hybrid halved rag's token F1 (0.075
+against 0.162; committed only with ``held_out_target`` lowered to 0.5) read 8. PhoneBook's module
+(48 numbers, QA recall 100%) read 0: every reply a phone number. A false alarm costs little
+(``auto`` answers from rag, which the gate measured hybrid against); a missed one would let
+``auto`` answer worse than rag, so the line sits closer to the good modules than to the bad."""
 
 
 @dataclass(frozen=True)
