@@ -28,13 +28,18 @@ def check_time(created_at: object) -> float:
         raise InvalidTypeError(
             f"created_at must be epoch seconds (float), got {type(created_at).__name__}"
         )
+    return finite_seconds(created_at, "created_at")
+
+
+def finite_seconds(value: float, what: str) -> float:
+    """``value`` as float epoch seconds; an infinite, NaN or overflowing one is refused."""
     try:
-        value = float(created_at)
+        out = float(value)
     except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise InvalidInputError(f"created_at must be finite epoch seconds, got {created_at!r:.40}")
-    return value
+        out = math.inf
+    if not math.isfinite(out):
+        raise InvalidInputError(f"{what} must be finite epoch seconds, got {value!r:.40}")
+    return out
 
 
-__all__ = ["MAX_K", "MAX_QUERY_CHARS", "check_k", "check_time"]
+__all__ = ["MAX_K", "MAX_QUERY_CHARS", "check_k", "check_time", "finite_seconds"]

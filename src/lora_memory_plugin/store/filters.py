@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
+from .._validate import finite_seconds
 from ..errors import InvalidInputError, InvalidTypeError
 from .records import KINDS
 
@@ -25,13 +25,7 @@ def _to_epoch(value: TimeLike, what: str) -> float | None:
         except (OverflowError, ValueError, OSError) as e:  # e.g. year 1 or 9999 near the edge
             raise InvalidInputError(f"{what} {value!r} cannot be used as a time: {e}") from e
     if isinstance(value, (int, float)):
-        try:
-            out = float(value)
-        except OverflowError:
-            out = math.inf
-        if not math.isfinite(out):
-            raise InvalidInputError(f"{what} must be finite epoch seconds, got {value!r:.40}")
-        return out
+        return finite_seconds(value, what)
     raise InvalidTypeError(
         f"{what} must be a datetime or epoch seconds, got {type(value).__name__}"
     )
