@@ -4,14 +4,74 @@
 a small BPE tokenizer and a ChatML template: a base model that loads in well under a second and
 needs no download, for tests of the plumbing (not of recall). ``sharpen_model(src, dst)`` scales
 its final norm so an adapter can make it confident (a random 32-dim model's logits stay within
-about +-0.6), which consolidation tests need to pass a probe gate.
+about +-0.6), which consolidation tests need to pass a probe gate. ``consolidate_facts(mem,
+namespace)`` writes :data:`FACTS` as user turns and consolidates them with :data:`FAST` into one
+committed module. The pytest fixtures over these live in :mod:`.pytest_plugin`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["build_tiny_model", "sharpen_model"]
+if TYPE_CHECKING:
+    from .memory import LoRAMemory
+
+__all__ = [
+    "FACTS",
+    "FAST",
+    "ConsolidatedFacts",
+    "build_tiny_model",
+    "consolidate_facts",
+    "one_torch_thread",
+    "sharpen_model",
+]
+
+FACTS: list[tuple[str, str]] = [
+    (f"What is the code of box {i}?", code)
+    for i, code in enumerate(["4471", "9302", "1185", "7720"])
+]
+"""Four QA-shaped facts the sharpened tiny model learns in seconds."""
+FAST: dict[str, Any] = {"lr": 1e-2, "rank": 16, "max_steps": 400}
+"""``consolidate`` options that train :data:`FACTS` into the sharpened tiny model quickly."""
+
+
+@dataclass(frozen=True)
+class ConsolidatedFacts:
+    """A store whose ``namespace`` holds :data:`FACTS`, consolidated into one module."""
+
+    mem: LoRAMemory
+    namespace: str
+    module_id: str
+    record_ids: tuple[str, ...]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside the block: tiny models' matmuls run faster and steadier."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def consolidate_facts(mem: LoRAMemory, namespace: str) -> ConsolidatedFacts:
+    """Write :data:`FACTS` to ``namespace`` as user turns and consolidate them (:data:`FAST`,
+    one torch thread); raises AssertionError unless one module was committed."""
+    ids = mem.add_turns(namespace, [{"content": f"Question: {q} Answer: {a}"} for q, a in FACTS])
+    with one_torch_thread():
+        [report] = mem.consolidate(namespace, **FAST)
+    assert report.status == "consolidated", report
+    [module] = mem.modules(namespace)
+    return ConsolidatedFacts(mem, namespace, module.module_id, tuple(ids))
+
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"

@@ -1,0 +1,130 @@
+"""A pytest plugin for code built on lora-memory: ``pytest -p lora_memory_plugin.pytest_plugin``
+(our suite and both integrations' load it that way, from their pytest settings).
+
+Fixtures, all offline and real:
+
+- ``tiny_model_dir`` / ``sharp_model_dir`` (session): the tiny no-download base models of
+  :mod:`lora_memory_plugin.testing`;
+- ``one_thread``: torch on one thread for the test (tiny matmuls run faster and steadier);
+- ``chroma_server`` (session): a real ``chroma run`` on 127.0.0.1 and a free port;
+- ``facts_store`` (session): a store on the sharpened tiny model whose namespace ``facts`` holds
+  :data:`~lora_memory_plugin.testing.FACTS` consolidated into one committed module
+  (:class:`~lora_memory_plugin.testing.ConsolidatedFacts`).
+
+Loading it sets the Hugging Face libraries offline: nothing is downloaded at test time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .testing import (
+    ConsolidatedFacts,
+    build_tiny_model,
+    consolidate_facts,
+    one_torch_thread,
+    sharpen_model,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with a small BPE tokenizer and a ChatML template (built, not fetched)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its final norm scaled x10: a random 32-dim model has logits within
+    about +-0.6, so no adapter can make it confident; a trained LM's output scale can."""
+    return sharpen_model(tiny_model_dir, tmp_path_factory.mktemp("sharp") / "tiny-sharp")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models' matmuls are too small for two threads: one is faster and steadier."""
+    from ._device import configure_cpu_threads
+
+    configure_cpu_threads()
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def facts_store(
+    tmp_path_factory: pytest.TempPathFactory, sharp_model_dir: Path
+) -> ConsolidatedFacts:
+    """A store whose namespace ``facts`` holds FACTS, consolidated into one committed module."""
+    from .memory import LoRAMemory
+
+    mem = LoRAMemory.open(
+        tmp_path_factory.mktemp("facts") / "store", base_model=str(sharp_model_dir)
+    )
+    return consolidate_facts(mem, "facts")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _chroma_bin() -> str:
+    exe = Path(sys.executable).with_name("chroma")
+    return str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `chroma run` on 127.0.0.1 and a random free port; stopped after the session."""
+    data = tmp_path_factory.mktemp("chroma-server")
+    port = _free_port()
+    log = open(data / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            _chroma_bin(),
+            "run",
+            "--path",
+            str(data / "db"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    f"chroma server did not start: {(data / 'server.log').read_text()[-2000:]}"
+                ) from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
