@@ -6,18 +6,31 @@ It validates nothing a caller sends -- the facade does that -- and it never call
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import StoreConfig, load_config, save_config
-from .errors import InvalidInputError, InvalidTypeError
+from .config import (
+    CONFIG_NAME,
+    DEFAULT_BASE_MODEL,
+    DEFAULT_EMBEDDER,
+    BufferConfig,
+    ModelConfig,
+    StoreConfig,
+    load_config,
+    save_config,
+)
+from .errors import InvalidInputError, InvalidTypeError, StoreError
 
 if TYPE_CHECKING:
     from .generation.backend import Generator
     from .routing.index import RoutingIndex
     from .store.buffer import Buffer
     from .store.embedder import MiniLMEmbeddingFunction
+
+
+logger = logging.getLogger("lora_memory_plugin.memory")  # the facade's logger: messages unchanged
 
 
 class Store:
@@ -37,6 +50,90 @@ class Store:
         )
         self.buffer: Buffer = Buffer(provider, self.embedder)
         self.routing: RoutingIndex = RoutingIndex(path, provider, self.buffer)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        chroma_url: str | None = None,
+        *,
+        create: bool = True,
+        base_model: str | None = None,
+        embedder: str | None = None,
+        chroma_database: str | None = None,
+    ) -> Store:
+        """Open (or create) the store at ``path``: see :meth:`.memory.LoRAMemory.open`."""
+        if not isinstance(path, (str, Path)):
+            raise InvalidTypeError(f"path must be a str or Path, got {type(path).__name__}")
+        if "\0" in str(path):
+            raise StoreError(f"a store path cannot contain a NUL byte: {str(path)!r}")
+        root = Path(path).expanduser()
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"{root} is a file, not a store directory; pick another path")
+        cfg_path = root / CONFIG_NAME
+        if cfg_path.exists() or (root.is_dir() and cfg_path.is_symlink()):
+            config = load_config(root)
+            for name, given, saved in (
+                ("base_model", base_model, config.models.base_model),
+                ("embedder", embedder, config.models.embedder),
+                ("chroma_database", chroma_database, config.buffer.chroma_database),
+            ):
+                if given is not None and given != saved:
+                    logger.warning(
+                        "%s=%r ignored: the store at %s was created with %r (edit %s to change it)",
+                        name,
+                        given,
+                        root,
+                        saved,
+                        CONFIG_NAME,
+                    )
+        else:
+            if not create:
+                raise StoreError(
+                    f"no lora-memory store at {root}: create it with `lora-memory init {root}`"
+                )
+            if root.is_dir() and any(root.iterdir()):
+                raise StoreError(
+                    f"{root} is a non-empty directory without {CONFIG_NAME}; refusing to turn it "
+                    "into a store. Use an empty or new directory."
+                )
+            # Built through the section dataclasses so bad values raise ConfigError here.
+            config = StoreConfig(
+                models=ModelConfig(
+                    base_model=base_model if base_model is not None else DEFAULT_BASE_MODEL,
+                    embedder=embedder if embedder is not None else DEFAULT_EMBEDDER,
+                ),
+                buffer=BufferConfig(
+                    chroma_url=chroma_url or "",
+                    chroma_database=chroma_database or "default_database",
+                ),
+            )
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                (root / "locks").mkdir(exist_ok=True)
+                save_config(root, config)
+            except OSError as e:
+                raise StoreError(f"cannot create a store at {root}: {e}") from e
+        url = chroma_url if chroma_url is not None else config.buffer.chroma_url
+        from .registry.modules import store_has_modules
+        from .store.client import ServerOptions, make_provider
+
+        # modules were trained from a buffer that must be there: a missing one is never
+        # created silently (a typo in chroma_database, a lost volume, a deleted DIR/chroma)
+        b = config.buffer
+        provider = make_provider(
+            root,
+            url,
+            b.chroma_database,
+            has_modules=lambda: store_has_modules(root),
+            options=ServerOptions(
+                b.chroma_auth,
+                b.chroma_token_header,
+                b.chroma_ca_file,
+                tuple(sorted(b.chroma_headers.items())),
+            ),
+        )
+        return cls(root, config, provider, url)
 
     def generator(self) -> Generator:
         """The loaded base-model generator (loads on first use; one per model in a process)."""

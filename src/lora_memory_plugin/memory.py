@@ -13,21 +13,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from ._store import Store
 from ._validate import MAX_QUERY_CHARS, check_k, check_time
 from .config import (
-    CONFIG_NAME,
-    DEFAULT_BASE_MODEL,
-    DEFAULT_EMBEDDER,
-    BufferConfig,
-    ModelConfig,
     StoreConfig,
-    load_config,
-    save_config,
 )
 from .errors import (
     InvalidInputError,
     InvalidTypeError,
     LockHeldError,
     LoraMemoryError,
-    StoreError,
     StoreIOError,
 )
 from .types import (
@@ -75,10 +67,11 @@ class LoRAMemory:
         '4471'
     """
 
-    def __init__(self, path: Path, config: StoreConfig, provider: Any, chroma_url: str) -> None:
-        self._store = Store(path, config, provider, chroma_url)
-        self.path = path
-        self.chroma_url = chroma_url
+    def __init__(self, store: Store) -> None:
+        """Wrap an opened :class:`._store.Store`; use :meth:`open`."""
+        self._store = store
+        self.path = store.path
+        self.chroma_url = store.chroma_url
         self.embedder = self._store.embedder
         self._buffer = self._store.buffer
         self._routing = self._store.routing
@@ -118,77 +111,16 @@ class LoRAMemory:
             ConfigError: the store's ``lora-memory.toml`` is unreadable or invalid.
             BackendError: the Chroma server cannot be reached.
         """
-        if not isinstance(path, (str, Path)):
-            raise InvalidTypeError(f"path must be a str or Path, got {type(path).__name__}")
-        if "\0" in str(path):
-            raise StoreError(f"a store path cannot contain a NUL byte: {str(path)!r}")
-        root = Path(path).expanduser()
-        if root.exists() and not root.is_dir():
-            raise StoreError(f"{root} is a file, not a store directory; pick another path")
-        cfg_path = root / CONFIG_NAME
-        if cfg_path.exists() or (root.is_dir() and cfg_path.is_symlink()):
-            config = load_config(root)
-            for name, given, saved in (
-                ("base_model", base_model, config.models.base_model),
-                ("embedder", embedder, config.models.embedder),
-                ("chroma_database", chroma_database, config.buffer.chroma_database),
-            ):
-                if given is not None and given != saved:
-                    logger.warning(
-                        "%s=%r ignored: the store at %s was created with %r (edit %s to change it)",
-                        name,
-                        given,
-                        root,
-                        saved,
-                        CONFIG_NAME,
-                    )
-        else:
-            if not create:
-                raise StoreError(
-                    f"no lora-memory store at {root}: create it with `lora-memory init {root}`"
-                )
-            if root.is_dir() and any(root.iterdir()):
-                raise StoreError(
-                    f"{root} is a non-empty directory without {CONFIG_NAME}; refusing to turn it "
-                    "into a store. Use an empty or new directory."
-                )
-            # Built through the section dataclasses so bad values raise ConfigError here.
-            config = StoreConfig(
-                models=ModelConfig(
-                    base_model=base_model if base_model is not None else DEFAULT_BASE_MODEL,
-                    embedder=embedder if embedder is not None else DEFAULT_EMBEDDER,
-                ),
-                buffer=BufferConfig(
-                    chroma_url=chroma_url or "",
-                    chroma_database=chroma_database or "default_database",
-                ),
+        return cls(
+            Store.open(
+                path,
+                chroma_url,
+                create=create,
+                base_model=base_model,
+                embedder=embedder,
+                chroma_database=chroma_database,
             )
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-                (root / "locks").mkdir(exist_ok=True)
-                save_config(root, config)
-            except OSError as e:
-                raise StoreError(f"cannot create a store at {root}: {e}") from e
-        url = chroma_url if chroma_url is not None else config.buffer.chroma_url
-        from .registry.modules import store_has_modules
-        from .store.client import ServerOptions, make_provider
-
-        # modules were trained from a buffer that must be there: a missing one is never
-        # created silently (a typo in chroma_database, a lost volume, a deleted DIR/chroma)
-        b = config.buffer
-        provider = make_provider(
-            root,
-            url,
-            b.chroma_database,
-            has_modules=lambda: store_has_modules(root),
-            options=ServerOptions(
-                b.chroma_auth,
-                b.chroma_token_header,
-                b.chroma_ca_file,
-                tuple(sorted(b.chroma_headers.items())),
-            ),
         )
-        return cls(root, config, provider, url)
 
     @classmethod
     def resolve(
