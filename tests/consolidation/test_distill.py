@@ -387,9 +387,10 @@ def test_gate_measures_how_the_module_reads_control_notes(right, reads) -> None:
 def test_the_base_models_reading_is_asked_once_per_model(monkeypatch) -> None:
     """The bare base model reads the control notes the same way every time: a process asks it
     once per (model, device, system prompt), and later gates only ask the module."""
+    from lora_memory_plugin._lru import LRUDict
     from lora_memory_plugin.consolidation import gate as gate_mod
 
-    monkeypatch.setattr(gate_mod, "_BASE_READING", {})
+    monkeypatch.setattr(gate_mod, "_BASE_READING", LRUDict(64))
     asked: list[bool] = []
 
     class Counting(_Reader):

@@ -12,7 +12,9 @@ the records buffered.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,23 +44,31 @@ def perplexity(model: Any, tokenizer: Any, text: str = CONTROL_TEXT) -> float:
     return math.exp(float(loss))
 
 
+@contextlib.contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """``model`` in eval mode inside the block, back in the mode it was in after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def measure_drift(peft_model: Any, tokenizer: Any, text: str = CONTROL_TEXT) -> dict[str, float]:
     """``{"ppl_base", "ppl_lora", "drift"}`` for a ``peft.PeftModel`` with its adapter trained."""
-    was_training = peft_model.training
-    peft_model.eval()
-    try:
+    with _evaluating(peft_model):
         ppl_lora = perplexity(peft_model, tokenizer, text)
         with peft_model.disable_adapter():
             ppl_base = perplexity(peft_model, tokenizer, text)
-    finally:
-        peft_model.train(was_training)
     return {"ppl_base": ppl_base, "ppl_lora": ppl_lora, "drift": ppl_lora / ppl_base - 1.0}
 
 
 @dataclass
 class DriftGuard:
     """``guard`` for :func:`.trainer.train_lora`: why the weights in training may not be kept
-    (drift over ``limit``), or None. The base perplexity is measured once, on the first call."""
+    (drift over ``limit``), or None. The base perplexity is measured once, on the first call,
+    and serves every later call (the engine's retry at half the learning rate too)."""
 
     tokenizer: Any
     limit: float
@@ -67,14 +77,10 @@ class DriftGuard:
     _ppl_base: float | None = None
 
     def __call__(self, peft_model: Any) -> str | None:
-        was_training = peft_model.training
-        peft_model.eval()
-        try:
+        with _evaluating(peft_model):
             if self._ppl_base is None:
                 with peft_model.disable_adapter():
                     self._ppl_base = perplexity(peft_model, self.tokenizer, self.text)
             drift = perplexity(peft_model, self.tokenizer, self.text) / self._ppl_base - 1.0
-        finally:
-            peft_model.train(was_training)
         self.readings.append(drift)
         return f"drift {drift:+.1%} > {self.limit:.0%}" if drift > self.limit else None

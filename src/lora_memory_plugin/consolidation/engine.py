@@ -348,6 +348,8 @@ def _build_module(
     evaluate = held_out_evaluator(data.probes, sources, system) if distilled else None
     lr = s.lr
     result = None
+    # one guard for both attempts: the base model it measures once is the same for the retry
+    guard = DriftGuard(gen.tokenizer, s.drift_max) if distilled else None
     for attempt in range(2):
         remaining = None if s.deadline is None else max(1.0, s.deadline - time.perf_counter())
         config = TrainConfig(
@@ -364,7 +366,6 @@ def _build_module(
             evaluate_from=DISTILL_EVALUATE_FROM if distilled else None,
             top_layers=(svc.config.consolidation.top_layers or None) if distilled else None,
         )
-        guard = DriftGuard(gen.tokenizer, s.drift_max) if distilled else None
         result = train_lora(
             gen.path, data.examples, config, progress=progress, evaluate=evaluate, guard=guard
         )

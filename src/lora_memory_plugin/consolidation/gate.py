@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._lru import LRUDict
 from ..generation.prompts import build_messages
 from ..types import Hit
 from .data import Probe
@@ -41,9 +42,9 @@ from .reading import read_right, reading_messages
 from .teacher import agrees, first_sentence, past_first_sentence
 
 GATE_TOKENS = 40
-_BASE_READING: dict[tuple[str, str, str], int] = {}
+_BASE_READING: LRUDict[tuple[str, str, str], int] = LRUDict(64)
 """(model fingerprint, device, system prompt) -> control notes the bare base model reads right:
-the same every time, so each process asks them once."""
+the same every time, so each process asks them once (bounded like the other process caches)."""
 READING_SLACK = 4
 """Control notes (of 16) a module may read wrong beyond the base model's misses and still add
 retrieved notes in ``auto``. Measured on SmolLM2-135M, seed 0 (base model: 15/16): modules that
