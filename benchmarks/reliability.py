@@ -257,6 +257,7 @@ def launch(cfg: dict[str, Any]) -> dict[str, Any]:
     Rust runtime would not survive a fork) and is single-threaded when it forks.
     """
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"  # no loader threads alive at the fork
     import torch
 
     torch.set_num_threads(1)
@@ -268,8 +269,15 @@ def launch(cfg: dict[str, Any]) -> dict[str, Any]:
     MiniLMEmbeddingFunction().embed(["warm up"])
     m = ModelConfig(base_model=cfg["base_model"])
     get_generator(m.base_model, m.device, m.dtype)
+    # transformers' loader shuts its thread pool down without waiting (HF_DEACTIVATE_ASYNC_LOAD
+    # above keeps it from starting one); give any such straggler time to exit before forking
+    deadline = time.time() + 30
+    for t in threading.enumerate():
+        if t is not threading.main_thread():
+            t.join(timeout=max(0.0, deadline - time.time()))
     if threading.active_count() != 1:
-        raise RuntimeError(f"{threading.active_count()} threads; refusing to fork")
+        names = [t.name for t in threading.enumerate()]
+        raise RuntimeError(f"{threading.active_count()} threads ({names}); refusing to fork")
     work = Path(cfg["work"])
     res = work / "results"
     res.mkdir(exist_ok=True)
