@@ -1,5 +1,6 @@
-"""What ``LoRAMemory.open`` builds and owns: the config, the buffer, the routing index and the
-generator factory of one store (the :class:`.ports.Services` the layers below the facade use).
+"""What ``LoRAMemory.open`` builds and owns: the config, the buffer, the routing index, the
+generator factory and the status of one store (the :class:`.ports.Services` the layers below
+the facade use).
 
 It validates nothing a caller sends -- the facade does that -- and it never calls back up.
 """
@@ -22,6 +23,7 @@ from .config import (
     save_config,
 )
 from .errors import InvalidInputError, InvalidTypeError, StoreError
+from .types import NamespaceStatus, StoreStatus
 
 if TYPE_CHECKING:
     from .generation.backend import Generator
@@ -160,6 +162,37 @@ class Store:
 
             return is_default_base_model_ready()
         return True
+
+    def status(self) -> StoreStatus:
+        """Counts per namespace (records, modules, quarantined) and whether the base model is
+        ready."""
+        from .registry import modules as registry
+
+        nss = []
+        for ns in self.buffer.namespaces():
+            total = self.buffer.count(ns)
+            buffered = self.buffer.count(ns, {"status": "buffered"})
+            turns = self.buffer.count(ns, {"kind": "turn"})
+            nss.append(
+                NamespaceStatus(
+                    ns,
+                    total,
+                    buffered,
+                    total - buffered,
+                    turns,
+                    total - turns,
+                    modules=len(registry.list_modules(self.path, ns)),
+                    quarantined=tuple(registry.list_quarantined(self.path, ns)),
+                )
+            )
+        return StoreStatus(
+            path=str(self.path),
+            backend=self.chroma_url or "embedded",
+            base_model=self.config.models.base_model,
+            embedder=self.config.models.embedder,
+            namespaces=tuple(nss),
+            base_model_ready=self.base_model_ready(),
+        )
 
     def update_config(self, **sections: Mapping[str, Any]) -> StoreConfig:
         """Change saved settings: validated like the file, written atomically under the store's

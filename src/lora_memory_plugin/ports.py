@@ -1,6 +1,6 @@
 """The collaborators the layers below the facade work with, as protocols.
 
-``LoRAMemory`` (memory.py) validates what callers pass and delegates. Consolidation
+``LoRAMemory`` (memory.py) validates the namespace and delegates to the services. Consolidation
 (:mod:`.consolidation`) and answering (:mod:`.generation.answer`) never see the facade: they
 receive a :class:`Services` -- in the running library the :class:`._store.Store` that
 ``LoRAMemory.open`` builds -- and reach the buffer, the routing index, the module registry on

@@ -475,10 +475,10 @@ def test_auto_picks_lora_hybrid_or_rag_from_confidence_and_measured_agreement(
     from lora_memory_plugin.generation import answer
 
     manifest = SimpleNamespace(metrics=metrics)
-    monkeypatch.setattr(answer, "live_modules", lambda mem, ns: {"m1": manifest})
-    mem = SimpleNamespace(config=StoreConfig())
+    monkeypatch.setattr(answer, "live_modules", lambda svc, ns: {"m1": manifest})
+    svc = SimpleNamespace(config=StoreConfig())
     decision = SimpleNamespace(chosen=["m1"], confidence=confidence, split=split)
-    got, reason = answer.choose_auto(mem, "ns", decision)
+    got, reason = answer.choose_auto(svc, "ns", decision)
     assert (got, why in reason) == (mode, True), reason
 
 

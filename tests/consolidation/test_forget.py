@@ -111,8 +111,8 @@ def test_records_deleted_from_the_buffer_quarantine_their_module(store):
     store.consolidate("ns", **FAST)
     [old] = store.modules("ns")
     store.buffer.delete("ns", [ids[0]])  # straight in Chroma: no forget knows of it
-    with consolidation_lock(store, "ns"):
-        assert drop_modules_missing_records(store, "ns") == ([old.module_id], 2)
+    with consolidation_lock(store._store, "ns"):
+        assert drop_modules_missing_records(store._store, "ns") == ([old.module_id], 2)
     assert store.modules("ns") == [] and store.count("ns", status="buffered") == 2
     [q] = quarantined(store, "ns")
     assert q["module_id"] == old.module_id and "missing from the buffer" in q["reason"]
@@ -202,14 +202,14 @@ def test_a_forget_killed_between_modules_and_records_is_finished_by_consolidate(
         with pytest.raises(OSError, match="killed"):
             store.forget("ns", ids[:3])
     assert store.modules("ns") == [] and store.count("ns") == 4
-    assert forget_mod.pending_forget(store, "ns") == set(ids[:3])
+    assert forget_mod.pending_forget(store._store, "ns") == set(ids[:3])
     [r] = store.consolidate("ns", **FAST)
     assert r.status == "consolidated" and r.records_in == 1
     assert [x.id for x in store.get("ns")] == [ids[3]]
     root = registry.modules_root(store.path, "ns")
     assert not [p for p in root.iterdir() if m.module_id in p.name]  # deleted, not quarantined
     assert store.modules("ns")[0].record_ids == (ids[3],)
-    assert forget_mod.pending_forget(store, "ns") == set()
+    assert forget_mod.pending_forget(store._store, "ns") == set()
 
 
 def test_forget_deletes_quarantined_modules_that_hold_the_record(store):
@@ -219,8 +219,8 @@ def test_forget_deletes_quarantined_modules_that_hold_the_record(store):
     store.consolidate("ns", **FAST)
     [old] = store.modules("ns")
     store.buffer.delete("ns", [ids[0]])  # missing on its own: quarantined, kept
-    with consolidation_lock(store, "ns"):
-        drop_modules_missing_records(store, "ns")
+    with consolidation_lock(store._store, "ns"):
+        drop_modules_missing_records(store._store, "ns")
     assert [q["module_id"] for q in quarantined(store, "ns")] == [old.module_id]
     [other] = add(store, "other", FACTS[3:])
     report = store.forget("ns", [ids[1]], rebuild=False)
@@ -277,7 +277,7 @@ def test_forget_errors_and_lock(store, tmp_path):
         store.forget("ns", ids, where={"kind": "turn"})
     with pytest.raises(UnknownNamespaceError):
         store.forget("nobody", ids)
-    with consolidation_lock(store, "ns"), pytest.raises(LockHeldError):
+    with consolidation_lock(store._store, "ns"), pytest.raises(LockHeldError):
         store.forget("ns", ids)
     report = store.forget("ns", ["t-unknown"], rebuild=False)
     assert report.deleted == 0 and report.missing == ("t-unknown",)

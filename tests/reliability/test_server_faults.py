@@ -103,10 +103,10 @@ def test_server_killed_during_forget_then_restarted(
     monkeypatch.undo()
     assert not any(ids[1] in m.record_ids for m in mem.modules("ns"))  # removed first
     boxes.intact(mem, ids)  # nothing else lost; the record waits for its deletion
-    assert ids[1] in forget_mod.pending_forget(mem, "ns")
+    assert ids[1] in forget_mod.pending_forget(mem._store, "ns")
     mem.consolidate("ns", **boxes.FAST)  # the intent is honoured: deleted, not retrained
     boxes.intact(mem, [ids[0], ids[2]])
-    assert not forget_mod.pending_forget(mem, "ns")
+    assert not forget_mod.pending_forget(mem._store, "ns")
     assert not any(ids[1] in m.record_ids for m in mem.modules("ns"))
     assert not [h for h in mem.search("ns", boxes.FACTS[1][0], k=3) if boxes.FACTS[1][1] in h.text]
     assert boxes.FACTS[0][1] in mem.ask("ns", boxes.FACTS[0][0], mode="lora", max_new_tokens=6).text

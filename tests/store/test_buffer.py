@@ -203,7 +203,7 @@ def test_collections_persist_their_index_often_and_old_ones_are_moved(store):
     from lora_memory_plugin.store.namespaces import encode_namespace, pack_namespace
 
     store.add_turn("new", "a fact")
-    client = store._buffer.provider.client()
+    client = store.buffer.provider.client()
     col = client.get_collection(encode_namespace("new"))
     assert col.configuration["hnsw"]["sync_threshold"] == HNSW_CONFIG["sync_threshold"] == 100
     assert col.configuration["hnsw"]["space"] == "cosine"
@@ -220,7 +220,7 @@ def test_collections_persist_their_index_often_and_old_ones_are_moved(store):
         == 1000
     )
     store.add_turn("old", "written after the upgrade")
-    old = store._buffer.provider.client().get_collection(encode_namespace("old"))
+    old = store.buffer.provider.client().get_collection(encode_namespace("old"))
     assert old.configuration["hnsw"]["sync_threshold"] == 100
     assert [h.text for h in store.search("old", "upgrade", k=1)] == ["written after the upgrade"]
 

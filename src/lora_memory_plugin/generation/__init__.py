@@ -1,1 +1,1 @@
-"""Answer generation: the base model (plus, later, routed LoRA modules) and prompt building."""
+"""Answering: the Generator (base model, adapters, multi-LoRA batches), prompts and `Answerer`."""

@@ -1,0 +1,130 @@
+"""``Consolidator``: consolidate, forget and calibrate over one store's :class:`..ports.Services`.
+
+The one entry point into consolidation for the facade and the CLI: it turns options into
+:class:`.engine.ConsolidationOptions`, runs one namespace or every namespace (each standing
+alone: a failure is that namespace's report, not the run's), and turns a disk failure under a
+run into the :class:`..errors.StoreIOError` callers catch. Namespaces arrive validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInputError, LockHeldError, StoreIOError, UnknownNamespaceError
+from ..types import ConsolidationReport, ForgetReport
+
+if TYPE_CHECKING:
+    from ..ports import Services
+    from .capacity import CalibrationReport
+    from .engine import ConsolidationOptions
+
+logger = logging.getLogger(__name__)
+
+
+class Consolidator:
+    """Trains one store's buffered records into modules, and takes them back out."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def consolidate(
+        self, namespace: str | None = None, *, progress: bool = False, **options: Any
+    ) -> list[ConsolidationReport]:
+        """One namespace (its errors raise), or every namespace (``None``: each one's error,
+        or a lock another process holds, becomes its report and the others go on)."""
+        opts = _options(options)
+        if namespace is not None:
+            self._require(namespace)
+            return [self._one(namespace, opts, progress)]
+        return [self._one_of_all(ns, opts, progress) for ns in self.svc.buffer.namespaces()]
+
+    def forget(
+        self,
+        namespace: str,
+        ids: Sequence[str] | None = None,
+        *,
+        where: dict[str, Any] | None = None,
+        missing: bool = False,
+        rebuild: bool = True,
+        progress: bool = False,
+        **options: Any,
+    ) -> ForgetReport:
+        from .forget import forget
+
+        self._require(namespace)
+        try:
+            return forget(
+                self.svc,
+                namespace,
+                ids,
+                where,
+                missing=missing,
+                rebuild=rebuild,
+                progress=progress,
+                options=options,
+            )
+        except OSError as e:
+            raise io_error("forget", namespace, e) from e
+
+    def calibrate(
+        self, ranks: Sequence[int] = (4, 16), *, progress: bool = False, **options: Any
+    ) -> CalibrationReport:
+        from .capacity import calibrate
+
+        try:
+            return calibrate(self.svc, ranks, progress=progress, **options)
+        except TypeError as e:
+            raise InvalidInputError(f"unknown calibration option: {e}") from e
+
+    def _require(self, namespace: str) -> None:
+        if not self.svc.buffer.has_namespace(namespace):
+            raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
+
+    def _one(self, ns: str, opts: ConsolidationOptions, progress: bool) -> ConsolidationReport:
+        from .engine import consolidate_namespace
+
+        try:
+            return consolidate_namespace(self.svc, ns, opts, progress=progress)
+        except OSError as e:
+            raise io_error("consolidation", ns, e) from e
+
+    def _one_of_all(
+        self, ns: str, opts: ConsolidationOptions, progress: bool
+    ) -> ConsolidationReport:
+        """A cron job consolidates every namespace in one run; a record that breaks training,
+        or a namespace whose buffer lost its records, must not starve the namespaces after it."""
+        t0 = time.perf_counter()
+        try:
+            return self._one(ns, opts, progress)
+        except LockHeldError as e:  # another process is consolidating it: not a failure
+            return ConsolidationReport(ns, "locked", notes=(str(e),))
+        except Exception as e:  # not KeyboardInterrupt / SystemExit: those stop the run
+            logger.error("consolidation of %r failed; going on with the others", ns, exc_info=True)
+            return ConsolidationReport(
+                ns, "failed", seconds=time.perf_counter() - t0, notes=(f"{type(e).__name__}: {e}",)
+            )
+
+
+def _options(options: Mapping[str, Any]) -> ConsolidationOptions:
+    from .engine import ConsolidationOptions
+
+    try:
+        return ConsolidationOptions(**options)
+    except TypeError as e:
+        raise InvalidInputError(f"unknown consolidation option: {e}") from e
+
+
+def io_error(what: str, namespace: str, e: OSError) -> StoreIOError:
+    """A disk failure under a consolidation or forget, as the typed error callers catch."""
+    return StoreIOError(
+        f"{what} of {namespace!r} stopped: the store's disk failed ({e.strerror or e}); nothing "
+        "stored was lost (a half-written module is removed, records keep their state): free "
+        f"space or fix the disk, then run the {what} again",
+        e.errno,
+    )
+
+
+__all__ = ["Consolidator", "io_error"]
