@@ -171,9 +171,9 @@ def test_inputs_are_read_with_bounds(store_dir, tmp_path, capsys):
 
 
 def test_ask_many_streams_chunks_into_one_json_object(store_dir, tmp_path, capsys, monkeypatch):
-    import lora_memory_plugin.cli.main as cli
+    from lora_memory_plugin.cli.commands import ask
 
-    monkeypatch.setattr(cli, "ASK_MANY_CHUNK", 2)
+    monkeypatch.setattr(ask, "ASK_MANY_CHUNK", 2)
     calls: list[int] = []
     from lora_memory_plugin.memory import LoRAMemory
 
