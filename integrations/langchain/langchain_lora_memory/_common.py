@@ -1,19 +1,11 @@
-"""What every class of this package shares: reaching the store, and the recall call."""
+"""The recall call the retriever makes (the store itself: ``lora_memory_plugin.integration``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lora_memory_plugin import LoRAMemory, Recall
-
-
-def resolve_memory(memory: LoRAMemory | None, path: str | Path | None, owner: str) -> LoRAMemory:
-    """The one open :class:`LoRAMemory` a class works on (``LoRAMemory.resolve``)."""
-    from lora_memory_plugin import LoRAMemory
-
-    return LoRAMemory.resolve(memory, path, owner=owner)
 
 
 def recall(memory: LoRAMemory, namespace: str, query: str) -> Recall:

@@ -11,7 +11,7 @@ from langchain_core._api import deprecated
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from ._common import resolve_memory
+from lora_memory_plugin.integration import MemoryBacked
 
 if TYPE_CHECKING:
     from lora_memory_plugin import LoRAMemory
@@ -30,7 +30,7 @@ _ROLE_OF = {HumanMessage: "user", AIMessage: "assistant", SystemMessage: "system
         "LoRAMemoryMiddleware / LoRAMemoryStore."
     ),
 )
-class LoRAMemoryChatMessageHistory(BaseChatMessageHistory):
+class LoRAMemoryChatMessageHistory(MemoryBacked, BaseChatMessageHistory):
     """The turns of one session of a namespace, for legacy ``RunnableWithMessageHistory`` code.
 
     Each message is a buffer turn (role user / assistant / system / tool) with
@@ -60,7 +60,7 @@ class LoRAMemoryChatMessageHistory(BaseChatMessageHistory):
     ) -> None:
         if not session_id:
             raise ValueError("session_id must be a non-empty string, e.g. the conversation id")
-        self.memory = resolve_memory(memory, path, type(self).__name__)
+        super().__init__(memory=memory, path=path)
         self.namespace = namespace
         self.session_id = session_id
 

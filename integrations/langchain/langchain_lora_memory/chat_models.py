@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -20,13 +19,13 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from ._common import resolve_memory
+from lora_memory_plugin.integration import MemoryArg, MemoryBacked, PathArg
 
 if TYPE_CHECKING:
     from lora_memory_plugin import LoRAMemory
 
 
-class ChatLoRAMemory(BaseChatModel):
+class ChatLoRAMemory(MemoryBacked, BaseChatModel):
     """A local chat model answering from its own parametric memory.
 
     The store's base model runs in this process (transformers, greedy decoding). In ``lora``
@@ -79,20 +78,8 @@ class ChatLoRAMemory(BaseChatModel):
 
     _memory: LoRAMemory = PrivateAttr()
 
-    def __init__(
-        self,
-        *,
-        memory: LoRAMemory | None = None,
-        path: str | Path | None = None,
-        **data: Any,
-    ) -> None:
-        super().__init__(**data)
-        self._memory = resolve_memory(memory, path, type(self).__name__)
-
-    @property
-    def memory(self) -> LoRAMemory:
-        """The open store whose model and modules answer."""
-        return self._memory
+    def __init__(self, *, memory: MemoryArg = None, path: PathArg = None, **data: Any) -> None:
+        super().__init__(memory=memory, path=path, **data)
 
     @property
     def _llm_type(self) -> str:

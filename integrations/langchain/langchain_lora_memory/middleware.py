@@ -15,7 +15,8 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 from langgraph.runtime import Runtime
 from typing_extensions import NotRequired
 
-from ._common import resolve_memory
+from lora_memory_plugin.integration import MemoryBacked, check_namespace
+
 from .retrievers import LoRAMemoryRetriever, RetrieverMode
 
 if TYPE_CHECKING:
@@ -41,14 +42,12 @@ _UNSET: Any = object()  # context_key not passed: DEFAULT_CONTEXT_KEY, or none w
 
 
 def _checked(ns: Any, source: str) -> str:
-    if not isinstance(ns, str) or not ns:
-        raise ValueError(
-            f"LoRAMemoryMiddleware found no namespace for this run in {source} (got {ns!r})"
-        )
-    return ns
+    return check_namespace(
+        ns, f"LoRAMemoryMiddleware found no namespace for this run in {source} (got {ns!r})"
+    )
 
 
-class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
+class LoRAMemoryMiddleware(MemoryBacked, AgentMiddleware[LoRAMemoryState, Any]):
     """Long-term memory for ``create_agent``: recall into the system message, remember turns.
 
     Before each model call, the last user message is sent to the namespace's memory (``hybrid``
@@ -114,7 +113,6 @@ class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
         min_score: float | None = None,
         write_roles: Sequence[str] = ("user", "assistant"),
     ) -> None:
-        super().__init__()
         unknown = set(write_roles) - set(_ROLES)
         if unknown:
             raise ValueError(
@@ -133,7 +131,7 @@ class LoRAMemoryMiddleware(AgentMiddleware[LoRAMemoryState, Any]):
                 "LoRAMemoryMiddleware needs a namespace: pass namespace=, context_key= "
                 "or namespace_resolver="
             )
-        self.memory = resolve_memory(memory, path, type(self).__name__)
+        super().__init__(memory=memory, path=path)
         self.namespace = namespace
         self.context_key = context_key
         self.namespace_resolver = namespace_resolver

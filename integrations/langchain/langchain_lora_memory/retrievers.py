@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import (
@@ -14,7 +14,9 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from ._common import arecall, recall, resolve_memory
+from lora_memory_plugin.integration import MemoryArg, MemoryBacked, PathArg
+
+from ._common import arecall, recall
 
 if TYPE_CHECKING:
     from lora_memory_plugin import Hit, LoRAMemory, Recall
@@ -24,7 +26,7 @@ MODES: tuple[str, ...] = ("buffer", "parametric", "hybrid")
 SEARCH_FILTERS = frozenset({"kind", "session_id", "role", "status", "since", "until", "where"})
 
 
-class LoRAMemoryRetriever(BaseRetriever):
+class LoRAMemoryRetriever(MemoryBacked, BaseRetriever):
     """Retrieve from one lora-memory namespace: buffer hits, the parametric recollection, or both.
 
     Modes:
@@ -81,26 +83,15 @@ class LoRAMemoryRetriever(BaseRetriever):
 
     _memory: LoRAMemory = PrivateAttr()
 
-    def __init__(
-        self,
-        *,
-        memory: LoRAMemory | None = None,
-        path: str | Path | None = None,
-        **data: Any,
-    ) -> None:
-        super().__init__(**data)
-        unknown = set(self.search_kwargs) - SEARCH_FILTERS
+    def __init__(self, *, memory: MemoryArg = None, path: PathArg = None, **data: Any) -> None:
+        search_kwargs = data.get("search_kwargs")  # checked before the store is opened
+        unknown = set(search_kwargs) - SEARCH_FILTERS if isinstance(search_kwargs, Mapping) else ()
         if unknown:
             raise ValueError(
                 f"search_kwargs has unknown keys {sorted(unknown)}; "
                 f"supported: {', '.join(sorted(SEARCH_FILTERS))}"
             )
-        self._memory = resolve_memory(memory, path, type(self).__name__)
-
-    @property
-    def memory(self) -> LoRAMemory:
-        """The open store this retriever reads."""
-        return self._memory
+        super().__init__(memory=memory, path=path, **data)
 
     # ---- helpers -----------------------------------------------------------------------
     def _options(self, kwargs: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:

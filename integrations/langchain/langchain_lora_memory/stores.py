@@ -47,7 +47,7 @@ from langgraph.store.base import (
 )
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
 
-from ._common import resolve_memory
+from lora_memory_plugin.integration import MemoryBacked
 
 if TYPE_CHECKING:
     from lora_memory_plugin import LoRAMemory, Record
@@ -66,7 +66,7 @@ _PART_CHARS = 4000  # the core accepts metadata strings up to 4096 characters
 _MAX_SCORED = 1000  # LoRAMemory.search's largest k
 
 
-class LoRAMemoryStore(BaseStore):
+class LoRAMemoryStore(MemoryBacked, BaseStore):
     """LangGraph ``BaseStore`` over a lora-memory store: long-term memory that consolidates.
 
     Setup:
@@ -125,7 +125,7 @@ class LoRAMemoryStore(BaseStore):
             )
         if not separator or "\\" in separator:
             raise ValueError("separator must be a non-empty string without '\\', e.g. '/'")
-        self.memory = resolve_memory(memory, path, type(self).__name__)
+        super().__init__(memory=memory, path=path)
         self.index_fields = tuple(index_fields)
         self.separator = separator
         self._lock = threading.Lock()  # one writer per store object; the core locks processes

@@ -29,8 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -42,28 +41,31 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
-    TextBlock,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
 from lora_memory_plugin import Answer, InvalidInputError, LoRAMemory
+from lora_memory_plugin.integration import (
+    MemoryArg,
+    MemoryBacked,
+    PathArg,
+    message_role,
+    message_text,
+)
 
 logger = logging.getLogger(__name__)
 
 MODES = ("lora", "base", "auto", "hybrid", "rag", "icl")
 # retrieval modes: LoRAMemory.ask on the last user message
 ASK_MODES = ("auto", "hybrid", "rag", "icl")
-# The chat roles a chat template knows; LlamaIndex's others are mapped onto them.
-_ROLES = {"system": "system", "developer": "system", "assistant": "assistant"}
-_ROLES.update({"chatbot": "assistant", "model": "assistant"})
 # ask() takes questions up to MAX_QUERY_CHARS characters (~4 per token in English): the
 # context window a query engine packs its prompt into must stay under it.
 _CHARS_PER_TOKEN = 4
 
 
-class LoRAMemoryLLM(CustomLLM):
+class LoRAMemoryLLM(MemoryBacked, CustomLLM):
     """The base model of a lora-memory store, answering with the namespace's LoRA modules.
 
     Setup:
@@ -98,28 +100,17 @@ class LoRAMemoryLLM(CustomLLM):
     max_new_tokens: int = Field(default=64, ge=1, le=4096, description="Tokens per answer.")
 
     _memory: LoRAMemory = PrivateAttr()
+    _keep_path: ClassVar[bool] = True  # path= is also kept in the path field
 
-    def __init__(
-        self,
-        *,
-        memory: LoRAMemory | None = None,
-        path: str | Path | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, memory: MemoryArg = None, path: PathArg = None, **kwargs: Any) -> None:
         mode = kwargs.get("mode", "lora")
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        super().__init__(path=str(path) if path is not None else None, **kwargs)
-        self._memory = LoRAMemory.resolve(memory, path, owner=type(self).__name__)
+        super().__init__(memory=memory, path=path, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:
         return "LoRAMemoryLLM"
-
-    @property
-    def memory(self) -> LoRAMemory:
-        """The open lora-memory store."""
-        return self._memory
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -140,7 +131,7 @@ class LoRAMemoryLLM(CustomLLM):
         self, messages: Sequence[ChatMessage]
     ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """(text, summary for additional_kwargs, details for raw)."""
-        turns = [{"role": _role(m), "content": _text(m)} for m in messages]
+        turns = [{"role": _role(m), "content": message_text(m)} for m in messages]
         if self.namespace is None:
             return self._base(turns)
         if self.mode in ASK_MODES:
@@ -285,9 +276,7 @@ def _user(text: str) -> ChatMessage:
 
 
 def _role(message: ChatMessage) -> str:
-    role = str(getattr(message.role, "value", message.role))
-    return _ROLES.get(role, "user")  # user, tool and function results read as user input
-
-
-def _text(message: ChatMessage) -> str:
-    return "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
+    """The chat-template role: system, user or assistant (tool and function results read as
+    user input)."""
+    role = message_role(message.role)
+    return "user" if role == "tool" else role

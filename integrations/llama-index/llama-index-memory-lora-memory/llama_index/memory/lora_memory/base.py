@@ -12,40 +12,31 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from llama_index.core.base.llms.types import ChatMessage, TextBlock
+from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory import BaseMemoryBlock
 from llama_index.core.utils import get_tokenizer
 
-from lora_memory_plugin import (
-    Hit,
-    InvalidInputError,
-    LoRAMemory,
-    Recall,
-    UnknownNamespaceError,
+from lora_memory_plugin import Hit, LoRAMemory, Recall, UnknownNamespaceError
+from lora_memory_plugin.integration import (
+    MemoryArg,
+    MemoryBacked,
+    PathArg,
+    check_namespace,
+    format_record,
+    message_role,
+    message_text,
 )
 
 logger = logging.getLogger(__name__)
 
 RECALL_PREFIX = "Recalled:"
 NOTES_HEADER = "Notes:"
-# LlamaIndex roles -> the roles the lora-memory buffer stores.
-_ROLES = {
-    "user": "user",
-    "assistant": "assistant",
-    "system": "system",
-    "developer": "system",
-    "tool": "tool",
-    "function": "tool",
-    "chatbot": "assistant",
-    "model": "assistant",
-}
 
 
-class LoRAMemoryBlock(BaseMemoryBlock[str]):
+class LoRAMemoryBlock(MemoryBacked, BaseMemoryBlock[str]):
     """A LlamaIndex memory block backed by a lora-memory store (buffer + LoRA modules).
 
     Messages that ``Memory`` flushes from its short-term queue are written to the buffer as
@@ -100,22 +91,10 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
     )
 
     _memory: LoRAMemory = PrivateAttr()
+    _keep_path: ClassVar[bool] = True  # path= is also kept in the path field
 
-    def __init__(
-        self,
-        *,
-        memory: LoRAMemory | None = None,
-        path: str | Path | None = None,
-        **data: Any,
-    ) -> None:
-        data["path"] = str(path) if path is not None else None  # saved; the client is private
-        super().__init__(**data)
-        self._memory = LoRAMemory.resolve(memory, path, owner=type(self).__name__)
-
-    @property
-    def memory(self) -> LoRAMemory:
-        """The open lora-memory store."""
-        return self._memory
+    def __init__(self, *, memory: MemoryArg = None, path: PathArg = None, **data: Any) -> None:
+        super().__init__(memory=memory, path=path, **data)
 
     # ---- writes: messages flushed from short-term memory -------------------------------
     async def aput(
@@ -144,7 +123,7 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
             text = message_text(message)
             if not text.strip():
                 continue  # e.g. a tool call with no text: nothing to remember
-            role = _ROLES.get(str(getattr(message.role, "value", message.role)), "user")
+            role = message_role(message.role)
             if len(text) > limit:  # a long tool output or pasted file: chunked as a document
                 long_texts.append((text, role))
                 continue
@@ -197,13 +176,11 @@ class LoRAMemoryBlock(BaseMemoryBlock[str]):
         return "\n".join(lines) or None
 
     def _namespace_for(self, session_id: str | None) -> str:
-        ns = self.namespace or session_id
-        if not ns:
-            raise InvalidInputError(
-                "LoRAMemoryBlock needs a namespace: set namespace=... on the block, or use it "
-                "inside a Memory (whose session_id is used), or pass session_id="
-            )
-        return ns
+        return check_namespace(
+            self.namespace or session_id,
+            "LoRAMemoryBlock needs a namespace: set namespace=... on the block, or use it "
+            "inside a Memory (whose session_id is used), or pass session_id=",
+        )
 
 
 def format_memory(recall: Recall | None, hits: list[Hit], min_confidence: float = 0.0) -> str:
@@ -212,8 +189,6 @@ def format_memory(recall: Recall | None, hits: list[Hit], min_confidence: float 
     Stored and recalled text is data users control: each line is escaped (``&``, ``<``, ``>``),
     so a stored ``</lora_memory>`` cannot close the block inside the system message.
     """
-    from lora_memory_plugin.generation.prompts import format_record
-
     lines = []
     if recall is not None and recall.text.strip() and recall.confidence >= min_confidence:
         lines.append(f"{RECALL_PREFIX} {_escape(' '.join(recall.text.split()))}")
@@ -225,11 +200,6 @@ def format_memory(recall: Recall | None, hits: list[Hit], min_confidence: float 
 
 def _escape(line: str) -> str:
     return html.escape(line, quote=False)
-
-
-def message_text(message: ChatMessage) -> str:
-    """The text blocks of a message (images, audio and tool calls are not stored)."""
-    return "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
 
 
 async def _none() -> None:

@@ -25,6 +25,7 @@ from lora_memory_plugin import (
     Recall,
     UnknownNamespaceError,
 )
+from lora_memory_plugin.integration import MemoryBacked, check_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ TIER_KEY = "memory_tier"  # "parametric" (recalled by modules) or "buffer" (a st
 LLM_METADATA_KEYS = ("source", "role")
 
 
-class LoRAMemoryRetriever(BaseRetriever):
+class LoRAMemoryRetriever(MemoryBacked, BaseRetriever):
     """Retrieve from one namespace of a lora-memory store: recollection + buffer hits.
 
     The first node (when the namespace's modules answer) is the parametric recollection: its
@@ -83,26 +84,20 @@ class LoRAMemoryRetriever(BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
-        if not isinstance(namespace, str) or not namespace:
-            raise InvalidInputError(f"namespace must be a non-empty str, got {namespace!r}")
+        self.namespace = check_namespace(namespace)
         if not include_recall and not include_buffer:
             raise InvalidInputError(
                 "include_recall and include_buffer are both False: nothing to retrieve"
             )
-        self._memory = LoRAMemory.resolve(memory, path, owner=type(self).__name__)
-        self.namespace = namespace
         self.similarity_top_k = similarity_top_k
         self.include_recall = include_recall
         self.include_buffer = include_buffer
         self.min_score = min_score
         self.min_confidence = min_confidence
         self.search_kwargs = dict(search_kwargs or {})
-        super().__init__(callback_manager=callback_manager, verbose=verbose)
-
-    @property
-    def memory(self) -> LoRAMemory:
-        """The open lora-memory store."""
-        return self._memory
+        super().__init__(
+            memory=memory, path=path, callback_manager=callback_manager, verbose=verbose
+        )
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         mem, ns, query = self._memory, self.namespace, query_bundle.query_str
