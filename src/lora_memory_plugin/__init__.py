@@ -92,7 +92,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "LoRAMemory":
-        from .memory import LoRAMemory
+        # a lazy attribute: `import lora_memory_plugin` does not load the facade
+        from .memory import LoRAMemory  # noqa: PLC0415
 
         return LoRAMemory
     raise AttributeError(f"module 'lora_memory_plugin' has no attribute {name!r}")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._filelock import file_lock
 from .config import (
     CONFIG_NAME,
     DEFAULT_BASE_MODEL,
@@ -23,6 +24,11 @@ from .config import (
     save_config,
 )
 from .errors import InvalidInputError, InvalidTypeError, StoreError
+from .generation.backend import get_generator, loaded_generator
+from .models.pull import is_default_base_model_ready
+from .registry import modules as registry
+from .registry.modules import store_has_modules
+from .store.client import ServerOptions, make_provider
 from .types import NamespaceStatus, StoreStatus
 
 if TYPE_CHECKING:
@@ -117,9 +123,6 @@ class Store:
             except OSError as e:
                 raise StoreError(f"cannot create a store at {root}: {e}") from e
         url = chroma_url if chroma_url is not None else config.buffer.chroma_url
-        from .registry.modules import store_has_modules
-        from .store.client import ServerOptions, make_provider
-
         # modules were trained from a buffer that must be there: a missing one is never
         # created silently (a typo in chroma_database, a lost volume, a deleted DIR/chroma)
         b = config.buffer
@@ -139,8 +142,6 @@ class Store:
 
     def generator(self) -> Generator:
         """The loaded base-model generator (loads on first use; one per model in a process)."""
-        from .generation.backend import get_generator
-
         m = self.config.models
         gen = get_generator(m.base_model, m.device, m.dtype)
         gen.max_resident = self.config.routing.max_resident
@@ -148,8 +149,6 @@ class Store:
 
     def generator_if_loaded_forget(self, module_id: str) -> None:
         """Unload ``module_id`` from the generator if the generator is loaded."""
-        from .generation.backend import loaded_generator
-
         m = self.config.models
         gen = loaded_generator(m.base_model, m.device, m.dtype)
         if gen is not None:
@@ -158,16 +157,12 @@ class Store:
     def base_model_ready(self) -> bool:
         """Whether the base model can load without a download (``models pull`` done)."""
         if self.config.models.base_model == "default":
-            from .models.pull import is_default_base_model_ready
-
             return is_default_base_model_ready()
         return True
 
     def status(self) -> StoreStatus:
         """Counts per namespace (records, modules, quarantined) and whether the base model is
         ready."""
-        from .registry import modules as registry
-
         nss = []
         for ns in self.buffer.namespaces():
             total = self.buffer.count(ns)
@@ -197,8 +192,6 @@ class Store:
     def update_config(self, **sections: Mapping[str, Any]) -> StoreConfig:
         """Change saved settings: validated like the file, written atomically under the store's
         config lock, re-read first so a concurrent update is not lost."""
-        from ._filelock import file_lock
-
         with file_lock(self.path / "locks" / "config.lock", what="config update"):
             data = load_config(self.path).to_dict()
             for name, values in sections.items():

@@ -15,6 +15,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from ._version import __version__
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -378,8 +381,6 @@ class StoreConfig:
     version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        from ._version import __version__
-
         d = asdict(self)
         d["version"] = __version__
         return d
@@ -467,8 +468,6 @@ def load_config(store_dir: Path) -> StoreConfig:
 
 def save_config(store_dir: Path, config: StoreConfig) -> Path:
     """Write the config atomically (temp file, fsync, rename)."""
-    import tomli_w
-
     path = store_dir / CONFIG_NAME
     payload = tomli_w.dumps(config.to_dict()).encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=".lora-memory.", suffix=".toml.tmp", dir=store_dir)

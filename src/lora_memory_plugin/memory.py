@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._store import Store
 from .config import StoreConfig
+from .consolidation.service import Consolidator
 from .errors import InvalidInputError, InvalidTypeError
+from .generation.service import Answerer
+from .registry.modules import list_modules
+from .store.namespaces import validate_namespace
 from .types import (
     Answer,
     ConsolidationReport,
@@ -61,10 +65,8 @@ class LoRAMemory:
 
     def __init__(self, store: Store) -> None:
         """Wrap an opened :class:`._store.Store`; use :meth:`open`."""
-        # the services import torch / chromadb code: loaded with the first store, not the package
-        from .consolidation.service import Consolidator
-        from .generation.service import Answerer
-        from .store.service import Records
+        # the buffer's service imports chromadb code: loaded with the first store, not the package
+        from .store.service import Records  # noqa: PLC0415 (chromadb on first use)
 
         self._store = store
         self.path, self.chroma_url, self.embedder = store.path, store.chroma_url, store.embedder
@@ -315,8 +317,6 @@ class LoRAMemory:
 
     def modules(self, namespace: str) -> list[Any]:
         """The committed LoRA modules of ``namespace`` (manifests, oldest first)."""
-        from .registry.modules import list_modules
-
         return list_modules(self.path, self._ns(namespace))
 
     # ---- answering (generation.service.Answerer) ----------------------------------------
@@ -477,6 +477,4 @@ class LoRAMemory:
         return self._store.generator()
 
     def _ns(self, namespace: object) -> str:
-        from .store.namespaces import validate_namespace
-
         return validate_namespace(namespace)

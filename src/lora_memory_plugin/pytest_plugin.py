@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from ._device import configure_cpu_threads
+from .memory import LoRAMemory
 from .testing import (
     ConsolidatedFacts,
     build_tiny_model,
@@ -57,8 +59,6 @@ def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Tiny models' matmuls are too small for two threads: one is faster and steadier."""
-    from ._device import configure_cpu_threads
-
     configure_cpu_threads()
     with one_torch_thread():
         yield
@@ -69,8 +69,6 @@ def facts_store(
     tmp_path_factory: pytest.TempPathFactory, sharp_model_dir: Path
 ) -> ConsolidatedFacts:
     """A store whose namespace ``facts`` holds FACTS, consolidated into one committed module."""
-    from .memory import LoRAMemory
-
     mem = LoRAMemory.open(
         tmp_path_factory.mktemp("facts") / "store", base_model=str(sharp_model_dir)
     )

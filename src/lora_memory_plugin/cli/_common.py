@@ -75,7 +75,7 @@ def store_dir(args: argparse.Namespace) -> str:
 def open_store(args: argparse.Namespace, create: bool = False) -> Any:
     # imported here, not at the top: the facade pulls in torch and chromadb, and --help
     # should stay fast
-    from ..memory import LoRAMemory
+    from ..memory import LoRAMemory  # noqa: PLC0415
 
     return LoRAMemory.open(
         store_dir(args), chroma_url=getattr(args, "chroma_url", None), create=create
@@ -83,7 +83,7 @@ def open_store(args: argparse.Namespace, create: bool = False) -> Any:
 
 
 def progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
+    from tqdm import tqdm  # noqa: PLC0415 (tqdm on first use)
 
     return tqdm(total=total, desc=desc, unit="rec", disable=not enabled, file=sys.stderr)
 

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..datasets.phonebook import phonebook
 from ..errors import InvalidInputError
 from ..registry.modules import ModuleManifest
 from ..types import Record
+from .data import Probe
+from .trainer import Example, TrainConfig, save_adapter, train_lora
 
 if TYPE_CHECKING:
     from ..ports import Services
@@ -183,8 +188,6 @@ class CalibrationReport:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         d = asdict(self)
         d["capacity_tokens"] = {str(k): v for k, v in self.capacity_tokens.items()}
         return d
@@ -287,10 +290,7 @@ def capacity_point(
 ) -> CalibrationPoint:
     """Train ``facts`` PhoneBook facts (seed ``seed + facts``) into one rank-``rank`` LoRA, then
     measure exact recall by greedy generation on every fact: one point of a capacity curve."""
-    from ..datasets.phonebook import phonebook
-    from .data import Probe
-    from .engine import probe_exact_match
-    from .trainer import Example, TrainConfig, train_lora
+    from .engine import probe_exact_match  # noqa: PLC0415 (cycle: engine imports capacity)
 
     pb = phonebook(facts, seed=seed + facts)
     examples = [Example.qa(f.question, f.answer, system=system or None) for f in pb]
@@ -325,11 +325,6 @@ def generated_recall(
 ) -> float:
     """``probe`` (e.g. ``engine.probe_exact_match``) on a trained, not yet committed adapter:
     saved to a temp dir, loaded under a throwaway name, forgotten again."""
-    import tempfile
-    from pathlib import Path
-
-    from .trainer import save_adapter
-
     with tempfile.TemporaryDirectory(prefix="lm-calibrate-") as tmp:
         adapter = save_adapter(result, Path(tmp) / "adapter")
         name = f"calibrate-{Path(tmp).name}"

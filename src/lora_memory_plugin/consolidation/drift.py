@@ -35,7 +35,7 @@ CONTROL_TEXT = (
 
 def perplexity(model: Any, tokenizer: Any, text: str = CONTROL_TEXT) -> float:
     """Token-level perplexity of ``text`` under ``model`` (no grad, model's own device)."""
-    import torch
+    import torch  # noqa: PLC0415 (torch on first use)
 
     device = next(model.parameters()).device
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)

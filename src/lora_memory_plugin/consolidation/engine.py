@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._failpoints import failpoint
 from .._filelock import file_lock
-from ..errors import InvalidInputError
+from ..config import DISTILL, parse_mixture_names
+from ..errors import BackendError, InvalidInputError
+from ..generation.prompts import fit_context
 from ..registry import modules as registry
 from ..store.namespaces import encode_namespace
 from ..store.records import STATUS_BUFFERED, STATUS_CONSOLIDATED
@@ -50,7 +52,15 @@ from .capacity import (
     open_module_for,
     plan_modules,
 )
-from .gate import probe_exact_match  # the gate's QA check; capacity and bench call it from here
+from .clean import trainable_text
+from .gate import (
+    gate,
+    held_out_evaluator,
+    probe_exact_match,  # the gate's QA check; capacity and bench call it from here
+)
+from .synth import synthesize
+from .trainer import TrainConfig, save_adapter, train_lora
+from .writers import LangChainWriter, LocalWriter
 
 if TYPE_CHECKING:
     from ..ports import Services
@@ -108,8 +118,6 @@ class ConsolidationOptions:
         if self.drift_max is not None and self.drift_max <= 0:
             raise InvalidInputError(f"drift_max must be > 0, got {self.drift_max}")
         if self.mixture is not None:
-            from ..config import parse_mixture_names
-
             try:
                 parse_mixture_names(self.mixture)
             except ValueError as e:
@@ -171,7 +179,7 @@ def _run(
     stale = registry.remove_stale_temp(svc.path, namespace, older_than=0)  # we hold the lock
     if stale:
         notes.append(f"removed {stale} temp dir(s) of an interrupted run")
-    from .forget import drop_modules_missing_records
+    from .forget import drop_modules_missing_records  # noqa: PLC0415 (cycle: forget imports engine)
 
     stale_modules, reset = drop_modules_missing_records(svc, namespace)
     if stale_modules:
@@ -277,8 +285,6 @@ def _sync_routing(svc: Services, namespace: str, notes: list[str]) -> None:
     The index is derived from the registry: if this fails (or the process dies first), the next
     question or run re-syncs, so a failure here is a note, not a failed consolidation.
     """
-    from ..errors import BackendError
-
     try:
         stats = svc.routing.sync(namespace)
     except BackendError as e:
@@ -312,13 +318,9 @@ def _build_module(
     seed: int,
     progress: bool,
 ) -> _Outcome:
-    from ..config import DISTILL, parse_mixture_names
-    from .clean import trainable_text
-    from .distill import DistillResult, distill
-    from .drift import DriftGuard, measure_drift
-    from .gate import held_out_evaluator
-    from .synth import synthesize
-    from .trainer import TrainConfig, save_adapter, train_lora
+    # looked up at each call, not bound at import: tests patch distill.distill and drift.*
+    from .distill import DistillResult, distill  # noqa: PLC0415
+    from .drift import DriftGuard, measure_drift  # noqa: PLC0415
 
     out = _Outcome(plan)
     gen = svc.generator()
@@ -490,9 +492,6 @@ def _gate(  # noqa: PLR0917
     held_out_score: float | None,
 ) -> Any:
     """:func:`.gate.gate` with this namespace's rag retrieval."""
-    from ..generation.prompts import fit_context
-    from .gate import gate
-
     gcfg = svc.config.generation
 
     def search(question: str) -> list[Any]:  # what rag would read: same k, floor and budget
@@ -592,15 +591,11 @@ def _module_summary(o: _Outcome) -> dict[str, Any]:
 
 def _resolve_writer(svc: Services, writer: Any, mixture: str) -> Any:
     """``None``/'local'/'none'/a DataWriter/a LangChain chat model -> a DataWriter or None."""
-    from ..config import parse_mixture_names
-
     names = parse_mixture_names(mixture)
     if writer is None:
         writer = svc.config.consolidation.writer
     if writer == "none" or names == ("original",):
         return None
-    from .writers import LangChainWriter, LocalWriter
-
     if writer == "local":
         return LocalWriter(svc.generator())
     if hasattr(writer, "write") and hasattr(writer, "name"):

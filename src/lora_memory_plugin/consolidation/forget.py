@@ -42,8 +42,10 @@ from .._fsutil import fsync_dir
 from ..config import CONFIG_NAME
 from ..errors import InvalidInputError, InvalidTypeError, MissingRecordsError
 from ..registry import modules as registry
+from ..store.client import url_for_messages
 from ..store.namespaces import encode_namespace
 from ..types import ForgetReport
+from .engine import ConsolidationOptions, consolidation_lock, run_locked
 
 if TYPE_CHECKING:
     from ..ports import Services
@@ -73,8 +75,6 @@ def forget(
     options: dict[str, Any] | None = None,
 ) -> ForgetReport:
     """See :meth:`LoRAMemory.forget`. Runs under the namespace's consolidation lock."""
-    from .engine import ConsolidationOptions, consolidation_lock, run_locked
-
     if (ids is not None) + (where is not None) + bool(missing) != 1:
         raise InvalidInputError(
             "forget needs exactly one of ids=[...], where={...} or missing=True"
@@ -332,8 +332,6 @@ def buffer_location(svc: Services) -> str:
     """Where the store's buffer lives, for messages (a server URL without its credentials)."""
     if not svc.chroma_url:
         return f"embedded Chroma in {svc.path / 'chroma'}"
-    from ..store.client import url_for_messages
-
     return (
         f"Chroma server {url_for_messages(svc.chroma_url)}, "
         f"database {svc.config.buffer.chroma_database!r}"

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .._lru import LRUDict
+from ..generation.backend import greedy_rows
 from ..generation.prompts import build_messages
 from ..types import Hit
 from .data import Probe
@@ -237,9 +238,7 @@ def held_out_evaluator(
         return None
 
     def evaluate(model: Any, gen: Any) -> float:
-        import torch
-
-        from ..generation.backend import greedy_rows
+        import torch  # noqa: PLC0415 (torch on first use)
 
         rows = [
             list(

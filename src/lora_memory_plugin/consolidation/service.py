@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, LockHeldError, StoreIOError, UnknownNamespaceError
 from ..types import ConsolidationReport, ForgetReport
+from .capacity import calibrate
+from .engine import ConsolidationOptions
+from .forget import forget
 
 if TYPE_CHECKING:
     from ..ports import Services
     from .capacity import CalibrationReport
-    from .engine import ConsolidationOptions
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ class Consolidator:
         progress: bool = False,
         **options: Any,
     ) -> ForgetReport:
-        from .forget import forget
-
         self._require(namespace)
         try:
             return forget(
@@ -72,8 +72,6 @@ class Consolidator:
     def calibrate(
         self, ranks: Sequence[int] = (4, 16), *, progress: bool = False, **options: Any
     ) -> CalibrationReport:
-        from .capacity import calibrate
-
         try:
             return calibrate(self.svc, ranks, progress=progress, **options)
         except TypeError as e:
@@ -84,7 +82,8 @@ class Consolidator:
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
 
     def _one(self, ns: str, opts: ConsolidationOptions, progress: bool) -> ConsolidationReport:
-        from .engine import consolidate_namespace
+        # looked up at each call, not bound at import: tests patch engine.consolidate_namespace
+        from .engine import consolidate_namespace  # noqa: PLC0415
 
         try:
             return consolidate_namespace(self.svc, ns, opts, progress=progress)
@@ -109,8 +108,6 @@ class Consolidator:
 
 
 def _options(options: Mapping[str, Any]) -> ConsolidationOptions:
-    from .engine import ConsolidationOptions
-
     try:
         return ConsolidationOptions(**options)
     except TypeError as e:

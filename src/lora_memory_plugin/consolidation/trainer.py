@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidInputError
+from ..generation.backend import Generator
 from ..generation.prefix import common_prefix
 from .frozen import FrozenBottom
 
 if TYPE_CHECKING:
     import torch
-
-    from ..generation.backend import Generator
 
 logger = logging.getLogger(__name__)
 
@@ -525,8 +524,6 @@ def train_lora(
     Returns:
         The adapter, its training statistics and why training stopped.
     """
-    from ..generation.backend import Generator
-
     config = config or TrainConfig()
     if not examples:
         raise InvalidInputError("examples must not be empty: give at least one Example")

@@ -81,7 +81,8 @@ class LangChainWriter:
         max_concurrency: int | None = None,
     ) -> None:
         try:
-            from langchain_core.language_models import BaseChatModel
+            # langchain-core: an optional extra, imported when a writer is built
+            from langchain_core.language_models import BaseChatModel  # noqa: PLC0415
         except ImportError as e:
             raise MissingExtraError(
                 f"LangChainWriter needs langchain-core: {_LANGCHAIN_FIX}"
@@ -116,7 +117,7 @@ class LangChainWriter:
 
 def to_langchain_messages(messages: Messages) -> list[Any]:
     """Our ``{"role", "content"}`` dicts -> LangChain System/Human/AI messages."""
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage  # noqa: PLC0415
 
     kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
     out = []

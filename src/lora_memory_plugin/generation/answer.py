@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from .._lru import NAMESPACE_CACHE_SIZE, LRUDict
 from .._validate import MAX_QUERY_CHARS, check_k
-from ..errors import InvalidInputError, InvalidTypeError, UnknownNamespaceError
+from ..errors import (
+    BaseModelMismatchError,
+    InvalidInputError,
+    InvalidTypeError,
+    ModuleIntegrityError,
+    UnknownNamespaceError,
+)
+from ..registry import modules as registry
+from ..store.records import check_text
 from ..types import MODES, Answer, Hit, Recall
 from .prompts import build_messages, fit_context
 
@@ -85,8 +93,6 @@ def answer(
     k: int | None = None,
     max_new_tokens: int | None = None,
 ) -> Answer:
-    from ..store.records import check_text
-
     max_new = _check_args(svc, mode, max_new_tokens)
     question = check_text(question, what="question", limit=MAX_QUERY_CHARS)
     _check_namespace(svc, namespace)
@@ -112,8 +118,6 @@ def answer_many(
     batch_size: int = 16,
 ) -> list[Answer]:
     """Answers to many questions (each in its own namespace), generated in mixed batches."""
-    from ..store.records import check_text
-
     max_new = _check_args(svc, mode, max_new_tokens)
     if isinstance(questions, str) or not isinstance(questions, Sequence):
         raise InvalidTypeError("questions must be a list of str")
@@ -152,8 +156,6 @@ def recall(
     svc: Services, namespace: str, query: str, *, max_new_tokens: int | None = None
 ) -> Recall:
     """What the namespace's modules recall for ``query``, with no buffer text in the prompt."""
-    from ..store.records import check_text
-
     max_new = _check_args(svc, "lora", max_new_tokens)
     query = check_text(query, what="query", limit=MAX_QUERY_CHARS)
     _check_namespace(svc, namespace)
@@ -268,7 +270,7 @@ def route_question(svc: Services, namespace: str, question: str, gen: Any = None
 
     With ``gen``, modules trained on other base weights than its own are left out (see
     :func:`foreign_modules`), as if they were missing."""
-    from ..routing import route
+    from ..routing import route  # noqa: PLC0415 (chromadb on first use)
 
     live = live_modules(svc, namespace)
     svc.routing.sync(namespace, list(live.values()))
@@ -294,8 +296,6 @@ _LIVE: LRUDict[tuple[str, str], tuple[int, dict[str, Any]]] = LRUDict()
 def live_modules(svc: Services, namespace: str) -> dict[str, Any]:
     """Committed manifests by id; re-read only when the namespace's module dir changed (a
     commit or a removal renames an entry there, which updates the directory's mtime)."""
-    from ..registry import modules as registry
-
     root = registry.modules_root(svc.path, namespace)
     try:
         stamp = root.stat().st_mtime_ns
@@ -316,8 +316,6 @@ def foreign_modules(svc: Services, namespace: str, gen: Any) -> dict[str, Any]:
     Not damage: another process on their base model uses them. They are skipped here (never
     routed to, quarantined or retrained), with a warning once per module naming both models.
     """
-    from ..registry import modules as registry
-
     live = live_modules(svc, namespace)
     if not live:
         return {}
@@ -488,9 +486,6 @@ def _adapter_for(
 
     A module of other base weights is skipped (kept as it is); one failing its check is
     quarantined."""
-    from ..errors import BaseModelMismatchError, ModuleIntegrityError
-    from ..registry import modules as registry
-
     if not decision.chosen:
         if decision.reason == "no consolidated modules":
             foreign = foreign_modules(svc, namespace, gen)

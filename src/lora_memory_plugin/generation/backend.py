@@ -8,6 +8,7 @@ a memory answers with facts, not samples.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -19,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._device import quiet_loading, resolve_device, resolve_dtype
 from ..errors import InvalidInputError, ModelError, ModelNotAvailableError
+from ..models.pull import (
+    default_base_model_dir,
+    fingerprint_model_dir,
+    is_default_base_model_ready,
+)
+from . import multilora, prefix
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +64,6 @@ class TextDone:
 def resolve_base_model(base_model: str) -> str:
     """'default' -> the pulled SmolLM2 dir; a local path or a Hugging Face id is returned as is."""
     if base_model == "default":
-        from ..models.pull import default_base_model_dir, is_default_base_model_ready
-
         if not is_default_base_model_ready():
             raise ModelNotAvailableError(
                 "the default base model (SmolLM2-135M-Instruct) is not pulled yet: run "
@@ -85,8 +91,6 @@ class Generator:
     """
 
     def __init__(self, base_model: str = "default", device: str = "auto", dtype: str = "auto"):
-        from .._device import quiet_loading, resolve_device, resolve_dtype
-
         self.name = base_model
         self.path = resolve_base_model(base_model)
         self.device = resolve_device(device)
@@ -130,14 +134,10 @@ class Generator:
         """The base weights' identity, as module manifests record it: the marker's sha256 for
         pulled models, else a hash of the weights (computed once per generator)."""
         if self._fingerprint is None:
-            from ..models.pull import fingerprint_model_dir
-
             path = Path(self.path)
             if path.is_dir():
                 self._fingerprint = fingerprint_model_dir(path)
             else:
-                import hashlib
-
                 self._fingerprint = hashlib.sha256(f"hub:{self.path}".encode()).hexdigest()
         return self._fingerprint
 
@@ -315,8 +315,6 @@ class Generator:
     mixed_batch: str = "stacked"
 
     def _mixed_batch(self, names: list[str]) -> Any:
-        from . import multilora
-
         layers = multilora.lora_layers(self.model)
         if self.mixed_batch == "stacked" and multilora.stackable(layers, names):
             return multilora.stacked_lora(self.model, layers, names)
@@ -405,8 +403,6 @@ def greedy_rows(
     through their own modules): a mixed batch; rows share prefixes only within a module."""
     import torch
 
-    from . import prefix
-
     def rows_through(names: list[str]) -> contextlib.AbstractContextManager[Any]:
         return mixed(names) if mixed is not None else contextlib.nullcontext()
 
@@ -482,8 +478,6 @@ def _peft_mixed_batch(layers: list[Any], names: list[str]) -> Iterator[None]:
 
 
 def _quiet() -> Any:
-    from .._device import quiet_loading
-
     return quiet_loading()
 
 

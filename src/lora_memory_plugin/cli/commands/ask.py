@@ -11,6 +11,7 @@ from typing import Any
 
 from ..._validate import MAX_QUERY_CHARS
 from ...errors import InvalidInputError, LoraMemoryError
+from ...store.records import check_text
 from ...types import MODES
 from .._common import EXIT_OK, Parents, Subparsers, emit, open_store, read_lines
 
@@ -86,8 +87,6 @@ def cmd_ask_many(args: argparse.Namespace) -> int:
     """FILE's questions (one a line) answered in chunks of ask_many calls: mixed multi-adapter
     batches. The file is checked whole first (a bad line answers nothing), then read again a
     chunk at a time; ``--json`` prints one object whose ``answers`` array is streamed."""
-    from ...store.records import check_text
-
     path = args.questions
 
     def questions() -> Iterator[tuple[int, str]]:

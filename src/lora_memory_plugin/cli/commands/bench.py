@@ -45,7 +45,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ...bench import BenchOptions, run_bench  # heavy (torch, matplotlib): only when run
+    # heavy (torch, matplotlib): only when run
+    from ...bench import BenchOptions, run_bench  # noqa: PLC0415
 
     overrides = parse_set(args.set)
     options = BenchOptions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...config import CONFIG_NAME
 from ...errors import InvalidInputError
 from .._common import EXIT_OK, Parents, Subparsers, emit, store_dir
 
@@ -28,8 +29,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ...config import CONFIG_NAME
-    from ...memory import LoRAMemory  # heavy (torch, chromadb): only when the command runs
+    # heavy (torch, chromadb): only when the command runs
+    from ...memory import LoRAMemory  # noqa: PLC0415
 
     existed = (Path(store_dir(args)) / CONFIG_NAME).exists()
     if existed and (args.base_model or args.chroma_url):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ...models.pull import pull_default_models
 from .._common import EXIT_OK, Parents, Subparsers, emit
 
 
@@ -21,8 +22,6 @@ def register(sub: Subparsers, parents: Parents) -> None:
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    from ...models.pull import pull_default_models  # heavy: only when the command runs
-
     quiet = args.json
     report = pull_default_models(
         force=args.force, progress=None if quiet else lambda s: print(s, file=sys.stderr)
