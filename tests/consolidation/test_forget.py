@@ -21,12 +21,12 @@ from lora_memory_plugin import (
 )
 from lora_memory_plugin.cli.main import main
 from lora_memory_plugin.config import CONFIG_NAME
-from lora_memory_plugin.consolidation.engine import consolidation_lock
 from lora_memory_plugin.consolidation.forget import (
     MASS_LOSS_MIN_RECORDS,
     MASS_LOSS_SHARE,
     drop_modules_missing_records,
 )
+from lora_memory_plugin.consolidation.lock import consolidation_lock
 from lora_memory_plugin.registry import modules as registry
 
 FACTS = [

@@ -31,6 +31,7 @@ from ..errors import InvalidInputError
 from ..registry.modules import ModuleManifest
 from ..types import Record
 from .data import Probe
+from .gate import probe_exact_match
 from .trainer import Example, TrainConfig, save_adapter, train_lora
 
 if TYPE_CHECKING:
@@ -290,7 +291,6 @@ def capacity_point(
 ) -> CalibrationPoint:
     """Train ``facts`` PhoneBook facts (seed ``seed + facts``) into one rank-``rank`` LoRA, then
     measure exact recall by greedy generation on every fact: one point of a capacity curve."""
-    from .engine import probe_exact_match  # noqa: PLC0415 (cycle: engine imports capacity)
 
     pb = phonebook(facts, seed=seed + facts)
     examples = [Example.qa(f.question, f.answer, system=system or None) for f in pb]

@@ -14,6 +14,7 @@ Generated strategies (atomic facts from turns, synthetic QA, summaries, rewrites
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,11 +94,33 @@ def superseded(records: Sequence[Record]) -> set[str]:
     return out
 
 
+# a question or answer mark as writers and FAQ chunks write them: "Q:", "Answer 2:", ...
+QA_MARK = re.compile(r"(?:^|(?<=\s))(Q|Question|A|Answer)\s*(?:\d+\s*)?:\s*", re.I | re.M)
+
+
+def parse_qa_pairs(output: str) -> list[tuple[str, str]]:
+    """``Q: ... / A: ...`` (also ``Question:``/``Answer:``, numbered, one line or two) -> pairs.
+
+    Each answer is cut at its line end; a question without an answer is skipped."""
+    marks = list(QA_MARK.finditer(output))
+    pairs: list[tuple[str, str]] = []
+    question: str | None = None
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(output)
+        body = output[m.end() : end].strip()
+        if m.group(1).lower().startswith("q"):
+            question = " ".join(body.split()) or None
+        elif question is not None:
+            answer = body.splitlines()[0].strip() if body else ""
+            if answer and (question, answer) not in pairs:
+                pairs.append((question, answer))
+            question = None
+    return pairs
+
+
 def qa_pairs(text: str) -> list[tuple[str, str]] | None:
     """A QA-shaped record's pairs (one ``Question: .. Answer: ..``, or an FAQ chunk of several);
     None when the text is not QA-shaped."""
-    from .synth import parse_qa_pairs  # noqa: PLC0415 (cycle: synth imports data)
-
     qa = parse_qa(text)
     if qa is not None:
         return [qa]

@@ -35,14 +35,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._failpoints import failpoint
-from .._filelock import file_lock
 from ..config import DISTILL, parse_mixture_names
 from ..errors import BackendError, InvalidInputError
 from ..generation.prompts import fit_context
 from ..registry import modules as registry
-from ..store.namespaces import encode_namespace
 from ..store.records import STATUS_BUFFERED, STATUS_CONSOLIDATED
 from ..types import ConsolidationReport, ConsolidationStatus, Record
+
+# stages as modules, their functions looked up at each call (tests patch distill.distill, drift.*)
+from . import distill as distill_stage
+from . import drift as drift_check
 from .capacity import (
     BUILTIN_CAPACITY,
     BUILTIN_RANK,
@@ -53,11 +55,14 @@ from .capacity import (
     plan_modules,
 )
 from .clean import trainable_text
+from .distill import DistillResult
+from .forget import drop_modules_missing_records
 from .gate import (
     gate,
     held_out_evaluator,
-    probe_exact_match,  # the gate's QA check; capacity and bench call it from here
+    probe_exact_match,  # the gate's QA check; the bench calls it from here
 )
+from .lock import consolidation_lock
 from .synth import synthesize
 from .trainer import TrainConfig, save_adapter, train_lora
 from .writers import LangChainWriter, LocalWriter
@@ -144,13 +149,6 @@ def consolidate_namespace(
         return _run(svc, namespace, options, progress)
 
 
-def consolidation_lock(svc: Services, namespace: str) -> Any:
-    """The namespace's consolidation lock (non-blocking: LockHeldError when another process
-    consolidates or forgets in it)."""
-    lock = svc.path / "locks" / f"consolidate-{encode_namespace(namespace)}.lock"
-    return file_lock(lock, blocking=False, what=f"consolidation of {namespace!r}")
-
-
 def run_locked(
     svc: Services, namespace: str, options: ConsolidationOptions, *, progress: bool = False
 ) -> ConsolidationReport:
@@ -179,8 +177,6 @@ def _run(
     stale = registry.remove_stale_temp(svc.path, namespace, older_than=0)  # we hold the lock
     if stale:
         notes.append(f"removed {stale} temp dir(s) of an interrupted run")
-    from .forget import drop_modules_missing_records  # noqa: PLC0415 (cycle: forget imports engine)
-
     stale_modules, reset = drop_modules_missing_records(svc, namespace)
     if stale_modules:
         notes.append(
@@ -318,17 +314,13 @@ def _build_module(
     seed: int,
     progress: bool,
 ) -> _Outcome:
-    # looked up at each call, not bound at import: tests patch distill.distill and drift.*
-    from .distill import DistillResult, distill  # noqa: PLC0415
-    from .drift import DriftGuard, measure_drift  # noqa: PLC0415
-
     out = _Outcome(plan)
     gen = svc.generator()
     system = svc.config.generation.system_prompt
     names = parse_mixture_names(s.mixture)
     data: Any
     if DISTILL in names:
-        data = distill(
+        data = distill_stage.distill(
             plan.records,
             gen,
             writer,
@@ -351,7 +343,7 @@ def _build_module(
     lr = s.lr
     result = None
     # one guard for both attempts: the base model it measures once is the same for the retry
-    guard = DriftGuard(gen.tokenizer, s.drift_max) if distilled else None
+    guard = drift_check.DriftGuard(gen.tokenizer, s.drift_max) if distilled else None
     for attempt in range(2):
         remaining = None if s.deadline is None else max(1.0, s.deadline - time.perf_counter())
         config = TrainConfig(
@@ -379,7 +371,7 @@ def _build_module(
                 else "no weights were evaluated before it"
             )
             out.notes.append(f"training stopped at step {result.steps}: {result.guarded}; {kept}")
-        drift = measure_drift(result.model, gen.tokenizer)
+        drift = drift_check.measure_drift(result.model, gen.tokenizer)
         out.drift = drift["drift"]
         if out.drift <= s.drift_max:
             break

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,8 +44,8 @@ from ..errors import InvalidInputError, InvalidTypeError, MissingRecordsError
 from ..registry import modules as registry
 from ..store.client import url_for_messages
 from ..store.namespaces import encode_namespace
-from ..types import ForgetReport
-from .engine import ConsolidationOptions, consolidation_lock, run_locked
+from ..types import ConsolidationReport, ForgetReport
+from .lock import consolidation_lock
 
 if TYPE_CHECKING:
     from ..ports import Services
@@ -69,12 +69,11 @@ def forget(
     ids: Sequence[str] | None,
     where: dict[str, Any] | None,
     *,
-    rebuild: bool,
+    rebuild: Callable[[], ConsolidationReport] | None,
     missing: bool = False,
-    progress: bool = False,
-    options: dict[str, Any] | None = None,
 ) -> ForgetReport:
-    """See :meth:`LoRAMemory.forget`. Runs under the namespace's consolidation lock."""
+    """See :meth:`LoRAMemory.forget`. Runs under the namespace's consolidation lock, and so
+    does ``rebuild`` (a consolidation run of the namespace; None: no rebuild) when it runs."""
     if (ids is not None) + (where is not None) + bool(missing) != 1:
         raise InvalidInputError(
             "forget needs exactly one of ids=[...], where={...} or missing=True"
@@ -83,10 +82,6 @@ def forget(
         raise InvalidTypeError("ids must be a list of str record ids")
     if where is not None and (not isinstance(where, dict) or not where):
         raise InvalidInputError("where must be a non-empty Chroma metadata filter (dict)")
-    try:
-        opts = ConsolidationOptions(**(options or {}))
-    except TypeError as e:
-        raise InvalidInputError(f"unknown consolidation option: {e}") from e
     t0 = time.perf_counter()
     notes: list[str] = []
     with consolidation_lock(svc, namespace):
@@ -116,8 +111,8 @@ def forget(
         report = None
         changed = repair.removed or repair.quarantined
         ok = repair.refused is None  # else a rebuild would refuse too: its note says what to do
-        if ok and rebuild and (changed or svc.buffer.count(namespace, {"status": STATUS_BUFFERED})):
-            report = run_locked(svc, namespace, opts, progress=progress)
+        if ok and rebuild is not None and (changed or _buffered(svc, namespace)):
+            report = rebuild()
         elif ok and changed:
             notes.append(
                 f"{repair.reset} record(s) of the removed module(s) are buffered again: the next "
@@ -133,6 +128,10 @@ def forget(
         seconds=time.perf_counter() - t0,
         notes=tuple(notes),
     )
+
+
+def _buffered(svc: Services, namespace: str) -> int:
+    return svc.buffer.count(namespace, {"status": STATUS_BUFFERED})
 
 
 @dataclass

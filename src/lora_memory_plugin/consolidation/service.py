@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, LockHeldError, StoreIOError, UnknownNamespaceError
 from ..types import ConsolidationReport, ForgetReport
+from . import engine
 from .capacity import calibrate
 from .engine import ConsolidationOptions
 from .forget import forget
@@ -55,16 +56,14 @@ class Consolidator:
         **options: Any,
     ) -> ForgetReport:
         self._require(namespace)
+        opts = _options(options)
+
+        def again() -> ConsolidationReport:  # under the lock forget holds
+            return engine.run_locked(self.svc, namespace, opts, progress=progress)
+
         try:
             return forget(
-                self.svc,
-                namespace,
-                ids,
-                where,
-                missing=missing,
-                rebuild=rebuild,
-                progress=progress,
-                options=options,
+                self.svc, namespace, ids, where, missing=missing, rebuild=again if rebuild else None
             )
         except OSError as e:
             raise io_error("forget", namespace, e) from e
@@ -82,11 +81,8 @@ class Consolidator:
             raise UnknownNamespaceError(f"namespace {namespace!r} has no records in this store")
 
     def _one(self, ns: str, opts: ConsolidationOptions, progress: bool) -> ConsolidationReport:
-        # looked up at each call, not bound at import: tests patch engine.consolidate_namespace
-        from .engine import consolidate_namespace  # noqa: PLC0415
-
         try:
-            return consolidate_namespace(self.svc, ns, opts, progress=progress)
+            return engine.consolidate_namespace(self.svc, ns, opts, progress=progress)
         except OSError as e:
             raise io_error("consolidation", ns, e) from e
 

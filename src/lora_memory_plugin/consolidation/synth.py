@@ -31,7 +31,7 @@ from ..config import STRATEGIES, parse_mixture_names
 from ..errors import InvalidInputError, ModelError
 from ..types import Record
 from .clean import not_knowledge, strip_injected, trainable_text
-from .data import Probe, build_examples, qa_pairs, superseded
+from .data import QA_MARK, Probe, build_examples, parse_qa_pairs, qa_pairs, superseded
 from .trainer import Example
 from .writers import DataWriter, Messages
 
@@ -191,7 +191,6 @@ def _stems(words: Iterable[str]) -> set[str]:
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 # ``\s*(?:\d+\s*)?:`` not ``\s*\d*\s*:``: two adjacent \s* split a whitespace run n ways
-_QA_MARK = re.compile(r"(?:^|(?<=\s))(Q|Question|A|Answer)\s*(?:\d+\s*)?:\s*", re.I | re.M)
 _LABEL = re.compile(r"^\s*(?:summary|rewrite|rewritten text|facts?)\s*:\s*", re.I)
 _RAMBLE = re.compile(r"^\s*(?:text|user said|user|fact|example)\s*:", re.I)
 
@@ -206,26 +205,6 @@ def parse_lines(output: str, limit: int = MAX_FACTS_PER_TURN) -> list[str]:
         if len(line.split()) >= 3 and not line.endswith(":") and line not in out:
             out.append(line)
     return out[:limit]
-
-
-def parse_qa_pairs(output: str) -> list[tuple[str, str]]:
-    """``Q: ... / A: ...`` (also ``Question:``/``Answer:``, numbered, one line or two) -> pairs.
-
-    Each answer is cut at its line end; a question without an answer is skipped."""
-    marks = list(_QA_MARK.finditer(output))
-    pairs: list[tuple[str, str]] = []
-    question: str | None = None
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(output)
-        body = output[m.end() : end].strip()
-        if m.group(1).lower().startswith("q"):
-            question = " ".join(body.split()) or None
-        elif question is not None:
-            answer = body.splitlines()[0].strip() if body else ""
-            if answer and (question, answer) not in pairs:
-                pairs.append((question, answer))
-            question = None
-    return pairs
 
 
 _TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Prof", "Jr", "Sr", "No", "vs")
@@ -254,7 +233,7 @@ def parse_passage(output: str) -> str:
     """A summary/rewrite: leading label dropped, cut where the model starts a new example."""
     lines: list[str] = []
     for raw in output.splitlines():
-        if _RAMBLE.match(raw) or _QA_MARK.match(raw):
+        if _RAMBLE.match(raw) or QA_MARK.match(raw):
             break
         lines.append(_LABEL.sub("", raw))
     return " ".join(" ".join(lines).split())
