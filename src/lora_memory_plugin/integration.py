@@ -89,7 +89,7 @@ def resolve_memory(memory: MemoryArg, path: PathArg, *, owner: str = "") -> LoRA
         InvalidInputError: both or neither were given.
         InvalidTypeError: ``memory`` is not a ``LoRAMemory``.
     """
-    from .memory import LoRAMemory
+    from .memory import LoRAMemory  # noqa: PLC0415 (keeps this module import light)
 
     return LoRAMemory.resolve(memory, path, owner=owner)
 

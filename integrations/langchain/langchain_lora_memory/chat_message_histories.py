@@ -11,6 +11,7 @@ from langchain_core._api import deprecated
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from lora_memory_plugin import UnknownNamespaceError
 from lora_memory_plugin.integration import MemoryBacked
 
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ class LoRAMemoryChatMessageHistory(MemoryBacked, BaseChatMessageHistory):
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The session's turns, oldest first."""
-        from lora_memory_plugin import UnknownNamespaceError
-
         try:
             records = self.memory.get(self.namespace, kind="turn", session_id=self.session_id)
         except UnknownNamespaceError:
@@ -103,8 +102,6 @@ class LoRAMemoryChatMessageHistory(MemoryBacked, BaseChatMessageHistory):
         Knowledge a module already consolidated from them stays in that module until the core's
         ``forget`` rebuilds it.
         """
-        from lora_memory_plugin import UnknownNamespaceError
-
         try:
             ids = [r.id for r in self.memory.get(self.namespace, session_id=self.session_id)]
         except UnknownNamespaceError:

@@ -14,6 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from lora_memory_plugin import UnknownNamespaceError
 from lora_memory_plugin.integration import MemoryArg, MemoryBacked, PathArg
 
 from ._common import arecall, recall
@@ -121,8 +122,6 @@ class LoRAMemoryRetriever(MemoryBacked, BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        from lora_memory_plugin import UnknownNamespaceError
-
         k, mode, filters = self._options(dict(kwargs))
         try:
             rec = recall(self._memory, self.namespace, query) if mode != "buffer" else None
@@ -138,8 +137,6 @@ class LoRAMemoryRetriever(MemoryBacked, BaseRetriever):
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        from lora_memory_plugin import UnknownNamespaceError
-
         k, mode, filters = self._options(dict(kwargs))
 
         async def none() -> None:

@@ -46,7 +46,9 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
+from langgraph.store.memory import _compare_values
 
+from lora_memory_plugin import UnknownNamespaceError
 from lora_memory_plugin.integration import MemoryBacked
 
 if TYPE_CHECKING:
@@ -173,8 +175,6 @@ class LoRAMemoryStore(MemoryBacked, BaseStore):
 
     # ---- reads -------------------------------------------------------------------------
     def _records(self, mns: str, where: dict[str, Any]) -> list[Record]:
-        from lora_memory_plugin import UnknownNamespaceError
-
         try:
             records: list[Record] = self.memory.get(mns, where=where)
         except UnknownNamespaceError:
@@ -385,8 +385,6 @@ def _matches(record: Record, flt: dict[str, Any] | None) -> bool:
     """``SearchOp.filter`` on the item value, with LangGraph's own comparison rules."""
     if not flt:
         return True
-    from langgraph.store.memory import _compare_values
-
     value = _value(record)
     return all(_compare_values(value.get(k), v) for k, v in flt.items())
 

@@ -74,10 +74,10 @@ def run_bench(suites: Sequence[str] | None, options: BenchOptions) -> dict[str, 
 
 def _plot(suite: ModuleType, res: dict[str, Any], path: Path) -> None:
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 (optional `bench` extra, heavy)
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415 (after use("Agg"))
     except ImportError:  # the `bench` extra is not installed: JSON and Markdown only
         return
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -11,10 +11,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..memory import LoRAMemory
+from ..consolidation.data import parse_qa
+from ..datasets.phonebook import phonebook
+from ..memory import LoRAMemory
 
 
 @dataclass
@@ -66,8 +67,6 @@ class Context:
 
     def store(self, name: str) -> LoRAMemory:
         """A fresh store for one suite (deleted when the run ends)."""
-        from ..memory import LoRAMemory
-
         kwargs: dict[str, Any] = {}
         if self.options.base_model:
             kwargs["base_model"] = self.options.base_model
@@ -119,9 +118,6 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def load_phonebook(ctx: Context, n: int) -> list[tuple[str, str]]:
     """``n`` (question, number) pairs: the paper's PhoneBook rows when ``--data`` has a slice
     with enough of them (the smallest such slice, first rows), else generated ones."""
-    from ..consolidation.data import parse_qa
-    from ..datasets.phonebook import phonebook
-
     data = ctx.options.data
     if data is not None:
         for name in ("1K", "2K", "4K", "8K", "10K", "20K"):

@@ -60,7 +60,7 @@ def base_environment(packages: Sequence[str]) -> dict[str, Any]:
 
 def device_name(device: str = "auto") -> str:
     """The accelerator the benchmarks ran on, in words ("cpu" when none)."""
-    import torch
+    import torch  # noqa: PLC0415 (heavy; only when a bench runs)
 
     if device in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"

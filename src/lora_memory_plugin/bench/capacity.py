@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..consolidation.capacity import capacity_point
 from ._common import Context, fmt_pct, md_table
 
 NAME = "capacity"
@@ -19,8 +20,6 @@ FULL_EPOCHS = 40  # epochs a point may train at full size; quick runs train fewe
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from ..consolidation.capacity import capacity_point
-
     ranks = ctx.size("ranks", (2, 16), (2, 4, 8, 16, 32, 64))
     sizes = ctx.size("facts", (3, 6), (24, 48, 96, 192, 384, 768, 1536))
     epochs = ctx.size("max_epochs", 10, FULL_EPOCHS)

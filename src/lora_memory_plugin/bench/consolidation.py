@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..consolidation.capacity import generated_recall
+from ..consolidation.data import Probe
+from ..consolidation.engine import probe_exact_match
+from ..consolidation.trainer import Example, TrainConfig, train_lora
 from ._common import Context, fmt_pct, load_phonebook, md_table
 
 NAME = "consolidation"
 
 
 def _train(ctx: Context, mem: Any, facts: list[Any], config: Any) -> dict[str, Any]:
-    from ..consolidation.capacity import generated_recall
-    from ..consolidation.data import Probe
-    from ..consolidation.engine import probe_exact_match
-    from ..consolidation.trainer import Example, train_lora
-
     system = mem.config.generation.system_prompt
     examples = [Example.qa(q, a, system=system) for q, a in facts]
     gen = mem.generator()
@@ -42,8 +41,6 @@ def time_to(history: list[list[float]], target: float) -> float | None:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from ..consolidation.trainer import TrainConfig
-
     n = int(ctx.size("facts", 2, 48))
     budget = float(ctx.size("recipe_budget", 1.0, 5.0))
     target = 0.99

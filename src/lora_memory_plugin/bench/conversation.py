@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..datasets.locomo import load_locomo, token_f1
+from ..datasets.personas import lisbon_story, personas
 from ._common import Context, md_table
 
 NAME = "conversation"
@@ -43,9 +45,6 @@ DEFAULT_LOCOMO = Path("../shared/datasets/locomo")
 
 def _datasets(ctx: Context) -> dict[str, list[dict[str, Any]]]:
     """name -> items: {"ns", "turns": [turn dicts], "questions": [(q, answer, kind, stale)]}."""
-    from ..datasets.locomo import load_locomo
-    from ..datasets.personas import lisbon_story, personas
-
     n = int(ctx.size("personas", 2, 8))
     people = [lisbon_story(), *personas(max(0, n - 1), seed=ctx.options.seed)]
     out: dict[str, list[dict[str, Any]]] = {
@@ -77,8 +76,6 @@ def _datasets(ctx: Context) -> dict[str, list[dict[str, Any]]]:
 
 def _score(dataset: str, reply: str, answer: str, stale: str) -> float:
     if dataset == "locomo":
-        from ..datasets.locomo import token_f1
-
         return token_f1(reply, answer)
     low = reply.lower()
     if stale and stale.lower() in low:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..datasets.profiles import profiles
 from ._common import Context, fmt_pct, hit, md_table, median, pct, rate
 
 NAME = "modes"
@@ -20,8 +21,6 @@ MODES = ("lora", "hybrid", "rag", "icl", "base")
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from ..datasets.profiles import profiles
-
     n = int(ctx.size("people", 2, 32))
     per = int(ctx.size("facts_per", 2, 3))
     latency_qs = int(ctx.size("latency_questions", 2, 20))

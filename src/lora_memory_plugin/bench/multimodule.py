@@ -12,6 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..consolidation.data import parse_qa
+from ..generation.prompts import build_messages
+from ..registry import modules as registry
 from ._common import Context, fmt_pct, hit, load_phonebook, md_table, rate
 
 NAME = "multimodule"
@@ -29,8 +32,6 @@ def _consolidate(
 
 
 def _owners(mem: Any, questions: list[str]) -> list[str]:
-    from ..consolidation.data import parse_qa
-
     by_q = {}
     for r in mem.get(NS):
         qa = parse_qa(r.text)
@@ -40,9 +41,6 @@ def _owners(mem: Any, questions: list[str]) -> list[str]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from ..generation.prompts import build_messages
-    from ..registry import modules as registry
-
     n = int(ctx.size("facts", 2, 384))
     modules = int(ctx.size("modules", 2, 8))
     rank = int(ctx.size("rank", 4, 4))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..datasets.updates import knowledge_updates
 from ._common import Context, fmt_pct, hit, md_table, rate
 
 NAME = "updates"
@@ -37,8 +38,6 @@ def _ask(ctx: Context, mem: Any, items: list[Any], tokens: int) -> dict[str, Any
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from ..datasets.updates import knowledge_updates
-
     n = int(ctx.size("entities", 2, 48))
     tokens = int(ctx.size("new_tokens", 16, 16))
     items = knowledge_updates(n, versions=2, seed=ctx.options.seed)

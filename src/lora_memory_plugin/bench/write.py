@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..datasets.conversations import conversation_facts
+from ..datasets.phonebook import phonebook
 from ._common import Context, md_table, median
 
 NAME = "write"
@@ -18,17 +20,14 @@ NS = "write"
 
 
 def _texts(n: int, seed: int) -> list[str]:
-    from ..datasets.conversations import conversation_facts
-    from ..datasets.phonebook import phonebook
-
     facts = [f.turn for f in conversation_facts(min(n, 200), seed=seed)]
     facts += [f.text for f in phonebook(max(0, n - len(facts)), seed=seed + 1)]
     return facts[:n]
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    import chromadb
-    from chromadb.config import Settings
+    import chromadb  # noqa: PLC0415 (heavy; loaded when the suite runs)
+    from chromadb.config import Settings  # noqa: PLC0415 (as chromadb)
 
     singles = int(ctx.size("single_calls", 40, 300))
     batched = int(ctx.size("batched_turns", 512, 4096))

@@ -46,7 +46,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from lora_memory_plugin import Answer, InvalidInputError, LoRAMemory
+from lora_memory_plugin import MAX_QUERY_CHARS, Answer, InvalidInputError, LoRAMemory
 from lora_memory_plugin.integration import (
     MemoryArg,
     MemoryBacked,
@@ -116,8 +116,6 @@ class LoRAMemoryLLM(MemoryBacked, CustomLLM):
     def metadata(self) -> LLMMetadata:
         window = int(self._memory.generator().context_window)  # loads the model once
         if self.namespace is not None and self.mode in ASK_MODES:
-            from lora_memory_plugin import MAX_QUERY_CHARS
-
             window = min(window, MAX_QUERY_CHARS // _CHARS_PER_TOKEN)
         return LLMMetadata(
             context_window=window,

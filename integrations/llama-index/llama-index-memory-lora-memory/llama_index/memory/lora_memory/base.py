@@ -19,7 +19,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory import BaseMemoryBlock
 from llama_index.core.utils import get_tokenizer
 
-from lora_memory_plugin import Hit, LoRAMemory, Recall, UnknownNamespaceError
+from lora_memory_plugin import MAX_QUERY_CHARS, Hit, LoRAMemory, Recall, UnknownNamespaceError
 from lora_memory_plugin.integration import (
     MemoryArg,
     MemoryBacked,
@@ -142,8 +142,6 @@ class LoRAMemoryBlock(MemoryBacked, BaseMemoryBlock[str]):
     ) -> str:
         if not messages:
             return ""
-        from lora_memory_plugin import MAX_QUERY_CHARS
-
         window = messages[-self.retrieval_context_window :]
         query = "\n".join(t for t in (message_text(m).strip() for m in window) if t)
         if not query:
