@@ -221,25 +221,17 @@ def test_drift_is_judged_during_training_and_the_weights_within_the_limit_are_ke
     """The engine hands the trainer a drift guard at ``drift_max``: the guard's refusal stops
     training, the report says so, and the weights returned are measured again by the gate."""
     from lora_memory_plugin.consolidation import distill, drift
-    from lora_memory_plugin.consolidation.data import Probe
-    from lora_memory_plugin.consolidation.distill import DistillResult
-    from lora_memory_plugin.consolidation.trainer import Example
 
     limits = []
 
     class Refusing:
         def __init__(self, tokenizer, limit):
             limits.append(limit)
+            self.readings = []
 
         def __call__(self, model):
+            self.readings.append(0.4)
             return "drift +40.0% > 25%"
-
-    def with_held_out(records, gen, writer, system, **kw):
-        """The QA records' own pairs, and one held-out phrasing: evaluations run in training."""
-        examples = [Example.qa(f"What is the code of box {i}?", str(1000 + 37 * i), system=system)
-                    for i in range(len(records))]  # fmt: skip
-        probe = Probe("Which code opens box 0?", "1000", records[0].id, kind="held_out")
-        return DistillResult(examples, [probe], stats={"held_out_probes": 1})
 
     monkeypatch.setattr(drift, "DriftGuard", Refusing)
     monkeypatch.setattr(distill, "distill", with_held_out)
@@ -249,7 +241,47 @@ def test_drift_is_judged_during_training_and_the_weights_within_the_limit_are_ke
     assert limits == [0.25]
     [note] = [n for n in report.notes if n.startswith("training stopped at step")]
     assert note.endswith("drift +40.0% > 25%; no weights were evaluated before it"), note
-    assert report.drift == 0.1  # the gate's own measurement of the weights returned
+    assert report.drift == 0.1  # measured again: no evaluation judged the weights returned
+
+
+def with_held_out(records, gen, writer, system, **kw):
+    """The QA records' own pairs, and one held-out phrasing: evaluations run in training."""
+    from lora_memory_plugin.consolidation.data import Probe
+    from lora_memory_plugin.consolidation.distill import DistillResult
+    from lora_memory_plugin.consolidation.trainer import Example
+
+    examples = [Example.qa(f"What is the code of box {i}?", str(1000 + 37 * i), system=system)
+                for i in range(len(records))]  # fmt: skip
+    probe = Probe("Which code opens box 0?", "1000", records[0].id, kind="held_out")
+    return DistillResult(examples, [probe], stats={"held_out_probes": 1})
+
+
+def test_the_drift_of_evaluated_weights_is_the_guards_reading_not_a_second_measure(
+    store, monkeypatch
+):
+    """Weights that a held-out evaluation judged were measured by the guard right before it:
+    that reading is the module's drift, and the control text is not read again."""
+    from lora_memory_plugin.consolidation import distill, drift
+
+    guards = []
+
+    class Passing:
+        def __init__(self, tokenizer, limit):
+            self.readings = []
+            guards.append(self)
+
+        def __call__(self, model):
+            self.readings.append(0.01 * (len(self.readings) + 1))
+            return None
+
+    monkeypatch.setattr(drift, "DriftGuard", Passing)
+    monkeypatch.setattr(distill, "distill", with_held_out)
+    measured = scripted_drift(monkeypatch, [0.2, 0.2])
+    add_codes(store, 3)
+    [report] = store.consolidate("ns", **{**FAST, "drift_max": 0.25})
+    [guard] = guards
+    assert measured == [], report.notes
+    assert len(guard.readings) > 1 and report.drift in guard.readings
 
 
 def test_drift_guard_reads_the_base_once_and_refuses_over_the_limit(sharp_model_dir, one_thread):

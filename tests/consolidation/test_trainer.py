@@ -418,7 +418,11 @@ def test_a_guard_stops_training_and_keeps_the_best_weights_it_allowed(
     )
     assert result.stopped_because == "guard" and result.guarded == "drift +40.0% > 25%"
     assert [s for _, _, s in result.eval_history] == [0.3, 0.5, 0.4]  # the 4th never ran
-    assert result.held_out == 0.5
+    assert result.held_out == 0.5 and result.kept_evaluation == 2
+    # the recall reported is the check that evaluation 2 followed, not a further pass
+    assert result.recall_history[-1] == next(
+        h for h in result.recall_history if h[0] == result.eval_history[1][0]
+    )
     best = snapshots[1]
     assert all(torch.equal(result.adapter_state[k], best[k]) for k in best)
     refused = guarded[-1]
@@ -435,6 +439,7 @@ def test_a_guard_stops_training_and_keeps_the_best_weights_it_allowed(
     )
     assert first.stopped_because == "guard" and first.eval_history == []
     assert first.held_out is None and first.guarded == "drift +90.0% > 25%"
+    assert first.kept_evaluation is None
 
 
 # --- logit-level distillation --------------------------------------------------------------

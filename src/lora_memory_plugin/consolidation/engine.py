@@ -360,6 +360,7 @@ def _build_module(
             evaluate_from=DISTILL_EVALUATE_FROM if distilled else None,
             top_layers=(svc.config.consolidation.top_layers or None) if distilled else None,
         )
+        before = len(guard.readings) if guard is not None else 0
         result = train_lora(
             gen.path, data.examples, config, progress=progress, evaluate=evaluate, guard=guard
         )
@@ -371,8 +372,11 @@ def _build_module(
                 else "no weights were evaluated before it"
             )
             out.notes.append(f"training stopped at step {result.steps}: {result.guarded}; {kept}")
-        drift = drift_check.measure_drift(result.model, gen.tokenizer)
-        out.drift = drift["drift"]
+        if guard is not None and result.kept_evaluation is not None:
+            # the guard measured these very weights right before the evaluation that kept them
+            out.drift = guard.readings[before + result.kept_evaluation - 1]
+        else:
+            out.drift = drift_check.measure_drift(result.model, gen.tokenizer)["drift"]
         if out.drift <= s.drift_max:
             break
         if attempt == 0:

@@ -232,10 +232,13 @@ class TrainResult:
     seconds: float  # training wall time, recall passes included, model load excluded
     train_tokens: int  # non-pad tokens trained on (a shared prefix counts once per row)
     tokens_per_second: float
-    recall: float | None  # final teacher-forced recall on the QA examples (None: no QA)
+    recall: float | None
+    """Teacher-forced recall of the returned weights on the QA examples (None: no QA): an exact
+    pass, or, when they are the weights of an ``evaluate`` call, the share their epoch's own
+    training batches recalled (the check that call followed; no second pass over the data)."""
     recall_history: list[tuple[int, float, float]]
     """(step, seconds, recall) per check: an exact pass, or with ``evaluate`` the epoch's own
-    training batches (the last entry is always an exact pass of the returned weights)."""
+    training batches; the last entry is of the returned weights."""
     stopped_because: StopReason
     padding_fraction: float  # share of pad tokens in the training batches
     loss: float  # of the last step
@@ -244,6 +247,9 @@ class TrainResult:
     held_out: float | None = None
     """``evaluate``'s score of the returned weights (None: they were not evaluated as they are,
     e.g. a budget stopped training after the last evaluation)."""
+    kept_evaluation: int | None = None
+    """Which ``evaluate`` call (1-based, in ``eval_history``) judged the returned weights; None
+    when none did. ``guard`` was called once right before each of those calls."""
     guarded: str | None = None
     """Why ``train_lora(guard=...)`` refused the weights that stopped training (None: it never
     did); the returned weights are the best evaluated ones before that."""
@@ -749,16 +755,19 @@ def _train(  # noqa: PLR0917
         text_only = not qa_index
         if stop is None and text_only and config.max_epochs and epochs >= config.max_epochs:
             stop = "max_epochs"
-    held_out = None
+    held_out = judged = None
     if best is not None and (kept < len(evaluations) or guarded):  # later weights were worse
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, best[2])
         logger.info("LoRA: kept the weights of evaluation %d (score %.3f)", kept, best[0])
-        held_out = best[0]
+        held_out, judged = best[0], kept
     elif best is not None and evaluations[-1][0] == steps:  # no step since the best one
-        held_out = best[0]
-    if qa_index and (evaluate is not None or not history or history[-1][0] != steps):
+        held_out, judged = best[0], kept
+    if judged is not None:  # their epoch's check stands for them: no exact pass again
+        at = evaluations[judged - 1][0]
+        history.append(next(h for h in reversed(history) if h[0] == at))
+    elif qa_index and (evaluate is not None or not history or history[-1][0] != steps):
         history.append((steps, time.perf_counter() - t0, exact_recall()))  # of the kept weights
     seconds = time.perf_counter() - t0
     bar.close()
@@ -780,6 +789,7 @@ def _train(  # noqa: PLR0917
         recall_history=history,
         eval_history=evaluations,
         held_out=held_out,
+        kept_evaluation=judged,
         guarded=guarded,
         stopped_because=stop or "max_steps",
         padding_fraction=pads / (pads + tokens),
