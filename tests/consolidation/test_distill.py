@@ -265,6 +265,31 @@ class _EchoTeacher(_FakeModel):
         return out
 
 
+@pytest.mark.parametrize("share", [0.25, 0.5, 1.0])
+def test_the_context_share_is_exact_and_reads_every_record_first(share: float) -> None:
+    """``share`` of the trained questions get a with-context example, rounded, never by chance
+    none; each record's first question comes before any record's second."""
+    stories = lisbon_story()
+    records = [
+        rec(f"r{i}", t.content, role=t.role, created_at=t.created_at, session_id=t.session_id)
+        for i, t in enumerate(stories.turns)
+    ]
+    for seed in range(5):
+        data = distill(records, _EchoTeacher(), None, SYSTEM, seed=seed, context_share=share)
+        st = data.stats
+        assert st["with_context_examples"] == round(share * st["trained_questions"]), st
+        read = {
+            e.prompt[-1][1].split("Question:")[-1].removesuffix("Answer:").strip()
+            for e in data.examples
+            if "Notes:" in e.prompt[-1][1]
+        }
+        asked = [e.prompt[-1][1] for e in data.examples if "Notes:" not in e.prompt[-1][1]]
+        assert read <= set(asked)
+        if st["with_context_examples"] >= len(records) - 1:  # room for one a record
+            of_record = {p.question: p.record_id for p in data.held_in}
+            assert len({of_record[q] for q in read}) == len({p.record_id for p in data.held_in})
+
+
 def test_teach_and_distill_build_no_context_and_with_context_examples() -> None:
     story = lisbon_story()
     records = [
