@@ -42,6 +42,7 @@ help:
 	@echo "make test-latest   the suite in .venv-latest with the newest versions the ranges allow,"
 	@echo "                and with each newer release our ranges exclude; reports what breaks"
 	@echo "make bench      lora-memory bench --quick (every suite, < 10 min on 2 cores) -> docs/benchmarks/"
+	@echo "make bench-write  the write suite at full sizes (1k, 10k, 100k records) -> docs/benchmarks/write/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -105,8 +106,10 @@ BENCH_DATA ?= $(wildcard ../shared/datasets/phonebook)
 bench: models
 	$(BIN)/lora-memory bench $(BENCH_ARGS) $(if $(BENCH_DATA),--data $(BENCH_DATA)) --out docs/benchmarks
 
+# The write path at full sizes: add_turn / add_turns / search next to raw Chroma, search at 1k,
+# 10k and 100k records (the `write` suite; seed 1337 as in docs/benchmarks/write_path.md).
 bench-write: models
-	$(BIN)/python benchmarks/write_path.py
+	$(BIN)/lora-memory bench write --seed 1337 --out docs/benchmarks/write
 
 # requirements.lock from requirements.in, with pip-tools in a venv of its own.
 .venv-lock/bin/pip-compile:
