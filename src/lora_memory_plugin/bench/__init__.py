@@ -1,5 +1,6 @@
 """``lora-memory bench``: the paper's core experiments through the public API, side by side with
-RAG and ICL. Suites: capacity, modes, consolidation, write, updates, multimodule, conversation.
+RAG and ICL. Suites: capacity, modes, consolidation, write, updates, multimodule (the default
+set), and conversation, mixtures, recall (asked for by name).
 
 Each suite writes ``<out>/bench[-quick]-<suite>.json`` (config, environment, every raw number) and
 ``.png`` (its plot); the run writes ``<out>/bench[-quick].md`` with every table and the paper's
@@ -17,19 +18,43 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import InvalidInputError
-from . import capacity, consolidation, conversation, modes, multimodule, updates, write
+from . import (
+    capacity,
+    consolidation,
+    conversation,
+    mixtures,
+    modes,
+    multimodule,
+    recall,
+    updates,
+    write,
+)
 from ._common import BenchOptions, Context
 from ._env import base_environment, device_name
 
 __all__ = ["DEFAULT_SUITES", "SUITES", "BenchOptions", "run_bench"]
 
 SUITES: dict[str, ModuleType] = {
-    m.NAME: m for m in (write, capacity, consolidation, modes, updates, multimodule, conversation)
+    m.NAME: m
+    for m in (
+        write,
+        capacity,
+        consolidation,
+        modes,
+        updates,
+        multimodule,
+        conversation,
+        mixtures,
+        recall,
+    )
 }
 # `lora-memory bench` with no suite named (and `make bench`): the paper's experiments, < 10
 # minutes together at --quick on 2 cores. `conversation` consolidates whole conversations twice
-# (two methods side by side) and is asked for by name.
-DEFAULT_SUITES = tuple(name for name in SUITES if name != "conversation")
+# (two methods side by side), `mixtures` once per mixture, and `recall` (~2 min more) asks
+# every question in five modes: these are asked for by name.
+DEFAULT_SUITES = tuple(
+    name for name in SUITES if name not in ("conversation", "mixtures", "recall")
+)
 PACKAGES = ("torch", "transformers", "peft", "chromadb", "lora-memory-plugin")
 
 

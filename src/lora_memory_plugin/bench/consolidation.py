@@ -5,16 +5,21 @@ one LoRA twice, one after the other on the same machine: with the store's defaul
 and with the paper's recipe (alpha = r, dropout 0.1, lr 5e-5, batch 8, up to 1,500 steps), the
 recipe given ``recipe_budget`` times our wall time. Recall is teacher-forced exact recall after
 every epoch (the trainer's own check); the final adapters are also scored by greedy answers.
+
+A tuning probe: ``--set consolidation.train=rank=8,lr=2e-3,max_seconds=600`` (any
+``TrainConfig`` fields) changes our run's settings; the recipe's run keeps the paper's.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Any
 
 from ..consolidation.capacity import generated_recall
 from ..consolidation.data import Probe
 from ..consolidation.engine import probe_exact_match
 from ..consolidation.trainer import Example, TrainConfig, train_lora
+from ..errors import InvalidInputError
 from ._common import Context, fmt_pct, load_phonebook, md_table
 
 NAME = "consolidation"
@@ -28,12 +33,36 @@ def _train(ctx: Context, mem: Any, facts: list[Any], config: Any) -> dict[str, A
     probes = [Probe(q, a, f"pb-{i}") for i, (q, a) in enumerate(facts)]
     return {
         "steps": res.steps,
+        "epochs": res.epochs,
         "seconds": res.seconds,
         "tokens_per_second": res.tokens_per_second,
         "stopped_because": res.stopped_because,
         "history": [list(h) for h in res.recall_history],
         "greedy_em": generated_recall(gen, res, probes, system, probe_exact_match),
     }
+
+
+def train_overrides(text: str) -> dict[str, Any]:
+    """``rank=8,lr=2e-3`` (``--set consolidation.train=...``) -> TrainConfig fields, typed."""
+    kinds = {f.name: str(f.type) for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or key not in kinds:
+            raise InvalidInputError(f"--set train takes TrainConfig NAME=VALUE, got {part!r}")
+        kind = kinds[key]
+        try:
+            if value.lower() == "none" and "None" in kind:
+                out[key] = None
+            elif kind.startswith("bool"):
+                out[key] = value.lower() in ("1", "true", "yes")
+            elif kind.startswith(("int", "float")):
+                out[key] = (int if kind.startswith("int") else float)(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise InvalidInputError(f"--set train: {key} takes {kind}, got {value!r}") from None
+    return out
 
 
 def time_to(history: list[list[float]], target: float) -> float | None:
@@ -48,6 +77,7 @@ def run(ctx: Context) -> dict[str, Any]:
     mem = ctx.store(NAME)
     rank = 16
     c = mem.config.consolidation
+    train = train_overrides(str(ctx.size("train", "", "")))
     ours_cfg = TrainConfig(
         rank=rank,
         lr=c.lr,
@@ -55,7 +85,8 @@ def run(ctx: Context) -> dict[str, Any]:
         device=mem.config.models.device,
         **ctx.train_options(),
     )
-    ctx.log(f"consolidation: ours on {n} facts (r={rank}, lr={c.lr})")
+    ours_cfg = replace(ours_cfg, **train)  # --set consolidation.train=...: a tuning probe
+    ctx.log(f"consolidation: ours on {n} facts (r={ours_cfg.rank}, lr={ours_cfg.lr}, {train})")
     ours = _train(ctx, mem, facts, ours_cfg)
     recipe_cfg = TrainConfig(
         rank=rank,
@@ -71,7 +102,13 @@ def run(ctx: Context) -> dict[str, Any]:
     ctx.log(f"consolidation: paper recipe, budget {recipe_cfg.max_seconds:.0f}s")
     recipe = _train(ctx, mem, facts, recipe_cfg)
     out: dict[str, Any] = {
-        "config": {"facts": n, "rank": rank, "target": target, "recipe_budget": budget},
+        "config": {
+            "facts": n,
+            "rank": rank,
+            "target": target,
+            "recipe_budget": budget,
+            "train": train,
+        },
         "ours": ours | {"time_to_target": time_to(ours["history"], target)},
         "recipe": recipe | {"time_to_target": time_to(recipe["history"], target)},
     }
@@ -97,9 +134,9 @@ def markdown(res: dict[str, Any]) -> str:
         ]
 
     head = ["trainer", "s to 99% recall", "steps", "train s", "final recall", "greedy EM"]
-    out = md_table(
-        head, [row("ours (store defaults)", res["ours"]), row("paper recipe", res["recipe"])]
-    )
+    label = ", ".join(f"{k}={v}" for k, v in res["config"].get("train", {}).items())
+    ours = f"ours ({label or 'store defaults'})"
+    out = md_table(head, [row(ours, res["ours"]), row("paper recipe", res["recipe"])])
     if res.get("speedup"):
         out += f"\n\nOurs reaches the target {res['speedup']:.1f}x faster."
     elif res.get("speedup_lower_bound"):

@@ -3,8 +3,8 @@
 A turn says a fact the way people say it to an assistant ("Quick note: Nora Becker's
 extension is 4471, if you need to reach them."); the question asks for it in other words ("What
 is Nora Becker's phone extension?"), so a module that only memorised the turn's wording does not
-get credit for free. Used to choose the synthetic-data mixture (benchmarks/mixtures.py) and tests.
-Seeded and deterministic.
+get credit for free. Used to choose the synthetic-data mixture (`lora-memory bench mixtures`) and
+by tests. Seeded and deterministic.
 """
 
 from __future__ import annotations

@@ -19,13 +19,19 @@ def register(sub: Subparsers, parents: Parents) -> None:
         description="Runs benchmark suites through the public API in temporary stores and "
         "writes OUT/bench[-quick]-SUITE.{json,png} and OUT/bench[-quick].md (tables and the "
         "paper's findings checked against the numbers). Suites: capacity, modes, "
-        "consolidation, write, updates, multimodule (default: all).",
+        "consolidation, write, updates, multimodule (the default), and conversation, mixtures, "
+        "recall (by name).",
     )
     sp.add_argument(
-        "suites", nargs="*", metavar="SUITE", help="suites to run (default: all but conversation)"
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help="suites to run (default: all but conversation, mixtures and recall)",
     )
     sp.add_argument(
-        "--quick", action="store_true", help="small sizes: all suites in < 10 min on 2 CPU cores"
+        "--quick",
+        action="store_true",
+        help="small sizes: the default suites in < 10 min on 2 CPU cores",
     )
     sp.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
     sp.add_argument(
