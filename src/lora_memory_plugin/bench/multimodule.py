@@ -40,6 +40,26 @@ def _owners(mem: Any, questions: list[str]) -> list[str]:
     return [by_q.get(q, "") for q in questions]
 
 
+def routed_and_oracle(
+    mem: Any, qs: list[str], own: list[str], tokens: int
+) -> tuple[list[Any], list[str], list[Any], float]:
+    """The questions routed by the store (``ask_many`` in lora mode: answers and the module each
+    chose), answered with the module holding each one's record (oracle routing), and the
+    seconds the routed answers took."""
+    t0 = time.perf_counter()
+    routed = mem.ask_many(NS, qs, mode="lora", max_new_tokens=tokens)
+    seconds = time.perf_counter() - t0
+    chosen = [a.modules[0] if a.modules else "" for a in routed]
+    root = registry.modules_root(mem.path, NS)
+    system = mem.config.generation.system_prompt
+    oracle = mem.generator().chat_routed(
+        [build_messages(system, q, []) for q in qs],
+        [(m, root / m) if m else None for m in own],
+        max_new_tokens=tokens,
+    )
+    return routed, chosen, oracle, seconds
+
+
 def run(ctx: Context) -> dict[str, Any]:
     n = int(ctx.size("facts", 2, 384))
     modules = int(ctx.size("modules", 2, 8))
@@ -53,15 +73,7 @@ def run(ctx: Context) -> dict[str, Any]:
     ctx.log(f"multimodule: {n} facts ({knowledge} tokens) -> {modules} x r={rank}")
     rep_many, s_many = _consolidate(ctx, many, facts, rank, per_module)
     own = _owners(many, qs)
-    routed = many.ask_many(NS, qs, mode="lora", max_new_tokens=tokens)
-    chosen = [a.modules[0] if a.modules else "" for a in routed]
-    root = registry.modules_root(many.path, NS)
-    system = many.config.generation.system_prompt
-    oracle = many.generator().chat_routed(
-        [build_messages(system, q, []) for q in qs],
-        [(m, root / m) if m else None for m in own],
-        max_new_tokens=tokens,
-    )
+    routed, chosen, oracle, _ = routed_and_oracle(many, qs, own, tokens)
     big = ctx.store(NAME + "-big")
     ctx.log(f"multimodule: one module at r={modules * rank}")
     rep_big, s_big = _consolidate(ctx, big, facts, modules * rank, 10 * knowledge)

@@ -34,7 +34,7 @@ from ..generation.prompts import build_messages
 from ..memory import LoRAMemory
 from ..registry import modules as registry
 from ._common import Context, fmt_pct, hit, load_phonebook, md_table, median, pct, rate
-from .multimodule import _consolidate, _owners
+from .multimodule import _consolidate, _owners, routed_and_oracle
 
 NAME = "recall"
 NS = "phonebook"
@@ -110,17 +110,7 @@ def routing(
 ) -> dict[str, Any]:
     """Routed top-1 vs oracle routing (the module holding each record), as ``multimodule``."""
     qs = [q for q, _ in evals]
-    t0 = time.perf_counter()
-    routed = mem.ask_many(NS, qs, mode="lora", max_new_tokens=tokens)
-    routed_s = time.perf_counter() - t0
-    chosen = [a.modules[0] if a.modules else "" for a in routed]
-    root = registry.modules_root(mem.path, NS)
-    system = mem.config.generation.system_prompt
-    oracle = mem.generator().chat_routed(
-        [build_messages(system, q, []) for q in qs],
-        [(m, root / m) if m else None for m in own],
-        max_new_tokens=tokens,
-    )
+    routed, chosen, oracle, routed_s = routed_and_oracle(mem, qs, own, tokens)
     out = {
         "questions": len(qs),
         "routing_accuracy": rate([c == o for c, o in zip(chosen, own, strict=True)]),
