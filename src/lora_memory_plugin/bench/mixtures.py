@@ -14,7 +14,8 @@ data (``writer="local"``), so we measure instead of assuming:
   ``rag`` the buffer's level.
 
 Sizes: ``facts`` (quick 3, full 24) and ``mixtures`` (quick ``qa``, full
-``original,rewrite,summary,qa,qa+original,all``), e.g. ``--set mixtures=qa,all``;
+``original,rewrite,summary,qa,qa+original,all,distill,distill+original``: the former script's
+six and the context distillation that is the default now), e.g. ``--set mixtures=qa,all``;
 ``--set max_steps=N`` caps each consolidation. Same seed and step budget for every mixture.
 """
 
@@ -29,7 +30,7 @@ from ._common import Context, hit, md_table
 
 NAME = "mixtures"
 NS = "mixtures"
-FULL_MIXTURES = "original,rewrite,summary,qa,qa+original,all"
+FULL_MIXTURES = "original,rewrite,summary,qa,qa+original,all,distill,distill+original"
 QUICK_MIXTURES = "qa"
 NEW_TOKENS = 16
 
