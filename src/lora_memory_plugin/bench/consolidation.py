@@ -38,7 +38,7 @@ from typing import Any
 
 from ..consolidation.capacity import generated_recall
 from ..consolidation.data import Probe
-from ..consolidation.engine import probe_exact_match
+from ..consolidation.gate import probe_exact_match
 from ..consolidation.trainer import (
     Example,
     TrainConfig,
@@ -47,6 +47,7 @@ from ..consolidation.trainer import (
     train_lora,
 )
 from ..errors import InvalidInputError
+from ..generation.backend import greedy_rows
 from ._common import Context, fmt_pct, hit, load_phonebook, md_table
 
 NAME = "consolidation"
@@ -371,7 +372,7 @@ def greedy_em(
     """Greedy EM of ``model`` with the prompt ``ask`` renders (left-padded batches)."""
     import torch  # noqa: PLC0415 (heavy)
 
-    tok, pad_id = gen.tokenizer, int(gen.tokenizer.pad_token_id)
+    tok = gen.tokenizer
     prompts = [
         list(tok(gen.render(_messages(system, q)), add_special_tokens=False)["input_ids"])
         for q, _ in facts
@@ -381,18 +382,8 @@ def greedy_em(
     replies: list[str] = []
     with torch.inference_mode():
         for start in range(0, len(prompts), batch):
-            chunk = prompts[start : start + batch]
-            width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
-            out = model.generate(
-                input_ids=ids.to(gen.device),
-                attention_mask=mask.to(gen.device),
-                max_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=pad_id,
-            )
-            replies += [str(tok.decode(r, skip_special_tokens=True)) for r in out[:, width:]]
+            new, _ = greedy_rows(model, tok, prompts[start : start + batch], new_tokens, gen.device)
+            replies += tok.batch_decode(new, skip_special_tokens=True)
     if was_training:
         model.train()
     return sum(hit(a, r) for (_, a), r in zip(facts, replies, strict=True)) / len(facts)

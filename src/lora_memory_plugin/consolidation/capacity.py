@@ -323,7 +323,7 @@ def capacity_point(
 def generated_recall(
     gen: Any, result: Any, probes: Sequence[Any], system: str, probe: Any
 ) -> float:
-    """``probe`` (e.g. ``engine.probe_exact_match``) on a trained, not yet committed adapter:
+    """``probe`` (e.g. ``gate.probe_exact_match``) on a trained, not yet committed adapter:
     saved to a temp dir, loaded under a throwaway name, forgotten again."""
     with tempfile.TemporaryDirectory(prefix="lm-calibrate-") as tmp:
         adapter = save_adapter(result, Path(tmp) / "adapter")

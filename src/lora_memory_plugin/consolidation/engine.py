@@ -60,7 +60,7 @@ from .forget import drop_modules_missing_records
 from .gate import (
     gate,
     held_out_evaluator,
-    probe_exact_match,  # the gate's QA check; the bench calls it from here
+    probe_exact_match,
 )
 from .lock import consolidation_lock
 from .synth import synthesize
