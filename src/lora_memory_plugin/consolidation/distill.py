@@ -142,11 +142,12 @@ def distill(
     taught = teach(gen, qs.questions, by_id, system)
     t2 = time.perf_counter()
     kept = [t for t in taught if t.grounded]
+    # the trained questions the teacher answered (QA records' own pairs are trained as written)
+    trained = [
+        i for i, t in enumerate(kept) if not t.question.held_out and t.question.source != "qa"
+    ]
     soft: dict[int, Any] = {}
     if loss == "logits":  # the teacher's distributions, reading the records, once per question
-        trained = [
-            i for i, t in enumerate(kept) if not t.question.held_out and t.question.source != "qa"
-        ]
         readings = [_reading(kept[i], system) for i in trained]
         soft = dict(zip(trained, teacher_distributions(gen, readings, k=TOP_K), strict=True))
     t3 = time.perf_counter()
@@ -157,7 +158,7 @@ def distill(
     held_in: list[Probe] = []
     probes: list[Probe] = []
     with_context = 0
-    in_context = _with_context_choice(kept, context_share, rng)
+    in_context = _with_context_choice(kept, trained, context_share, rng)
     for i, t in enumerate(kept):
         q = t.question
         rid = q.record_ids[0]
@@ -195,20 +196,21 @@ def distill(
     return DistillResult(examples, probes, held_in, counts)
 
 
-def _with_context_choice(kept: Sequence[Taught], share: float, rng: random.Random) -> set[int]:
-    """Which trained questions also get a with-context example: ``share`` of them, rounded,
-    the first question of each record before any record's second, so every record is read in
-    context at least once when the share allows. (A coin flip per question drew 0 of 17 at
-    0.25 on the Lisbon story, and the gate then refused the module: hybrid 75% < rag 88%.)"""
-    trained = [
-        i for i, t in enumerate(kept) if not t.question.held_out and t.question.source != "qa"
-    ]
+def _with_context_choice(
+    kept: Sequence[Taught], trained: Sequence[int], share: float, rng: random.Random
+) -> set[int]:
+    """Which of the ``trained`` questions (indices into ``kept``) also get a with-context
+    example: ``share`` of them, rounded, the first question of each record before any record's
+    second, so every record is read in context at least once when the share allows. (A coin
+    flip per question drew 0 of 17 at 0.25 on the Lisbon story, and the gate then refused the
+    module: hybrid 75% < rag 88%.)"""
     want = round(share * len(trained))
     firsts: dict[str, int] = {}
     for i in trained:
         firsts.setdefault(kept[i].question.record_ids[0], i)
     lead = list(firsts.values())
-    rest = [i for i in trained if i not in set(lead)]
+    leading = set(lead)
+    rest = [i for i in trained if i not in leading]
     rng.shuffle(lead)
     rng.shuffle(rest)
     return set((lead + rest)[:want])
