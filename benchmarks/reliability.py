@@ -265,19 +265,16 @@ def launch(cfg: dict[str, Any]) -> dict[str, Any]:
     from lora_memory_plugin.consolidation import engine, trainer  # noqa: F401
     from lora_memory_plugin.generation.backend import get_generator
     from lora_memory_plugin.store.embedder import MiniLMEmbeddingFunction
+    from lora_memory_plugin.testing import wait_for_single_thread
 
     MiniLMEmbeddingFunction().embed(["warm up"])
     m = ModelConfig(base_model=cfg["base_model"])
     get_generator(m.base_model, m.device, m.dtype)
-    # transformers' loader shuts its thread pool down without waiting (HF_DEACTIVATE_ASYNC_LOAD
-    # above keeps it from starting one); give any such straggler time to exit before forking
-    deadline = time.time() + 30
-    for t in threading.enumerate():
-        if t is not threading.main_thread():
-            t.join(timeout=max(0.0, deadline - time.time()))
-    if threading.active_count() != 1:
-        names = [t.name for t in threading.enumerate()]
-        raise RuntimeError(f"{threading.active_count()} threads ({names}); refusing to fork")
+    # HF_DEACTIVATE_ASYNC_LOAD above keeps transformers' loader from starting a thread pool;
+    # any other straggler gets time to end
+    alive = wait_for_single_thread(30)
+    if alive:
+        raise RuntimeError(f"{len(alive) + 1} threads ({alive}); refusing to fork")
     work = Path(cfg["work"])
     res = work / "results"
     res.mkdir(exist_ok=True)

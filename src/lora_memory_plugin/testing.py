@@ -12,6 +12,8 @@ committed module. The pytest fixtures over these live in :mod:`.pytest_plugin`.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = [
     "consolidate_facts",
     "one_torch_thread",
     "sharpen_model",
+    "wait_for_single_thread",
 ]
 
 FACTS: list[tuple[str, str]] = [
@@ -140,3 +143,18 @@ def sharpen_model(src: Path, dst: Path, scale: float = 10.0) -> Path:
     model.save_pretrained(dst)
     AutoTokenizer.from_pretrained(src).save_pretrained(dst)
     return dst
+
+
+def wait_for_single_thread(timeout: float) -> list[str]:
+    """Before a fork from a warm process: wait up to ``timeout`` seconds for every thread but the
+    main one to end (a library may leave a short-lived helper behind: transformers shuts its
+    weight-loading pool down without waiting, a progress bar has a monitor thread), since a fork
+    beside a live thread may copy a lock it holds. The names of the threads still alive ([] when
+    none)."""
+    deadline = time.monotonic() + timeout
+    while True:  # a thread may start another before it ends: look again after each one
+        others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+        left = deadline - time.monotonic()
+        if not others or left <= 0:
+            return [t.name for t in others]
+        others[0].join(timeout=left)

@@ -28,7 +28,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -119,14 +118,11 @@ def main() -> None:
         if cmd["op"] == "warm":
             from lora_memory_plugin.config import ModelConfig
             from lora_memory_plugin.generation.backend import get_generator
+            from lora_memory_plugin.testing import wait_for_single_thread
 
             m = ModelConfig(base_model=cmd["base_model"])
             get_generator(m.base_model, m.device, m.dtype)
-            # a library may leave a short-lived helper thread behind (a loader pool, a progress
-            # bar's monitor): wait for it, since forking beside a live thread is unsafe
-            deadline = time.monotonic() + 60
-            while threading.active_count() > 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_single_thread(60)
             names = [t.name for t in threading.enumerate()]
             _reply({"ok": True, "threads": threading.active_count(), "names": names})
             continue
