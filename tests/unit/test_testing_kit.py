@@ -17,14 +17,16 @@ def test_waits_for_short_lived_threads_and_names_those_left() -> None:
 
     threading.Thread(target=spawner, name="parent").start()
     started.wait()
-    assert wait_for_single_thread(5) == []
+    # other tests may leave long-lived threads of their own (tqdm's monitor): only ours count
+    left = wait_for_single_thread(1)
+    assert not {"parent", "child"} & set(left), left
 
     release = threading.Event()
     slow = threading.Thread(target=release.wait, name="slow")
     slow.start()
     try:
         t0 = time.monotonic()
-        assert wait_for_single_thread(0.2) == ["slow"]
+        assert "slow" in wait_for_single_thread(0.2)
         assert time.monotonic() - t0 < 2
     finally:
         release.set()
