@@ -17,10 +17,7 @@ Loading it sets the Hugging Face libraries offline: nothing is downloaded at tes
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,7 +30,9 @@ from .memory import LoRAMemory
 from .testing import (
     ConsolidatedFacts,
     build_tiny_model,
+    chroma_bin,
     consolidate_facts,
+    free_port,
     one_torch_thread,
     sharpen_model,
 )
@@ -75,26 +74,15 @@ def facts_store(
     return consolidate_facts(mem, "facts")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _chroma_bin() -> str:
-    exe = Path(sys.executable).with_name("chroma")
-    return str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
-
-
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `chroma run` on 127.0.0.1 and a random free port; stopped after the session."""
     data = tmp_path_factory.mktemp("chroma-server")
-    port = _free_port()
+    port = free_port()
     log = open(data / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            _chroma_bin(),
+            chroma_bin(),
             "run",
             "--path",
             str(data / "db"),

@@ -6,12 +6,16 @@ needs no download, for tests of the plumbing (not of recall). ``sharpen_model(sr
 its final norm so an adapter can make it confident (a random 32-dim model's logits stay within
 about +-0.6), which consolidation tests need to pass a probe gate. ``consolidate_facts(mem,
 namespace)`` writes :data:`FACTS` as user turns and consolidates them with :data:`FAST` into one
-committed module. The pytest fixtures over these live in :mod:`.pytest_plugin`.
+committed module. ``free_port()`` and ``chroma_bin()`` are what a test needs to start a real
+``chroma run``. The pytest fixtures over these live in :mod:`.pytest_plugin`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +31,9 @@ __all__ = [
     "FAST",
     "ConsolidatedFacts",
     "build_tiny_model",
+    "chroma_bin",
     "consolidate_facts",
+    "free_port",
     "one_torch_thread",
     "sharpen_model",
     "wait_for_single_thread",
@@ -158,3 +164,16 @@ def wait_for_single_thread(timeout: float) -> list[str]:
         if not others or left <= 0:
             return [t.name for t in others]
         others[0].join(timeout=left)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a test server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def chroma_bin() -> str:
+    """The ``chroma`` command: the one beside this Python, else the first on ``PATH``."""
+    exe = Path(sys.executable).with_name("chroma")
+    return str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")

@@ -481,8 +481,8 @@ def test_kills_at_random_moments(forks: ForkServer, open_store: Any) -> None:
     Every round extends the namespace's module with two new records, killed after a delay drawn
     in its own stratum of a whole such run's duration (measured here, now), so the kills spread
     from the store opening to the removal of the replaced module. CI runs 4 rounds;
-    ``$LORA_MEMORY_KILL_ROUNDS`` sets more (benchmarks/reliability.py runs 50 and records the
-    outcome from ``$LORA_MEMORY_KILL_REPORT``).
+    ``$LORA_MEMORY_KILL_ROUNDS`` sets more (docs/reliability.md reports a run of 50), and
+    ``$LORA_MEMORY_KILL_REPORT`` names a JSON file for the outcome.
     """
     rounds = int(os.environ.get("LORA_MEMORY_KILL_ROUNDS", "4"))
     rng = random.Random(20240607)

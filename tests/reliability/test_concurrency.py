@@ -2,7 +2,7 @@
 
 4 forked writer processes call ``add_turn`` while 2 processes consolidate the same namespace in a
 loop (API and CLI in turn); then a deterministic race where B tries while A is inside its run.
-Full counts (4 x 2,500): ``benchmarks/reliability.py --part concurrency``.
+Full counts (4 x 2,500): ``python -m lora_memory_plugin.bench.reliability --part concurrency``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from lora_memory_plugin import LoRAMemory
+from lora_memory_plugin.bench.reliability.concurrency import run_concurrency, writer_text
 from lora_memory_plugin.registry.modules import list_modules
 
 pytestmark = pytest.mark.timeout(300)
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.timeout(300)
 WRITERS, TURNS = 4, 15
 
 
-def test_writers_and_consolidations_lose_nothing_and_never_overlap(rel, tmp_path, tiny_model_dir):
-    res = rel.run_concurrency(
+def test_writers_and_consolidations_lose_nothing_and_never_overlap(tmp_path, tiny_model_dir):
+    res = run_concurrency(
         tmp_path / "c",
         str(tiny_model_dir),
         writers=WRITERS,
@@ -44,7 +45,7 @@ def test_writers_and_consolidations_lose_nothing_and_never_overlap(rel, tmp_path
     assert len(records) == len(texts) == want
     for w in range(WRITERS):
         for i in range(TURNS):
-            assert rel.writer_text(w, i) in texts
+            assert writer_text(w, i) in texts
     held = [rid for m in list_modules(mem.path, "shared") for rid in m.record_ids]
     assert len(held) == len(set(held))  # no record trained into two modules
     consolidated = {r.id for r in records if r.metadata["status"] == "consolidated"}

@@ -6,7 +6,7 @@ is the CLI's usage error), the records stored before are unchanged afterwards, a
 turn reads back exactly as given. Full counts (10k inputs): ``--part fuzz``.
 
 The fuzzer found five untyped errors in memory.py; they are fixed and each has a regression
-test at the end of this file. ``KNOWN_BUGS`` in the script stays empty.
+test at the end of this file. ``KNOWN_BUGS`` in the fuzz part stays empty.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import math
 import pytest
 
 from lora_memory_plugin import InvalidInputError, LoRAMemory, LoraMemoryError
+from lora_memory_plugin.bench.reliability.fuzz import fill_fuzz_store, run_fuzz
 from lora_memory_plugin.cli.main import main
 
 pytestmark = pytest.mark.timeout(300)
@@ -29,13 +30,13 @@ def backend() -> str:
 
 
 @pytest.fixture
-def fuzz_store(rel, make_store, tmp_path):
+def fuzz_store(make_store, tmp_path):
     mem = make_store()
-    rel.fill_fuzz_store(mem)
+    fill_fuzz_store(mem)
     return mem
 
 
-def test_generated_inputs_raise_only_typed_errors(rel, fuzz_store, tmp_path, one_thread):
+def test_generated_inputs_raise_only_typed_errors(fuzz_store, tmp_path, one_thread):
     (tmp_path / "a-file").write_text("not a store")
     dirs = {
         "store": str(fuzz_store.path),
@@ -43,7 +44,7 @@ def test_generated_inputs_raise_only_typed_errors(rel, fuzz_store, tmp_path, one
         "file": str(tmp_path / "a-file"),
         "nul": str(tmp_path / "a\0b"),
     }
-    res = rel.run_fuzz(fuzz_store, dirs, examples=EXAMPLES, seed=0)
+    res = run_fuzz(fuzz_store, dirs, examples=EXAMPLES, seed=0)
     assert res["untyped_examples"] == [], "\n".join(res["untyped_examples"])
     assert res["lost"] == res["changed"] == 0, res
     assert res["roundtrip_examples"] == [], res["roundtrip_examples"]

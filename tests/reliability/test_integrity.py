@@ -11,21 +11,22 @@ from __future__ import annotations
 import pytest
 
 from lora_memory_plugin import LoRAMemory
+from lora_memory_plugin.bench.reliability.integrity import DAMAGES, OTHER_BASE, run_integrity
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def test_damage_is_quarantined_then_retrained_and_other_base_skipped(
-    rel, tmp_path, sharp_model_dir, one_thread
+    tmp_path, sharp_model_dir, one_thread
 ):
     mem = LoRAMemory.open(tmp_path / "store", base_model=str(sharp_model_dir))
-    res = rel.run_integrity(mem, rounds=1)
+    res = run_integrity(mem, rounds=1)
     assert res["problems"] == [], res
-    for damage in rel.DAMAGES:
+    for damage in DAMAGES:
         assert res["stats"][f"{damage}_rounds"] == 1
         assert res["stats"][f"{damage}_caught"] == 1
         assert res["stats"][f"{damage}_retrained"] == 1
-    base = rel.OTHER_BASE
+    base = OTHER_BASE
     assert res["stats"][f"{base}_rounds"] == 1
     assert res["stats"][f"{base}_skipped"] == 1
     assert res["stats"][f"{base}_kept"] == 1

@@ -4,13 +4,18 @@
 names, names equal up to case or punctuation); two hold LoRA modules trained on the *same*
 questions with different answers. Random ``search`` / ``route`` / ``ask`` calls must return only
 the queried namespace's records, keys and modules. Full counts (10k queries):
-``benchmarks/reliability.py --part isolation``.
+``python -m lora_memory_plugin.bench.reliability --part isolation``.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from lora_memory_plugin.bench.reliability.isolation import (
+    HOSTILE_NAMESPACES,
+    build_isolation_store,
+    run_isolation,
+)
 from lora_memory_plugin.store.namespaces import encode_namespace
 
 pytestmark = pytest.mark.timeout(300)
@@ -23,13 +28,11 @@ def backend() -> str:
     return "embedded"  # the on-disk checks need the store's own directory
 
 
-def test_random_queries_never_cross_namespaces(
-    rel, make_store, sharp_model_dir, one_thread, tmp_path
-):
+def test_random_queries_never_cross_namespaces(make_store, sharp_model_dir, one_thread, tmp_path):
     mem = make_store(base_model=str(sharp_model_dir))
-    built = rel.build_isolation_store(mem, records=6, with_modules=2)
-    assert all(built["modules"][ns] for ns in rel.HOSTILE_NAMESPACES[:2])
-    res = rel.run_isolation(mem, built, queries=QUERIES, ask_share=0.1, seed=1, parent=tmp_path)
+    built = build_isolation_store(mem, records=6, with_modules=2)
+    assert all(built["modules"][ns] for ns in HOSTILE_NAMESPACES[:2])
+    res = run_isolation(mem, built, queries=QUERIES, ask_share=0.1, seed=1, parent=tmp_path)
     assert res["leaks"] == [] and res["cross_namespace_results"] == 0, res
     assert res["store_problems"] == [] and res["disk"]["problems"] == [], res
     assert res["by_op"]["ask"] > 10 and res["by_op"]["route"] > 50
@@ -38,8 +41,8 @@ def test_random_queries_never_cross_namespaces(
     assert res["results_checked"]["ask_with_module"] > 0
 
 
-def test_hostile_names_encode_to_distinct_safe_identifiers(rel):
-    names = rel.HOSTILE_NAMESPACES
+def test_hostile_names_encode_to_distinct_safe_identifiers():
+    names = HOSTILE_NAMESPACES
     encoded = [encode_namespace(ns) for ns in names]
     assert len(set(encoded)) == len(names)
     for e in encoded:

@@ -13,14 +13,15 @@ import signal
 import pytest
 
 from lora_memory_plugin import BackendError, LoRAMemory
+from lora_memory_plugin.bench.reliability.server import ChromaServer, run_server_faults
 from lora_memory_plugin.consolidation import engine
 from lora_memory_plugin.consolidation import forget as forget_mod
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.server]
 
 
-def test_server_killed_mid_write_then_restarted(rel, tmp_path):
-    res = rel.run_server_faults(tmp_path, rounds=2, seed=3)
+def test_server_killed_mid_write_then_restarted(tmp_path):
+    res = run_server_faults(tmp_path, rounds=2, seed=3)
     assert res["problems"] == [], res
     st = res["stats"]
     assert st["rounds"] == 2 and st["write_error_BackendError"] == 2
@@ -48,8 +49,8 @@ def _kill_server_at(monkeypatch, module, point, server):
 
 
 @pytest.fixture
-def server(rel, tmp_path):
-    srv = rel.ChromaServer(tmp_path / "chroma")
+def server(tmp_path):
+    srv = ChromaServer(tmp_path / "chroma")
     srv.start()
     yield srv
     srv.stop(signal.SIGTERM)

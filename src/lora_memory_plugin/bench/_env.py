@@ -1,5 +1,5 @@
 """What every benchmark records about the machine it ran on (``lora-memory bench`` and the
-scripts in ``benchmarks/``)."""
+reliability parts, ``python -m lora_memory_plugin.bench.reliability``)."""
 
 from __future__ import annotations
 
