@@ -12,11 +12,14 @@ from lora_memory_plugin.config import parse_mixture_names
 from lora_memory_plugin.consolidation.clean import not_knowledge, strip_injected, trainable_text
 from lora_memory_plugin.consolidation.data import Probe, build_examples
 from lora_memory_plugin.consolidation.distill import collect_questions, distill
-from lora_memory_plugin.consolidation.gate import gate
+from lora_memory_plugin.consolidation.gate import agreement, gate
 from lora_memory_plugin.consolidation.questions import (
     QuestionSet,
     parse_questions,
+    speaker,
     template_questions,
+    third_person,
+    writer_prompt,
 )
 from lora_memory_plugin.consolidation.reading import CONTROL_READING
 from lora_memory_plugin.consolidation.teacher import (
@@ -128,6 +131,44 @@ def test_templates_cover_generated_personas() -> None:
             assert q.question in found, (p.name, q.question)
 
 
+def test_a_turn_that_names_its_speaker_is_asked_about_by_name() -> None:
+    turn = "[8 May 2023] Caroline: I moved to Lisbon. My goal is to open a bakery."
+    assert speaker(turn) == "Caroline"
+    assert speaker("I moved to Lisbon. Note: it rains.") is None  # the user's own turn
+    asked = {q.text: q.value for q in template_questions(turn, "r", random.Random(0))}
+    assert asked["Where does Caroline live?"] == "lisbon"  # not "lisbon. my" (a sentence end)
+    assert asked["What is Caroline's goal?"] == "to open a bakery"
+    assert not [q for q in asked if re.search(r"\b(?:I|my|the user)\b", q)], asked
+    assert third_person("What did I name my dog?", "Sam") == "What did Sam name their dog?"
+    assert third_person("Do I have any allergies?", "Sam") == "Does Sam have any allergies?"
+    assert third_person("What am I allergic to?", "Sam") == "What is Sam allergic to?"
+    # the writer is shown a third-person example and told to name the speaker
+    task = writer_prompt(turn)[-1]["content"]
+    assert "name Caroline in every question" in task
+    assert "name" not in writer_prompt("I moved to Lisbon.")[-1]["content"].split("Note:")[0]
+
+
+class _Writer:
+    name = "fixed"
+
+    def __init__(self, outputs: list[str]) -> None:
+        self.outputs = outputs
+
+    def write(self, prompts: list[object], max_new_tokens: int) -> list[str]:
+        return self.outputs[: len(prompts)]
+
+
+def test_writer_questions_rag_would_not_answer_from_their_record_are_dropped() -> None:
+    records = [rec("a", "Yeah, I painted that lake sunrise last year!"), rec("b", "Hi there!")]
+    writer = _Writer(["What did I paint last year?\nHow do I make a cup of tea?", ""])
+    on_topic = {"What did I paint last year?": {"a"}, "How do I make a cup of tea?": {"b"}}
+    qs, counts = collect_questions(records, writer, 0, lambda q: on_topic.get(q, set()))
+    assert [q.text for q in qs.questions] == ["What did I paint last year?"]
+    assert (counts["writer"], counts["writer_off_topic"]) == (1, 1)
+    qs, counts = collect_questions(records, writer, 0)  # no retriever: every question stays
+    assert counts["writer"] == 2
+
+
 def test_parse_questions_and_qa_records_keep_their_pair() -> None:
     out = "1. Where do I keep the key?\n- What is my alarm code?\nsome text\nQ: Who?\nWhy not?"
     assert parse_questions(out) == ["Where do I keep the key?", "What is my alarm code?"]
@@ -202,6 +243,12 @@ def test_answers_are_cut_grounded_and_compared_by_value() -> None:
     assert not past_first_sentence("You live in Lisbon. it")  # lower case: the same sentence
     assert past_first_sentence("You live in Lisbon. It")
     assert past_first_sentence("Lisbon\nMore")
+    # a speaker label or a date copied from dialogue notes is not part of the answer
+    said = "Cherry: Caroline's goal is to give kids a home. She"
+    assert first_sentence(said) == "Caroline's goal is to give kids a home."
+    assert first_sentence("[2023-05-08] Melanie: Painting.") == "Painting."
+    assert not past_first_sentence("Cherry: ") and not past_first_sentence("Cherry: Her goal")
+    assert first_sentence("The answer is: Lisbon.") == "The answer is: Lisbon."
     assert grounded_answer("You live in Lisbon.", notes)
     assert not grounded_answer("You live in Porto.", notes)  # a name the notes lack
     assert not grounded_answer("I'm sorry, the notes do not mention it.", notes)
@@ -365,6 +412,38 @@ def test_gate_sees_a_bad_module(replies, passed, why) -> None:
     )
     assert verdict.passed is passed
     assert why in verdict.reason
+
+
+def test_agreement_judges_the_value_not_the_teachers_wording() -> None:
+    """Seen in a persona's gate: hybrid and rag were scored on the teacher's whole sentence
+    (a copy of the statement) and on the first record of an update only, so right replies
+    failed and a module was refused for "hybrid < rag" on phrasing."""
+    sources = {
+        "r1": "Quick thing for recipes: I'm allergic to peanuts, so leave them out.",
+        "r2": "I work as a pastry chef at Kestrel Labs.",
+        "r3": "Big news: I switched jobs, I'm now head baker at Pao Dourado.",
+    }
+    allergy = Probe(
+        "Do I have any allergies?",
+        "I'm allergic to peanuts, so leave them out.",
+        "r1",
+        "held_out",
+        value="peanuts",
+        record_ids=("r1",),
+    )
+    work = Probe(
+        "Where do I work?",
+        'The answer to this question is: "Pao Dourado"',
+        "r2",
+        "held_out",
+        record_ids=("r2", "r3"),
+    )
+    replies = ["You have an allergy to peanuts.", 'The answer to the question is: "Pao Dourado"']
+    assert agreement([allergy, work], replies, sources) == [True, True]
+    wrong = ["You have no allergies.", "You work at Kestrel Labs."]
+    assert agreement([allergy, work], wrong, sources) == [False, False]
+    # the value travels with the manifest's probes
+    assert allergy.to_dict()["value"] == "peanuts" and "value" not in work.to_dict()
 
 
 class _Reader(_FakeModel):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,10 +77,23 @@ class DistillResult:
         return {"examples": len(self.examples), "probes": len(self.probes), **self.stats}
 
 
+Retriever = Callable[[str], Collection[str]]
+"""``question -> ids of the records rag would put in context for it``."""
+
+
 def collect_questions(
-    records: Sequence[Record], writer: DataWriter | None, seed: int
+    records: Sequence[Record],
+    writer: DataWriter | None,
+    seed: int,
+    retrieves: Retriever | None = None,
 ) -> tuple[QuestionSet, dict[str, Any]]:
-    """Questions for the trainable records, deduplicated, with counts per source."""
+    """Questions for the trainable records, deduplicated, with counts per source.
+
+    With ``retrieves``, a writer's question is kept only when rag would retrieve its record for
+    it: the small writer also asks off-topic questions ("What's the best way to make a cup of
+    tea?" of "I painted that lake sunrise last year"), which the teacher, reading the record
+    anyway, answers from world knowledge -- training on those teaches nothing about the records
+    and moves the model (on a LoCoMo conversation, 20 of 48 writer questions were such)."""
     qs = QuestionSet()
     counts: dict[str, Any] = {
         "records": len(records),
@@ -113,6 +126,10 @@ def collect_questions(
     counts["writer"] = 0
     if writer is not None and ask_writer:
         made = writer_questions(writer, ask_writer)
+        if retrieves is not None:
+            on_topic = [q for q in made if set(q.record_ids) & set(retrieves(q.text))]
+            counts["writer_off_topic"] = len(made) - len(on_topic)
+            made = on_topic
         counts["writer"] = len(made)
         qs.add(made)
     counts["questions"] = len(qs.questions)
@@ -131,12 +148,14 @@ def distill(
     context_share: float = CONTEXT_SHARE,
     distractors: int = DISTRACTORS,
     loss: str = "sequence",
+    retrieves: Retriever | None = None,
 ) -> DistillResult:
-    """Examples and probes for ``records`` by context distillation (see the module doc)."""
+    """Examples and probes for ``records`` by context distillation (see the module doc);
+    ``retrieves``: see :func:`collect_questions`."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     t0 = time.perf_counter()
-    qs, counts = collect_questions(records, writer, seed)
+    qs, counts = collect_questions(records, writer, seed, retrieves)
     t1 = time.perf_counter()
     by_id = {r.id: r for r in records}
     taught = teach(gen, qs.questions, by_id, system)
@@ -163,7 +182,7 @@ def distill(
         q = t.question
         rid = q.record_ids[0]
         if q.held_out:
-            probes.append(Probe(q.text, t.answer, rid, kind="held_out"))
+            probes.append(Probe(q.text, t.answer, rid, "held_out", q.value, q.record_ids))
             continue
         example = Example.qa(q.text, t.answer, system=system)
         examples.append(replace(example, soft=soft.get(i, ())))
@@ -247,6 +266,7 @@ __all__ = [
     "LOSSES",
     "TOP_K",
     "DistillResult",
+    "Retriever",
     "collect_questions",
     "distill",
 ]

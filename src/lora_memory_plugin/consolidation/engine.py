@@ -328,6 +328,7 @@ def _build_module(
             seed=seed,
             original="original" in names,
             loss=svc.config.consolidation.distill_loss,
+            retrieves=_retriever(svc, namespace),
         )
     else:
         data = synthesize(plan.records, writer, s.mixture, system)
@@ -469,6 +470,17 @@ def _build_module(
         gen.forget_adapter(plan.extends.module_id)
     out.committed = module_id
     return out
+
+
+def _retriever(svc: Services, namespace: str) -> distill_stage.Retriever:
+    """The ids of the records ``rag`` puts in context for a question (its k and score floor)."""
+    gcfg = svc.config.generation
+
+    def retrieves(question: str) -> set[str]:
+        hits = svc.buffer.search(namespace, question, gcfg.rag_k)
+        return {h.id for h in hits if h.score >= gcfg.rag_min_score}
+
+    return retrieves
 
 
 def _pass_score(svc: Services, s: _Settings) -> float:

@@ -42,7 +42,9 @@ class Question:
     # must say it, or the teacher misread (the newest record's value after an update)
 
 
-_NAME = r"[A-Z][\w'&.-]*(?:\s+(?:de|da|do|van|von|&|[A-Z][\w'&.-]*))*"
+# a capitalised word, with inner dots ("St.Kilda") but not a sentence's closing one: "Lisbon. I'm"
+_WORD = r"[A-Z][\w'&-]*(?:\.[\w'&-]+)*"
+_NAME = rf"{_WORD}(?:\s+(?:de|da|do|van|von|&|{_WORD}))*"
 _VALUE = r"[^.,;!?]+?"
 _END = r"(?=\s*(?:[.,;!?]|\band\b|\bbut\b|\bso\b|\bsince\b|$))"
 _RELATIVES = (
@@ -200,12 +202,51 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
 )
 
 
+_SPEAKER = re.compile(
+    r"^\s*(?:\[[^\]\n]{1,40}\]\s*)?(?P<name>[A-Z][\w'.-]{0,30}(?:\s[A-Z][\w'.-]{0,30})?):\s+\S"
+)
+# a first-person question about the user -> the same question about a named speaker
+_THIRD_PERSON: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b([Dd])o I\b"), r"\1oes {n}"),
+    (re.compile(r"\bam I\b"), "is {n}"),
+    (re.compile(r"\bAm I\b"), "Is {n}"),
+    (re.compile(r"\b([Hh])ave I\b"), r"\1as {n}"),
+    (re.compile(r"\bthe user's\b"), "{n}'s"),
+    (re.compile(r"\bthe user\b"), "{n}"),
+    (re.compile(r"\bI\b"), "{n}"),
+)
+_MY = re.compile(r"\b[Mm]y\b")
+
+
+def speaker(text: str) -> str | None:
+    """The speaker a turn is written by, when its text names one -- ``"Caroline"`` for
+    ``"[8 May 2023] Caroline: I went to a support group."`` (a dialogue between people, as
+    LoCoMo and chat exports store it) -- else None: the user's own first-person turn."""
+    m = _SPEAKER.match(text)
+    return m.group("name") if m else None
+
+
+def third_person(question: str, name: str) -> str:
+    """A question about the user asked about ``name``: "What am I allergic to?" -> "What is
+    Caroline allergic to?", "What is my goal?" -> "What is Caroline's goal?"."""
+    for pattern, repl in _THIRD_PERSON:
+        question = pattern.sub(repl.format(n=name), question)
+    # "my": the speaker's by name the first time, "their" once the question has named them
+    # ("What did I name my dog?" -> "What did Caroline name their dog?")
+    while m := _MY.search(question):
+        owner = "their" if name in question[: m.start()] else f"{name}'s"
+        question = question[: m.start()] + owner + question[m.end() :]
+    return question
+
+
 def template_questions(text: str, record_id: str, rng: random.Random) -> list[Question]:
     """Questions a user asks back about the first-person statements in ``text``.
 
     For each statement the template matches, every phrasing but one is trained; one, chosen
-    with ``rng``, is held out for the gate.
+    with ``rng``, is held out for the gate. In a turn that names its speaker
+    (:func:`speaker`), "I" is that speaker: the questions ask about them by name.
     """
+    who = speaker(text)
     out: list[Question] = []
     for i, (pattern, phrasings) in enumerate(_TEMPLATES):
         for m in pattern.finditer(text):
@@ -216,7 +257,10 @@ def template_questions(text: str, record_id: str, rng: random.Random) -> list[Qu
             try:
                 for p in phrasings:
                     phrasing, _, slot = p.partition("|")
-                    asked.setdefault(phrasing.format(**fields), fields.get(slot or "v"))
+                    asked_text = phrasing.format(**fields)
+                    if who is not None:
+                        asked_text = third_person(asked_text, who)
+                    asked.setdefault(asked_text, fields.get(slot or "v"))
             except KeyError:
                 continue
             held = rng.randrange(len(asked))
@@ -244,13 +288,33 @@ _WRITER_SHOT = (
 )
 
 
+_SPEAKER_TASK = (
+    "Write three short questions that the note answers, one per line. Ask about what {n} "
+    "says, and name {n} in every question."
+)
+_SPEAKER_SHOT = (
+    "Sam",
+    "[3 June 2023] Sam: I adopted a beagle named Rex last week, and we're going to the lake "
+    "on Sunday.",
+    "What did Sam adopt last week?\nWhat is the name of Sam's dog?\nWhere is Sam going on Sunday?",
+)
+
+
 def writer_prompt(text: str) -> list[dict[str, str]]:
-    """A few-shot prompt asking for questions (only) about one record."""
+    """A few-shot prompt asking for questions (only) about one record: the user's own turn is
+    asked about in the first person, a turn that names its speaker (:func:`speaker`) about
+    that speaker by name (the way people ask about a conversation they were not in)."""
+    who = speaker(text)
+    if who is None:
+        task, shot, answer, this = _WRITER_TASK, _WRITER_SHOT[0], _WRITER_SHOT[1], _WRITER_TASK
+    else:
+        name, shot, answer = _SPEAKER_SHOT
+        task, this = _SPEAKER_TASK.format(n=name), _SPEAKER_TASK.format(n=who)
     return [
         {"role": "system", "content": _WRITER_SYSTEM},
-        {"role": "user", "content": f"{_WRITER_TASK}\n\nNote: {_WRITER_SHOT[0]}"},
-        {"role": "assistant", "content": _WRITER_SHOT[1]},
-        {"role": "user", "content": f"{_WRITER_TASK}\n\nNote: {text}"},
+        {"role": "user", "content": f"{task}\n\nNote: {shot}"},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": f"{this}\n\nNote: {text}"},
     ]
 
 
@@ -340,7 +404,9 @@ __all__ = [
     "QuestionSet",
     "key",
     "parse_questions",
+    "speaker",
     "template_questions",
+    "third_person",
     "writer_prompt",
     "writer_questions",
 ]
