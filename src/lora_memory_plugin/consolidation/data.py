@@ -29,20 +29,30 @@ class Probe:
 
     ``kind``: ``"held_in"`` (trained as written), ``"qa"`` (a QA-shaped record's own pair,
     trained) or ``"held_out"`` (a phrasing never trained; its answer is the teacher's).
+    ``value``: what a reply must say to agree, when a template read it in the statement
+    ("peanuts" of "I'm allergic to peanuts, so leave them out"; the teacher's answer says it);
+    None: the answer's words that come from the records (:func:`.teacher.agrees`).
+    ``record_ids``: every record the teacher read for it, ``record_id`` first (the second
+    turn of an update holds the value "Where do I work now?" must give).
     """
 
     question: str
     answer: str
     record_id: str
     kind: str = "held_in"
+    value: str | None = None
+    record_ids: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, str]:
-        return {
+        out = {
             "question": self.question,
             "answer": self.answer,
             "record_id": self.record_id,
             "kind": self.kind,
         }
+        if self.value is not None:
+            out["value"] = self.value
+        return out
 
 
 def parse_qa(text: str) -> tuple[str, str] | None:

@@ -40,7 +40,7 @@ from ..generation.prompts import build_messages
 from ..types import Hit
 from .data import Probe
 from .reading import read_right, reading_messages
-from .teacher import agrees, first_sentence, past_first_sentence
+from .teacher import agrees, first_sentence, past_first_sentence, says_value
 
 GATE_TOKENS = 40
 _BASE_READING: LRUDict[tuple[str, str, str], int] = LRUDict(64)
@@ -268,11 +268,20 @@ def held_out_evaluator(
 def agreement(
     probes: Sequence[Probe], replies: Sequence[str], sources: dict[str, str]
 ) -> list[bool]:
-    """Per probe: does the reply's first sentence give the teacher's value?"""
-    return [
-        agrees(first_sentence(r), p.answer, sources.get(p.record_id, p.answer), p.question)
-        for p, r in zip(probes, replies, strict=True)
-    ]
+    """Per probe: does the reply's first sentence give the teacher's value -- the template's
+    reading of the statement when there is one ("You have an allergy to peanuts." agrees with
+    "I'm allergic to peanuts, so leave them out."), else the teacher's answer's words that come
+    from the records the teacher read?"""
+    out = []
+    for p, r in zip(probes, replies, strict=True):
+        said = first_sentence(r)
+        if p.value:
+            out.append(says_value(said, p.value))
+            continue
+        ids = p.record_ids or (p.record_id,)
+        source = " ".join(sources[i] for i in ids if i in sources) or p.answer
+        out.append(agrees(said, p.answer, source, p.question))
+    return out
 
 
 __all__ = ["GateResult", "agreement", "gate", "held_out_evaluator", "probe_exact_match"]

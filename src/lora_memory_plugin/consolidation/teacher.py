@@ -35,6 +35,7 @@ _REFUSAL = re.compile(
     re.I,
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
+_LABEL = re.compile(r"^(?:\[[^\]\n]{1,40}\]\s*)*(?:[A-Z][\w'.-]{0,30}:\s+)?")
 
 
 @dataclass(frozen=True)
@@ -60,16 +61,24 @@ def teacher_context(question: Question, records: Mapping[str, Record]) -> tuple[
     return tuple(note(r) for r in recs)
 
 
+def unlabelled(text: str) -> str:
+    """The reply without a leading speaker label or date a small model copies from dialogue
+    notes ("Cherry: Caroline's goal is ...", "[2023-05-08] Melanie: ..."): not an answer."""
+    return _LABEL.sub("", text.strip(), count=1)
+
+
 def first_sentence(text: str) -> str:
-    """The reply's first line, cut after its first sentence."""
-    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+    """The reply's first line (past a copied speaker label), cut after its first sentence."""
+    text = unlabelled(text)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return _SENTENCE.split(line, maxsplit=1)[0].strip()
 
 
 def past_first_sentence(text: str) -> bool:
     """Has the reply gone past its first sentence? Then :func:`first_sentence` of it is final --
     it stays the same however the reply goes on -- and generating more is wasted."""
-    return bool(text.strip()) and first_sentence(text) != text.strip()
+    rest = unlabelled(text)
+    return bool(rest) and first_sentence(rest) != rest
 
 
 def grounded_answer(answer: str, context: Sequence[Hit]) -> bool:
@@ -175,5 +184,6 @@ __all__ = [
     "teach",
     "teacher_context",
     "trim_ungrounded",
+    "unlabelled",
     "value_tokens",
 ]
