@@ -93,7 +93,7 @@ def collect_questions(
     it: the small writer also asks off-topic questions ("What's the best way to make a cup of
     tea?" of "I painted that lake sunrise last year"), which the teacher, reading the record
     anyway, answers from world knowledge -- training on those teaches nothing about the records
-    and moves the model (on a LoCoMo conversation, 20 of 48 writer questions were such)."""
+    and moves the model (on LoCoMo conv-26, first two sessions: 42 of 81 writer questions)."""
     qs = QuestionSet()
     counts: dict[str, Any] = {
         "records": len(records),
