@@ -5,7 +5,15 @@ import logging
 import pytest
 
 from lora_memory_plugin import ConfigError, LoRAMemory, StoreError
-from lora_memory_plugin.config import CONFIG_NAME, StoreConfig, load_config, save_config
+from lora_memory_plugin.config import (
+    CONFIG_NAME,
+    DISTILL_LR,
+    SYNTH_LR,
+    ConsolidationConfig,
+    StoreConfig,
+    load_config,
+    save_config,
+)
 
 
 def test_roundtrip(tmp_path):
@@ -39,6 +47,7 @@ def test_unknown_keys_are_dropped_with_a_warning(tmp_path, caplog):
         "[consolidation]\ndistill_loss = 'kl'\n",
         "[consolidation]\nheld_out_target = 0\n",
         "[consolidation]\ntop_layers = -1\n",
+        "[consolidation]\nlr = -0.001\n",
         "models = 3\n",
         b"\xff\xfe\x00garbage",
     ],
@@ -85,3 +94,11 @@ def test_bad_new_store_options(tmp_path):
         LoRAMemory.open(tmp_path / "s", base_model="")
     with pytest.raises(ConfigError):
         LoRAMemory.open(tmp_path / "s2", chroma_url="localhost:8000")
+
+
+def test_lr_0_is_the_methods_own_and_a_set_lr_wins() -> None:
+    cc = ConsolidationConfig()
+    assert cc.lr == 0.0
+    assert cc.lr_for("distill+original") == cc.lr_for("distill") == DISTILL_LR
+    assert cc.lr_for("qa+original") == cc.lr_for("qa") == SYNTH_LR
+    assert ConsolidationConfig(lr=5e-4).lr_for("distill") == 5e-4

@@ -34,7 +34,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 gen,
                 int(rank),
                 int(n),
-                lr=mem.config.consolidation.lr,
+                lr=mem.config.consolidation.lr_for("qa"),
                 max_epochs=int(epochs),
                 seed=ctx.options.seed,
                 device=mem.config.models.device,

@@ -240,7 +240,7 @@ def calibrate(
                 gen,
                 rank,
                 n,
-                lr=svc.config.consolidation.lr,
+                lr=svc.config.consolidation.lr_for("qa"),
                 max_epochs=max_epochs,
                 seed=seed,
                 max_seconds=remaining,

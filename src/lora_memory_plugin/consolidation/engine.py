@@ -197,11 +197,12 @@ def _run(
             notes=(*notes, f"{len(buffered)} buffered record(s) < min_records={opts.min_records}"),
         )
     failpoint("selected")
+    mixture = opts.mixture if opts.mixture is not None else cc.mixture
     settings = _Settings(
         target=opts.target if opts.target is not None else cc.target,
-        lr=opts.lr if opts.lr is not None else cc.lr,
+        lr=opts.lr if opts.lr is not None else cc.lr_for(mixture),
         max_steps=opts.max_steps if opts.max_steps is not None else cc.max_steps,
-        mixture=opts.mixture if opts.mixture is not None else cc.mixture,
+        mixture=mixture,
         drift_max=opts.drift_max if opts.drift_max is not None else cc.drift_max,
         capacity=resolve_capacity(svc, opts.rank),
         deadline=None if opts.max_minutes is None else t0 + opts.max_minutes * 60,
