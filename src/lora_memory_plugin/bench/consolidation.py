@@ -130,7 +130,7 @@ def _trainers(ctx: Context, mem: Any, target: float, recipe_rank: int) -> dict[s
     train = train_overrides(str(ctx.size("train", "", "")))
     ours_cfg = TrainConfig(
         rank=rank,
-        lr=c.lr,
+        lr=c.lr_for("qa"),
         seed=ctx.options.seed,
         device=mem.config.models.device,
         **ctx.train_options(),
