@@ -135,6 +135,12 @@ def test_a_turn_that_names_its_speaker_is_asked_about_by_name() -> None:
     turn = "[8 May 2023] Caroline: I moved to Lisbon. My goal is to open a bakery."
     assert speaker(turn) == "Caroline"
     assert speaker("I moved to Lisbon. Note: it rains.") is None  # the user's own turn
+    for label in ("Update: I moved to Lisbon.", "FYI: my code is 4471.", "Note: I'm vegan."):
+        assert speaker(label) is None, label  # a label the user opens with, not a speaker
+    asked = [
+        q.text for q in template_questions("Update: I moved to Lisbon.", "r", random.Random(0))
+    ]
+    assert "Where do I live?" in asked
     asked = {q.text: q.value for q in template_questions(turn, "r", random.Random(0))}
     assert asked["Where does Caroline live?"] == "lisbon"  # not "lisbon. my" (a sentence end)
     assert asked["What is Caroline's goal?"] == "to open a bakery"

@@ -216,6 +216,12 @@ _THIRD_PERSON: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bI\b"), "{n}"),
 )
 _MY = re.compile(r"\b[Mm]y\b")
+_LABELS = re.compile(
+    r"(?i)^(?:notes?|update|reminder|fyi|ps|edit|important|todo|tip|warning|news|info|context|"
+    r"source|title|subject|re|fwd|btw|also|question|answer|summary|facts?|memo)$"
+)
+"""Words a user's own turn may open with before a colon ("Update: I moved to Lisbon"):
+labels, not speakers."""
 
 
 def speaker(text: str) -> str | None:
@@ -223,7 +229,9 @@ def speaker(text: str) -> str | None:
     ``"[8 May 2023] Caroline: I went to a support group."`` (a dialogue between people, as
     LoCoMo and chat exports store it) -- else None: the user's own first-person turn."""
     m = _SPEAKER.match(text)
-    return m.group("name") if m else None
+    if m is None or _LABELS.match(m.group("name").split()[0]):
+        return None
+    return m.group("name")
 
 
 def third_person(question: str, name: str) -> str:
