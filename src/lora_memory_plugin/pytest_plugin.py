@@ -17,9 +17,7 @@ Loading it sets the Hugging Face libraries offline: nothing is downloaded at tes
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-import urllib.request
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +26,10 @@ import pytest
 from ._device import configure_cpu_threads
 from .memory import LoRAMemory
 from .testing import (
+    ChromaServer,
     ConsolidatedFacts,
     build_tiny_model,
-    chroma_bin,
     consolidate_facts,
-    free_port,
     one_torch_thread,
     sharpen_model,
 )
@@ -77,40 +74,7 @@ def facts_store(
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `chroma run` on 127.0.0.1 and a random free port; stopped after the session."""
-    data = tmp_path_factory.mktemp("chroma-server")
-    port = free_port()
-    log = open(data / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            chroma_bin(),
-            "run",
-            "--path",
-            str(data / "db"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    f"chroma server did not start: {(data / 'server.log').read_text()[-2000:]}"
-                ) from None
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    server = ChromaServer(tmp_path_factory.mktemp("chroma-server"))
+    server.start()
+    yield server.url
+    server.stop(signal.SIGTERM)

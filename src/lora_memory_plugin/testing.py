@@ -6,18 +6,22 @@ needs no download, for tests of the plumbing (not of recall). ``sharpen_model(sr
 its final norm so an adapter can make it confident (a random 32-dim model's logits stay within
 about +-0.6), which consolidation tests need to pass a probe gate. ``consolidate_facts(mem,
 namespace)`` writes :data:`FACTS` as user turns and consolidates them with :data:`FAST` into one
-committed module. ``free_port()`` and ``chroma_bin()`` are what a test needs to start a real
-``chroma run``. The pytest fixtures over these live in :mod:`.pytest_plugin`.
+committed module. ``ChromaServer(data)`` starts a real ``chroma run`` (and kills and restarts it
+on the same data); ``free_port()`` and ``chroma_bin()`` are its parts. The pytest fixtures over
+these live in :mod:`.pytest_plugin`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FACTS",
     "FAST",
+    "ChromaServer",
     "ConsolidatedFacts",
     "build_tiny_model",
     "chroma_bin",
@@ -177,3 +182,60 @@ def chroma_bin() -> str:
     """The ``chroma`` command: the one beside this Python, else the first on ``PATH``."""
     exe = Path(sys.executable).with_name("chroma")
     return str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
+
+
+class ChromaServer:
+    """A real ``chroma run`` on 127.0.0.1 (a free port unless given) that can be killed and
+    restarted on the same data and port; each start logs to ``data/server-N.log``."""
+
+    def __init__(self, data: Path, port: int | None = None) -> None:
+        self.data = data
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 60) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = self.data / f"server-{self.starts}.log"
+        logf = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                chroma_bin(),
+                "run",
+                "--path",
+                str(self.data / "db"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+        logf.close()
+        self.starts += 1
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.proc.kill()
+                    tail = log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(
+                        f"chroma server did not start on {self.url}: {tail}"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None

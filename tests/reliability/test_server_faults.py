@@ -13,9 +13,10 @@ import signal
 import pytest
 
 from lora_memory_plugin import BackendError, LoRAMemory
-from lora_memory_plugin.bench.reliability.server import ChromaServer, run_server_faults
+from lora_memory_plugin.bench.reliability.server import run_server_faults
 from lora_memory_plugin.consolidation import engine
 from lora_memory_plugin.consolidation import forget as forget_mod
+from lora_memory_plugin.testing import ChromaServer
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.server]
 

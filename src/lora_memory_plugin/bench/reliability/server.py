@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,60 +17,8 @@ from typing import Any
 from ...errors import BackendError
 from ...memory import LoRAMemory
 from ...store.records import NewRecord
-from ...testing import chroma_bin, free_port
+from ...testing import ChromaServer
 from ._shared import sentence
-
-
-class ChromaServer:
-    """A ``chroma run`` that can be killed and restarted on the same data and port."""
-
-    def __init__(self, data: Path, port: int | None = None) -> None:
-        self.data = data
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 60) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        logf = open(self.data / f"server-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                chroma_bin(),
-                "run",
-                "--path",
-                str(self.data / "db"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
-        logf.close()
-        self.starts += 1
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    self.proc.kill()
-                    raise RuntimeError(f"chroma server did not start on {self.url}") from None
-                time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 def _record_complete(mem: Any, ns: str, rid: str, text: str) -> list[str]:
