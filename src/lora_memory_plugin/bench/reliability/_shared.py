@@ -12,13 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ...testing import FAST
-
 # Cheap consolidation: plain prose, 3 steps; what is under test is locking, not learning.
 CHEAP_CONSOLIDATION: dict[str, Any] = {"max_steps": 3, "mixture": "original", "drift_max": 100.0}
-# Consolidation that makes the sharpened tiny model answer (as tests/consolidation does): the
-# testing kit's FAST.
-FAST_CONSOLIDATION = FAST
 
 # fmt: off
 WORDS = [

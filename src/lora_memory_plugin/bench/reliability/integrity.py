@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ...registry import modules as registry
+from ...testing import FAST
 from .._common import hit
-from ._shared import FAST_CONSOLIDATION
 
 DAMAGES = ("corrupt", "swap")
 OTHER_BASE = "base"
@@ -31,7 +31,7 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
     mem.add_turns(
         donor_ns, [{"content": "Question: What is the code of the donor box? Answer: 5150"}]
     )
-    mem.consolidate(donor_ns, **FAST_CONSOLIDATION)
+    mem.consolidate(donor_ns, **FAST)
     [donor] = mem.modules(donor_ns)
     donor_weights = (
         registry.modules_root(mem.path, donor_ns) / donor.module_id / registry.ADAPTER_WEIGHTS
@@ -44,7 +44,7 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
             ns = f"r{r}-{damage}"
             q, a = f"What is the code of box {r}{damage}?", f"{1000 + 97 * r + len(damage)}"
             mem.add_turns(ns, [{"content": f"Question: {q} Answer: {a}"}])
-            mem.consolidate(ns, **FAST_CONSOLIDATION)
+            mem.consolidate(ns, **FAST)
             [m] = mem.modules(ns)
             d = registry.modules_root(mem.path, ns) / m.module_id
             weights = d / registry.ADAPTER_WEIGHTS
@@ -75,7 +75,7 @@ def run_integrity(mem: Any, *, rounds: int = 10) -> dict[str, Any]:
             if not caught:
                 problems.append(f"round {r} {damage}: answered as {ans.mode}, notes {ans.notes}")
                 continue
-            [rep] = mem.consolidate(ns, **FAST_CONSOLIDATION)
+            [rep] = mem.consolidate(ns, **FAST)
             fixed = rep.status == "consolidated" and hit(
                 a, mem.ask(ns, q, mode="lora", max_new_tokens=8).text
             )
@@ -101,7 +101,7 @@ def _other_base_is_skipped(  # noqa: PLR0917
     stats[f"{OTHER_BASE}_skipped"] += skipped
     if not skipped:
         return [f"round {r} {OTHER_BASE}: answered as {ans.mode}, notes {ans.notes}"]
-    [rep] = mem.consolidate(ns, **FAST_CONSOLIDATION)
+    [rep] = mem.consolidate(ns, **FAST)
     kept = rep.status == "nothing_to_do" and {p.name: p.read_bytes() for p in d.iterdir()} == files
     stats[f"{OTHER_BASE}_kept"] += kept
     return [] if kept else [f"round {r} {OTHER_BASE}: consolidation {rep.status} changed it"]

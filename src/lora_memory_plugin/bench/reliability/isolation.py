@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ._shared import FAST_CONSOLIDATION, sentence
+from ...testing import FAST
+from ._shared import sentence
 
 HOSTILE_NAMESPACES = [
     "user-42",
@@ -68,7 +69,7 @@ def build_isolation_store(
             ]
         ids[ns] = set(mem.add_turns(ns, turns))
         if j < with_modules:
-            [rep] = mem.consolidate(ns, **FAST_CONSOLIDATION)
+            [rep] = mem.consolidate(ns, **FAST)
             if rep.status != "consolidated":
                 raise RuntimeError(f"consolidation of namespace {j} failed: {rep}")
     modules = {ns: {m.module_id for m in mem.modules(ns)} for ns in HOSTILE_NAMESPACES}
