@@ -91,7 +91,25 @@ def resolve_memory(memory: MemoryArg, path: PathArg, *, owner: str = "") -> LoRA
     """
     from .memory import LoRAMemory  # noqa: PLC0415 (keeps this module import light)
 
-    return LoRAMemory.resolve(memory, path, owner=owner)
+    who = f"{owner}: " if owner else ""
+    if memory is not None and path is not None:
+        raise InvalidInputError(
+            f"{who}pass exactly one of memory= (an open LoRAMemory) or path= (a store "
+            "directory), not both; got both"
+        )
+    if path is not None:
+        return LoRAMemory.open(path)
+    if memory is None:
+        raise InvalidInputError(
+            f"{who}pass memory= (an open LoRAMemory) or path= (a store directory, e.g. "
+            "'./memory'): exactly one of memory= or path= is needed, got neither"
+        )
+    if not isinstance(memory, LoRAMemory):
+        raise InvalidTypeError(
+            f"{who}memory= must be a LoRAMemory, got {type(memory).__name__}; open one "
+            "with LoRAMemory.open(path)"
+        )
+    return memory
 
 
 def check_namespace(namespace: object, message: str | None = None) -> str:

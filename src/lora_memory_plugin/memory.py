@@ -11,35 +11,53 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._store import Store
 from .config import StoreConfig
 from .consolidation.service import Consolidator
-from .errors import InvalidInputError, InvalidTypeError
 from .generation.service import Answerer
 from .registry.modules import list_modules
 from .store.namespaces import validate_namespace
 from .types import (
     Answer,
+    AnswerOptions,
+    ChatOptions,
     ConsolidationReport,
+    DocumentFields,
     ForgetReport,
+    GetOptions,
     Hit,
+    OpenOptions,
     Recall,
     Record,
+    RecordFilters,
+    SearchFilters,
     StoreStatus,
+    TurnFields,
 )
 
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # pragma: no cover
+    from typing_extensions import Unpack
+
 if TYPE_CHECKING:
+    from .consolidation.capacity import CalibrationReport
     from .generation.backend import Generator
+    from .registry.modules import ModuleManifest
+    from .routing.index import RoutingIndex
+    from .routing.router import RouteDecision
+    from .store.buffer import Buffer
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _async_twin(fn: Callable[P, R]) -> Callable[P, Any]:
+def _async_twin(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -83,74 +101,21 @@ class LoRAMemory:
     # ---- opening -----------------------------------------------------------------------
     @classmethod
     def open(
-        cls,
-        path: str | Path,
-        chroma_url: str | None = None,
-        *,
-        create: bool = True,
-        base_model: str | None = None,
-        embedder: str | None = None,
-        chroma_database: str | None = None,
+        cls, path: str | Path, chroma_url: str | None = None, **options: Unpack[OpenOptions]
     ) -> LoRAMemory:
         """Open (or create) the store at ``path``.
 
-        Args:
-            path: the store directory (created if missing and ``create``).
-            chroma_url: use a Chroma server (``http://host:port``) instead of embedded Chroma.
-                Saved in a new store's config; for an existing store it overrides for this
-                process only.
-            create: create a missing store; False raises StoreError instead.
-            base_model: for a new store, 'default', a Hugging Face id or a local path.
-            embedder: for a new store, 'default' or a local sentence-encoder dir.
-            chroma_database: for a new store on a Chroma server, the database to use (created
-                if missing); unrelated stores sharing one server must use distinct databases.
+        ``chroma_url`` (``http://host:port``) uses a Chroma server instead of embedded Chroma:
+        saved in a new store's config, for an existing one it overrides for this process only.
+        ``options`` (:class:`~.types.OpenOptions`): ``create``, ``base_model``, ``embedder``,
+        ``chroma_database``.
 
         Raises:
             StoreError: ``path`` is a file, or a non-empty directory that is not a store.
             ConfigError: the store's ``lora-memory.toml`` is unreadable or invalid.
             BackendError: the Chroma server cannot be reached.
         """
-        return cls(
-            Store.open(
-                path,
-                chroma_url,
-                create=create,
-                base_model=base_model,
-                embedder=embedder,
-                chroma_database=chroma_database,
-            )
-        )
-
-    @classmethod
-    def resolve(
-        cls, memory: LoRAMemory | None = None, path: str | Path | None = None, *, owner: str = ""
-    ) -> LoRAMemory:
-        """The store a framework adapter works on: ``memory=`` (open) or ``path=`` (opened
-        here), exactly one. ``owner`` (a class name) prefixes the error messages.
-
-        Raises:
-            InvalidInputError: both or neither were given.
-            InvalidTypeError: ``memory`` is not a LoRAMemory.
-        """
-        who = f"{owner}: " if owner else ""
-        if memory is not None and path is not None:
-            raise InvalidInputError(
-                f"{who}pass exactly one of memory= (an open LoRAMemory) or path= (a store "
-                "directory), not both; got both"
-            )
-        if path is not None:
-            return cls.open(path)
-        if memory is None:
-            raise InvalidInputError(
-                f"{who}pass memory= (an open LoRAMemory) or path= (a store directory, e.g. "
-                "'./memory'): exactly one of memory= or path= is needed, got neither"
-            )
-        if not isinstance(memory, LoRAMemory):
-            raise InvalidTypeError(
-                f"{who}memory= must be a LoRAMemory, got {type(memory).__name__}; open one "
-                "with LoRAMemory.open(path)"
-            )
-        return memory
+        return cls(Store.open(path, chroma_url, **options))
 
     def close(self) -> None:
         """Nothing to release today (clients are shared per store); kept for `with` blocks."""
@@ -166,25 +131,13 @@ class LoRAMemory:
         return f"LoRAMemory(path={str(self.path)!r}, chroma={where!r})"
 
     # ---- writes ------------------------------------------------------------------------
-    def add_turn(
-        self,
-        namespace: str,
-        content: str,
-        *,
-        role: str = "user",
-        session_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        created_at: float | None = None,
-    ) -> str:
-        """Store one conversation turn; returns its record id (the same id for a duplicate)."""
-        return self._records.add_turn(
-            self._ns(namespace),
-            content,
-            role=role,
-            session_id=session_id,
-            metadata=metadata,
-            created_at=created_at,
-        )
+    def add_turn(self, namespace: str, content: str, **fields: Unpack[TurnFields]) -> str:
+        """Store one conversation turn; returns its record id (the same id for a duplicate).
+
+        ``fields`` (:class:`~.types.TurnFields`): ``role`` ('user' by default), ``session_id``,
+        ``metadata``, ``created_at``.
+        """
+        return self._records.add_turn(self._ns(namespace), content, **fields)
 
     def add_turns(
         self,
@@ -201,25 +154,12 @@ class LoRAMemory:
         return self._records.add_turns(ns, turns, batch_size=batch_size, progress=progress)
 
     def add_document(
-        self,
-        namespace: str,
-        text: str,
-        *,
-        source: str | None = None,
-        session_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        created_at: float | None = None,
+        self, namespace: str, text: str, **fields: Unpack[DocumentFields]
     ) -> list[str]:
         """Chunk a document on token boundaries (with overlap) and store the chunks; returns
-        one record id per chunk, in document order."""
-        return self._records.add_document(
-            self._ns(namespace),
-            text,
-            source=source,
-            session_id=session_id,
-            metadata=metadata,
-            created_at=created_at,
-        )
+        one record id per chunk, in document order. ``fields``: ``source``, ``session_id``,
+        ``metadata``, ``created_at``."""
+        return self._records.add_document(self._ns(namespace), text, **fields)
 
     def delete(self, namespace: str, ids: Sequence[str]) -> int:
         """Delete records from the buffer now, and their routing keys; returns how many existed.
@@ -238,73 +178,26 @@ class LoRAMemory:
 
     # ---- reads -------------------------------------------------------------------------
     def search(
-        self,
-        namespace: str,
-        query: str,
-        k: int = 5,
-        *,
-        kind: str | None = None,
-        session_id: str | None = None,
-        role: str | None = None,
-        status: str | None = None,
-        since: Any = None,
-        until: Any = None,
-        where: dict[str, Any] | None = None,
+        self, namespace: str, query: str, k: int = 5, **filters: Unpack[SearchFilters]
     ) -> list[Hit]:
         """Semantic search of the buffer (RAG), best first (``score``: cosine similarity).
 
-        Filters: ``kind`` ('turn' / 'document'), ``session_id``, ``role``, ``status``
-        ('buffered' / 'consolidated'), ``since`` / ``until`` (datetime or epoch seconds) and a
-        raw Chroma ``where``.
+        ``filters`` (:class:`~.types.SearchFilters`): ``kind`` ('turn' / 'document'),
+        ``session_id``, ``role``, ``status`` ('buffered' / 'consolidated'), ``since`` /
+        ``until`` (datetime or epoch seconds) and a raw Chroma ``where``.
         """
-        return self._records.search(
-            self._ns(namespace),
-            query,
-            k,
-            kind=kind,
-            session_id=session_id,
-            role=role,
-            status=status,
-            since=since,
-            until=until,
-            where=where,
-        )
+        return self._records.search(self._ns(namespace), query, k, **filters)
 
     def get(
-        self,
-        namespace: str,
-        ids: list[str] | None = None,
-        *,
-        kind: str | None = None,
-        session_id: str | None = None,
-        status: str | None = None,
-        where: dict[str, Any] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        self, namespace: str, ids: list[str] | None = None, **options: Unpack[GetOptions]
     ) -> list[Record]:
-        """Records by id (in that order; RecordNotFoundError if one is missing) or by filter."""
-        return self._records.get(
-            self._ns(namespace),
-            ids,
-            limit=limit,
-            offset=offset,
-            kind=kind,
-            session_id=session_id,
-            status=status,
-            where=where,
-        )
+        """Records by id (in that order; RecordNotFoundError if one is missing) or by filter:
+        ``kind``, ``session_id``, ``status``, ``where``, paged by ``limit`` and ``offset``."""
+        return self._records.get(self._ns(namespace), ids, **options)
 
-    def count(
-        self,
-        namespace: str,
-        *,
-        kind: str | None = None,
-        session_id: str | None = None,
-        status: str | None = None,
-    ) -> int:
-        """How many records the namespace holds (optionally filtered)."""
-        ns = self._ns(namespace)
-        return self._records.count(ns, kind=kind, session_id=session_id, status=status)
+    def count(self, namespace: str, **filters: Unpack[RecordFilters]) -> int:
+        """How many records the namespace holds (filters as for :meth:`get`)."""
+        return self._records.count(self._ns(namespace), **filters)
 
     def namespaces(self) -> list[str]:
         """Every namespace with records in this store."""
@@ -315,21 +208,16 @@ class LoRAMemory:
         ready."""
         return self._store.status()
 
-    def modules(self, namespace: str) -> list[Any]:
+    def modules(self, namespace: str) -> list[ModuleManifest]:
         """The committed LoRA modules of ``namespace`` (manifests, oldest first)."""
         return list_modules(self.path, self._ns(namespace))
 
     # ---- answering (generation.service.Answerer) ----------------------------------------
     def ask(
-        self,
-        namespace: str,
-        question: str,
-        mode: str = "auto",
-        *,
-        k: int | None = None,
-        max_new_tokens: int | None = None,
+        self, namespace: str, question: str, mode: str = "auto", **options: Unpack[AnswerOptions]
     ) -> Answer:
-        """Answer ``question`` from this namespace's memory.
+        """Answer ``question`` from this namespace's memory (``options``: ``k``,
+        ``max_new_tokens``).
 
         Modes: ``auto`` (per question: lora, hybrid or rag, from routing confidence and the
         module's measured agreement), ``base`` (model alone), ``rag`` (top-k buffer hits in
@@ -337,8 +225,7 @@ class LoRAMemory:
         ``hybrid`` (consolidated modules; without modules they answer as ``rag`` and
         ``Answer.notes`` says so).
         """
-        ns = self._ns(namespace)
-        return self._answerer.ask(ns, question, mode, k=k, max_new_tokens=max_new_tokens)
+        return self._answerer.ask(self._ns(namespace), question, mode, **options)
 
     def ask_many(
         self,
@@ -346,9 +233,8 @@ class LoRAMemory:
         questions: Sequence[str],
         mode: str = "auto",
         *,
-        k: int | None = None,
-        max_new_tokens: int | None = None,
         batch_size: int = 16,
+        **options: Unpack[AnswerOptions],
     ) -> list[Answer]:
         """Answer many questions at once; ``namespace`` is one name or one per question.
 
@@ -359,30 +245,23 @@ class LoRAMemory:
             nss = [self._ns(namespace)] * (0 if isinstance(questions, str) else len(questions))
         else:
             nss = [self._ns(n) for n in namespace]
-        return self._answerer.ask_many(
-            nss, questions, mode, k=k, max_new_tokens=max_new_tokens, batch_size=batch_size
-        )
+        return self._answerer.ask_many(nss, questions, mode, batch_size=batch_size, **options)
 
     def chat(
-        self,
-        namespace: str,
-        messages: Sequence[dict[str, str]],
-        *,
-        mode: str = "lora",
-        max_new_tokens: int | None = None,
+        self, namespace: str, messages: Sequence[dict[str, str]], **options: Unpack[ChatOptions]
     ) -> Answer:
         """Answer a conversation (``[{"role", "content"}, ...]``) with the module routed from
-        its last user message (``mode="lora"``) or the bare base model (``"base"``); no buffer
-        text is added. Without a matching module the base model answers (``Answer.notes``)."""
-        ns = self._ns(namespace)
-        return self._answerer.chat(ns, messages, mode=mode, max_new_tokens=max_new_tokens)
+        its last user message (``mode="lora"``, the default) or the bare base model
+        (``"base"``); no buffer text is added. Without a matching module the base model answers
+        (``Answer.notes``). ``options``: ``mode``, ``max_new_tokens``."""
+        return self._answerer.chat(self._ns(namespace), messages, **options)
 
     def recall(self, namespace: str, query: str, *, max_new_tokens: int | None = None) -> Recall:
         """What the namespace's best-matching module recalls for ``query`` (no retrieved text);
         ``Recall.text`` is '' and ``confidence`` 0.0 when no module matches."""
         return self._answerer.recall(self._ns(namespace), query, max_new_tokens=max_new_tokens)
 
-    def route(self, namespace: str, query: str) -> Any:
+    def route(self, namespace: str, query: str) -> RouteDecision:
         """The routing decision for ``query`` (a ``RouteDecision``: ranked modules, the chosen
         one and why)."""
         return self._answerer.route(self._ns(namespace), query)
@@ -431,7 +310,7 @@ class LoRAMemory:
 
     def calibrate(
         self, ranks: Sequence[int] = (4, 16), *, progress: bool = False, **options: Any
-    ) -> Any:
+    ) -> CalibrationReport:
         """Measure how many knowledge tokens a module of each rank holds and save it in the
         config (a ``CalibrationReport``; options: see
         :func:`~lora_memory_plugin.consolidation.capacity.calibrate`)."""
@@ -463,12 +342,12 @@ class LoRAMemory:
 
     # ---- advanced use ------------------------------------------------------------------
     @property
-    def routing(self) -> Any:
+    def routing(self) -> RoutingIndex:
         """The :class:`~lora_memory_plugin.routing.RoutingIndex`."""
         return self._store.routing
 
     @property
-    def buffer(self) -> Any:
+    def buffer(self) -> Buffer:
         """The underlying :class:`~lora_memory_plugin.store.buffer.Buffer`."""
         return self._store.buffer
 
@@ -476,5 +355,4 @@ class LoRAMemory:
         """The loaded base-model generator (loads on first use)."""
         return self._store.generator()
 
-    def _ns(self, namespace: object) -> str:
-        return validate_namespace(namespace)
+    _ns = staticmethod(validate_namespace)

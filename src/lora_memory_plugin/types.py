@@ -1,9 +1,11 @@
-"""Small frozen result types returned by the public API."""
+"""The public API's small frozen result types and the typed keyword options of its methods."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 Metadata = dict[str, Any]
 
@@ -17,6 +19,90 @@ ConsolidationStatus = Literal[
     "consolidated", "partial", "kept_buffered", "nothing_to_do", "locked", "failed"
 ]
 """``ConsolidationReport.status`` (see there)."""
+
+
+class OpenOptions(TypedDict, total=False):
+    """``LoRAMemory.open``'s keywords.
+
+    ``create``: create a missing store (default True); False raises StoreError instead.
+    ``base_model``: for a new store, 'default', a Hugging Face id or a local path.
+    ``embedder``: for a new store, 'default' or a local sentence-encoder dir.
+    ``chroma_database``: for a new store on a Chroma server, the database to use (created if
+    missing); unrelated stores sharing one server must use distinct databases.
+    For an existing store, a model or database other than the saved one is ignored (a warning
+    names the config file to edit).
+    """
+
+    create: bool
+    base_model: str | None
+    embedder: str | None
+    chroma_database: str | None
+
+
+class TurnFields(TypedDict, total=False):
+    """The optional fields of a turn (``add_turn``'s keywords, ``add_turns``' mapping keys).
+
+    ``role``: who spoke ('user', the default; 'assistant', 'system', 'tool'); only user turns
+    are trained as facts. ``session_id``: groups turns. ``metadata``: user keys (flat
+    str/int/float/bool values). ``created_at``: epoch seconds (default: now); the later of two
+    conflicting turns wins.
+    """
+
+    role: str
+    session_id: str | None
+    metadata: Mapping[str, Any] | None
+    created_at: float | None
+
+
+class DocumentFields(TypedDict, total=False):
+    """``add_document``'s optional keywords: ``source`` (a label such as a file name) and the
+    ``session_id``, ``metadata`` and ``created_at`` of :class:`TurnFields`."""
+
+    source: str | None
+    session_id: str | None
+    metadata: Mapping[str, Any] | None
+    created_at: float | None
+
+
+class RecordFilters(TypedDict, total=False):
+    """Filters of ``get`` and ``count``: ``kind`` ('turn' / 'document'), ``session_id``,
+    ``status`` ('buffered' / 'consolidated') and a raw Chroma ``where``, combined with AND."""
+
+    kind: str | None
+    session_id: str | None
+    status: str | None
+    where: dict[str, Any] | None
+
+
+class GetOptions(RecordFilters, total=False):
+    """``get``'s filters plus paging: ``limit`` (>= 1) and ``offset`` (>= 0)."""
+
+    limit: int | None
+    offset: int | None
+
+
+class SearchFilters(RecordFilters, total=False):
+    """``search``'s filters: those of :class:`RecordFilters` plus ``role`` and ``since`` /
+    ``until`` (datetime or epoch seconds)."""
+
+    role: str | None
+    since: float | dt.datetime | None
+    until: float | dt.datetime | None
+
+
+class AnswerOptions(TypedDict, total=False):
+    """Answering options: ``k`` (buffer hits in context; default the store's ``rag_k``) and
+    ``max_new_tokens`` (default the store's ``[generation]`` setting)."""
+
+    k: int | None
+    max_new_tokens: int | None
+
+
+class ChatOptions(TypedDict, total=False):
+    """``chat``'s options: ``mode`` ('lora', the default, or 'base') and ``max_new_tokens``."""
+
+    mode: str
+    max_new_tokens: int | None
 
 
 @dataclass(frozen=True)
