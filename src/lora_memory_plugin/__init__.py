@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ._validate import MAX_QUERY_CHARS
 from ._version import __version__
 from .errors import (
+    AuthenticationError,
     BackendError,
     BaseModelMismatchError,
     ConfigError,
@@ -34,6 +35,7 @@ from .errors import (
     ModelNotAvailableError,
     ModelPullError,
     ModuleIntegrityError,
+    PermissionDeniedError,
     RecordNotFoundError,
     StoreError,
     StoreIOError,
@@ -54,11 +56,13 @@ from .types import (
 
 if TYPE_CHECKING:
     from .memory import LoRAMemory
+    from .remote import RemoteMemory
 
 
 __all__ = [
     "MAX_QUERY_CHARS",
     "Answer",
+    "AuthenticationError",
     "BackendError",
     "BaseModelMismatchError",
     "ConfigError",
@@ -77,9 +81,11 @@ __all__ = [
     "ModelPullError",
     "ModuleIntegrityError",
     "NamespaceStatus",
+    "PermissionDeniedError",
     "Recall",
     "Record",
     "RecordNotFoundError",
+    "RemoteMemory",
     "StoreError",
     "StoreIOError",
     "StoreStatus",
@@ -96,4 +102,8 @@ def __getattr__(name: str) -> Any:
         from .memory import LoRAMemory  # noqa: PLC0415
 
         return LoRAMemory
+    if name == "RemoteMemory":  # httpx, loaded on first use
+        from .remote import RemoteMemory  # noqa: PLC0415
+
+        return RemoteMemory
     raise AttributeError(f"module 'lora_memory_plugin' has no attribute {name!r}")

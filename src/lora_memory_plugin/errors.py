@@ -112,11 +112,20 @@ class MissingRecordsError(LoraMemoryError):
         self.missing_ids = missing_ids
 
 
+class AuthenticationError(LoraMemoryError):
+    """The memory service refused the request's API key (missing, unknown or revoked)."""
+
+
+class PermissionDeniedError(LoraMemoryError, PermissionError):
+    """The API key is valid but not granted the namespace the request names."""
+
+
 class MissingExtraError(LoraMemoryError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
 
 
 __all__ = [
+    "AuthenticationError",
     "BackendError",
     "BaseModelMismatchError",
     "ConfigError",
@@ -130,6 +139,7 @@ __all__ = [
     "ModelNotAvailableError",
     "ModelPullError",
     "ModuleIntegrityError",
+    "PermissionDeniedError",
     "RecordNotFoundError",
     "StoreError",
     "StoreIOError",

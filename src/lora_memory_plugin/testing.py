@@ -7,8 +7,9 @@ its final norm so an adapter can make it confident (a random 32-dim model's logi
 about +-0.6), which consolidation tests need to pass a probe gate. ``consolidate_facts(mem,
 namespace)`` writes :data:`FACTS` as user turns and consolidates them with :data:`FAST` into one
 committed module. ``ChromaServer(data)`` starts a real ``chroma run`` (and kills and restarts it
-on the same data); ``free_port()`` and ``chroma_bin()`` are its parts. The pytest fixtures over
-these live in :mod:`.pytest_plugin`.
+on the same data); ``free_port()`` and ``chroma_bin()`` are its parts. ``serve_in_thread(mem)``
+runs the memory service (``lora-memory serve``) on a free port in a thread. The pytest
+fixtures over these live in :mod:`.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "consolidate_facts",
     "free_port",
     "one_torch_thread",
+    "serve_in_thread",
     "sharpen_model",
     "wait_for_single_thread",
 ]
@@ -239,3 +241,33 @@ class ChromaServer:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    mem: LoRAMemory, keys: Any = None, *, timeout: float = 30, **app_options: Any
+) -> Iterator[str]:
+    """The memory service over ``mem`` on uvicorn, 127.0.0.1 and a free port, in a thread of
+    this process; yields its URL and stops it on exit. ``keys``: a ``service.keys.KeyRing``,
+    or None to serve without keys. Needs the ``serve`` extra."""
+    import uvicorn
+
+    from .service.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(mem, keys, **app_options), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="lora-memory-test-service", daemon=True)
+    thread.start()
+    deadline = time.time() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.time() > deadline:
+            raise RuntimeError(f"the memory service did not start on 127.0.0.1:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

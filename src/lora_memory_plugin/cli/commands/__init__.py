@@ -5,7 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._common import Parents, Subparsers
-from . import add, ask, bench, calibrate, consolidate, forget, init, models, modules, search, status
+from . import (
+    add,
+    ask,
+    bench,
+    calibrate,
+    consolidate,
+    forget,
+    init,
+    models,
+    modules,
+    search,
+    serve,
+    status,
+)
 
 REGISTER: tuple[Callable[[Subparsers, Parents], None], ...] = (
     init.register,
@@ -17,6 +30,7 @@ REGISTER: tuple[Callable[[Subparsers, Parents], None], ...] = (
     forget.register,
     modules.register,
     status.register,
+    serve.register,
     bench.register,
     models.register,
 )

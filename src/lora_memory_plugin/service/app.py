@@ -1,0 +1,332 @@
+"""The REST app: every core operation of one store, behind API keys granted namespaces.
+
+One process owns the store, the base model and the resident adapters; many clients share
+them. Each route that touches a namespace takes it from the URL
+(``/v1/namespaces/{namespace}/...``, percent-encoded) and checks it against the request's key
+before anything runs; the body never names a namespace. Errors come back as
+``{"error": {"type": <error class>, "message": ..., "status": <code>}}``, the classes of
+:mod:`lora_memory_plugin.errors` (which :class:`~lora_memory_plugin.remote.RemoteMemory`
+raises again on the client side). Writes return once the buffer has them.
+
+The OpenAPI schema is at ``/openapi.json`` and the interactive docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .. import errors
+from .._version import __version__
+from ..memory import LoRAMemory
+from ..registry.modules import ModuleManifest
+from ..store.namespaces import validate_namespace
+from .batching import AskBatcher
+from .keys import Grant, KeyRing
+from .schemas import (
+    AskIn,
+    AskManyIn,
+    ChatIn,
+    ConsolidateIn,
+    CountIn,
+    DeleteIn,
+    DocumentIn,
+    ForgetIn,
+    GetIn,
+    MetadataIn,
+    QueryIn,
+    SearchIn,
+    TurnsIn,
+)
+
+logger = logging.getLogger(__name__)
+
+ANONYMOUS = Grant("anonymous", "no keys (--no-auth)", "", ("*",))
+PUBLIC_PATHS = frozenset(
+    {"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+"""Routes that need no key: liveness and the API's own description."""
+
+# most specific first: a subclass is matched before its base
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (errors.AuthenticationError, 401),
+    (errors.PermissionDeniedError, 403),
+    (errors.TextTooLargeError, 413),
+    (errors.UnknownNamespaceError, 404),
+    (errors.RecordNotFoundError, 404),
+    (errors.InvalidInputError, 422),
+    (errors.InvalidTypeError, 422),
+    (errors.LockHeldError, 409),
+    (errors.MissingRecordsError, 409),
+    (errors.BackendError, 503),
+    (errors.ModelError, 503),
+    (errors.ConfigError, 500),
+)
+
+
+def status_for(error: Exception) -> int:
+    """The HTTP status of a typed error (500 for anything unexpected)."""
+    for cls, code in STATUS:
+        if isinstance(error, cls):
+            return code
+    return 500
+
+
+def error_body(kind: str, message: str, status: int) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, "status": status}}
+
+
+def create_app(
+    mem: LoRAMemory,
+    keys: KeyRing | None,
+    *,
+    max_batch: int = 16,
+    batch_wait_s: float = 0.005,
+) -> FastAPI:
+    """The service app over an open store.
+
+    Args:
+        mem: the store this process owns.
+        keys: the accepted API keys; None serves without keys (every namespace, for any
+            caller: ``lora-memory serve --no-auth`` allows that on loopback only).
+        max_batch: the most questions answered in one forward pass.
+        batch_wait_s: how long a question waits for others to share its batch.
+    """
+    batcher = AskBatcher(mem.ask_many, max_batch=max_batch, wait_s=batch_wait_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(
+        title="lora-memory",
+        version=__version__,
+        summary="Parametric memory for LLM agents: a Chroma buffer plus routed LoRA modules.",
+        lifespan=lifespan,
+    )
+    app.state.memory = mem
+    app.state.keys = keys
+    app.state.batcher = batcher
+
+    @app.exception_handler(errors.LoraMemoryError)
+    async def typed_error(request: Request, exc: errors.LoraMemoryError) -> JSONResponse:
+        code = status_for(exc)
+        if code >= 500:
+            logger.error("%s %s failed: %r", request.method, request.url.path, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        return JSONResponse(error_body(type(exc).__name__, str(exc), code), code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        message = "invalid request: " + "; ".join(parts)
+        return JSONResponse(error_body("InvalidInputError", message, 422), 422)
+
+    # ---- store-wide ----------------------------------------------------------------------
+    @app.get("/v1/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness (no key needed), and how questions were batched so far."""
+        batching = {"batches": batcher.batches, "questions": batcher.questions}
+        return {"status": "ok", "version": __version__, "batching": batching}
+
+    @app.get("/v1/namespaces", tags=["store"])
+    def namespaces(g: Grantee) -> dict[str, Any]:
+        """The namespaces with records that this key may use."""
+        return {"namespaces": [n for n in mem.namespaces() if g.allows(n)]}
+
+    @app.get("/v1/status", tags=["store"])
+    def status(g: Grantee) -> dict[str, Any]:
+        """Record and module counts of the namespaces this key may use; model readiness."""
+        d = mem.status().to_dict()
+        d["namespaces"] = [n for n in d["namespaces"] if g.allows(n["namespace"])]
+        d["records"] = sum(n["records"] for n in d["namespaces"])
+        return d
+
+    # ---- writes --------------------------------------------------------------------------
+    prefix = "/v1/namespaces/{namespace:path}"
+
+    @app.post(f"{prefix}/turns", tags=["write"])
+    def add_turns(ns: Namespace, body: TurnsIn) -> dict[str, Any]:
+        """Store conversation turns (all or none); returns their record ids, in order."""
+        turns = [t.model_dump(exclude_unset=True) for t in body.turns]
+        return {"ids": mem.add_turns(ns, turns)}
+
+    @app.post(f"{prefix}/documents", tags=["write"])
+    def add_document(ns: Namespace, body: DocumentIn) -> dict[str, Any]:
+        """Chunk and store a document; returns one record id per chunk."""
+        fields = body.model_dump(exclude_unset=True, exclude={"text"})
+        return {"ids": mem.add_document(ns, body.text, **fields)}
+
+    @app.post(f"{prefix}/records/delete", tags=["write"])
+    def delete(ns: Namespace, body: DeleteIn) -> dict[str, Any]:
+        """Delete records from the buffer (modules forget them at the next consolidate; use
+        forget to remove them from the modules now)."""
+        return {"deleted": mem.delete(ns, body.ids)}
+
+    @app.post(f"{prefix}/records/metadata", tags=["write"])
+    def update_metadata(ns: Namespace, body: MetadataIn) -> dict[str, Any]:
+        """Set user metadata keys on records."""
+        mem.update_metadata(ns, body.ids, body.metadata)
+        return {"updated": len(body.ids)}
+
+    # ---- reads ---------------------------------------------------------------------------
+    @app.post(f"{prefix}/search", tags=["read"])
+    def search(ns: Namespace, body: SearchIn) -> dict[str, Any]:
+        """Semantic search of the buffer, best first."""
+        filters = body.model_dump(exclude_unset=True, exclude={"query", "k"})
+        return {"hits": [h.to_dict() for h in mem.search(ns, body.query, body.k, **filters)]}
+
+    @app.post(f"{prefix}/records/get", tags=["read"])
+    def get(ns: Namespace, body: GetIn) -> dict[str, Any]:
+        """Records by id (in that order) or by filter, paged."""
+        options = body.model_dump(exclude_unset=True, exclude={"ids"})
+        return {"records": [r.to_dict() for r in mem.get(ns, body.ids, **options)]}
+
+    @app.post(f"{prefix}/records/count", tags=["read"])
+    def count(ns: Namespace, body: CountIn) -> dict[str, Any]:
+        """How many records the namespace holds (optionally filtered)."""
+        return {"count": mem.count(ns, **body.model_dump(exclude_unset=True))}
+
+    @app.get(f"{prefix}/modules", tags=["read"])
+    def modules(ns: Namespace) -> dict[str, Any]:
+        """The namespace's committed LoRA modules (manifests, oldest first)."""
+        return {"modules": [_manifest(m) for m in mem.modules(ns)]}
+
+    # ---- answering -----------------------------------------------------------------------
+    @app.post(f"{prefix}/ask", tags=["answer"])
+    async def ask(ns: Namespace, body: AskIn) -> dict[str, Any]:
+        """Answer a question from the namespace's memory (micro-batched with concurrent
+        questions)."""
+        answer = await batcher.ask(ns, body.question, body.mode, body.k, body.max_new_tokens)
+        return answer.to_dict()
+
+    @app.post("/v1/ask_many", tags=["answer"])
+    def ask_many(g: Grantee, body: AskManyIn) -> dict[str, Any]:
+        """Answer many questions in one call, each from its own namespace."""
+        nss = [namespace(g, n) for n in body.namespaces]  # each checked against the key
+        answers = mem.ask_many(
+            nss,
+            body.questions,
+            body.mode,
+            k=body.k,
+            max_new_tokens=body.max_new_tokens,
+            batch_size=body.batch_size,
+        )
+        return {"answers": [a.to_dict() for a in answers]}
+
+    @app.post(f"{prefix}/chat", tags=["answer"])
+    def chat(ns: Namespace, body: ChatIn) -> dict[str, Any]:
+        """Answer a conversation with the module routed from its last user message."""
+        messages = [m.model_dump() for m in body.messages]
+        return mem.chat(ns, messages, mode=body.mode, max_new_tokens=body.max_new_tokens).to_dict()
+
+    @app.post(f"{prefix}/recall", tags=["answer"])
+    def recall(ns: Namespace, body: QueryIn) -> dict[str, Any]:
+        """What the best-matching module recalls for the query, with no retrieved text."""
+        return mem.recall(ns, body.query, max_new_tokens=body.max_new_tokens).to_dict()
+
+    @app.post(f"{prefix}/route", tags=["answer"])
+    def route(ns: Namespace, body: QueryIn) -> dict[str, Any]:
+        """The routing decision for the query: ranked modules, the chosen one and why."""
+        return mem.route(ns, body.query).to_dict()
+
+    # ---- consolidation -------------------------------------------------------------------
+    @app.post(f"{prefix}/consolidate", tags=["consolidation"])
+    def consolidate(ns: Namespace, body: ConsolidateIn) -> dict[str, Any]:
+        """Train the namespace's buffered records into modules (runs to the end; 409 while
+        another process consolidates the namespace)."""
+        reports = mem.consolidate(ns, **body.options)
+        return {"reports": [r.to_dict() for r in reports]}
+
+    @app.post(f"{prefix}/forget", tags=["consolidation"])
+    def forget(ns: Namespace, body: ForgetIn) -> dict[str, Any]:
+        """Delete records from the buffer and the modules that hold them."""
+        report = mem.forget(
+            ns,
+            body.ids,
+            where=body.where,
+            missing=body.missing,
+            rebuild=body.rebuild,
+            **body.options,
+        )
+        return report.to_dict()
+
+    return app
+
+
+# ---- identity: the key, and the namespace it may touch ----------------------------------
+def grant(request: Request) -> Grant:
+    """The request's grant: from its API key (``Authorization: Bearer`` or ``X-API-Key``)."""
+    keys: KeyRing | None = request.app.state.keys
+    if keys is None:
+        return ANONYMOUS
+    key = _presented_key(request)
+    if key is None:
+        raise errors.AuthenticationError(
+            "this service needs an API key: send 'Authorization: Bearer <key>' (create one "
+            "with `lora-memory keys create DIR --namespace 'PATTERN'`)"
+        )
+    found = keys.authenticate(key)
+    if found is None:
+        raise errors.AuthenticationError("unknown or revoked API key")
+    return found
+
+
+Grantee = Annotated[Grant, Depends(grant)]
+
+
+def namespace(
+    g: Grantee,
+    namespace: Annotated[str, PathParam(description="the namespace (tenant) to work on")],
+) -> str:
+    """The URL's namespace, when the request's key is granted it."""
+    if not g.allows(namespace):
+        raise errors.PermissionDeniedError(
+            f"this API key is not granted namespace {namespace!r} (it may use "
+            f"{', '.join(repr(p) for p in g.namespaces)})"
+        )
+    return validate_namespace(namespace)
+
+
+Namespace = Annotated[str, Depends(namespace)]
+
+
+def routes_needing_a_key(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every route a request without a valid key must not reach."""
+    out: list[tuple[str, str]] = []
+    for r in app.routes:
+        path: str = getattr(r, "path", "")
+        methods: set[str] = getattr(r, "methods", None) or set()
+        if path in PUBLIC_PATHS:
+            continue
+        out.extend((m, path) for m in sorted(methods - {"HEAD", "OPTIONS"}))
+    return out
+
+
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _manifest(m: ModuleManifest) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(m.to_json())
+    data["namespace"] = m.namespace
+    return data
