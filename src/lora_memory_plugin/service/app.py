@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -104,11 +104,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
-        try:
+        async with AsyncExitStack() as stack:
+            await batcher.start()
+            stack.push_async_callback(batcher.stop)
+            for enter in app.state.lifespans:  # what mounted parts run while the app runs
+                await stack.enter_async_context(enter())
             yield
-        finally:
-            await batcher.stop()
 
     app = FastAPI(
         title="lora-memory",
@@ -119,6 +120,9 @@ def create_app(
     app.state.memory = mem
     app.state.keys = keys
     app.state.batcher = batcher
+    # async context manager factories entered at start-up and left at shut-down, in order: a
+    # mounted part that needs a running task (the MCP session manager) adds one
+    app.state.lifespans = []
 
     @app.exception_handler(errors.LoraMemoryError)
     async def typed_error(request: Request, exc: errors.LoraMemoryError) -> JSONResponse:
