@@ -17,10 +17,9 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -28,9 +27,10 @@ from .. import errors
 from .._version import __version__
 from ..memory import LoRAMemory
 from ..registry.modules import ModuleManifest
-from ..store.namespaces import validate_namespace
+from .auth import Grantee, Namespace, check_namespace
 from .batching import AskBatcher
-from .keys import Grant, KeyRing
+from .keys import KeyRing
+from .openai_compat import add_openai_routes
 from .schemas import (
     AskIn,
     AskManyIn,
@@ -49,7 +49,6 @@ from .schemas import (
 
 logger = logging.getLogger(__name__)
 
-ANONYMOUS = Grant("anonymous", "no keys (--no-auth)", "", ("*",))
 PUBLIC_PATHS = frozenset(
     {"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
@@ -141,6 +140,8 @@ def create_app(
         message = "invalid request: " + "; ".join(parts)
         return JSONResponse(error_body("InvalidInputError", message, 422), 422)
 
+    add_openai_routes(app)  # /v1/models, /v1/chat/completions
+
     # ---- store-wide ----------------------------------------------------------------------
     @app.get("/v1/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -222,7 +223,7 @@ def create_app(
     @app.post("/v1/ask_many", tags=["answer"])
     def ask_many(g: Grantee, body: AskManyIn) -> dict[str, Any]:
         """Answer many questions in one call, each from its own namespace."""
-        nss = [namespace(g, n) for n in body.namespaces]  # each checked against the key
+        nss = [check_namespace(g, n) for n in body.namespaces]
         answers = mem.ask_many(
             nss,
             body.questions,
@@ -273,43 +274,6 @@ def create_app(
     return app
 
 
-# ---- identity: the key, and the namespace it may touch ----------------------------------
-def grant(request: Request) -> Grant:
-    """The request's grant: from its API key (``Authorization: Bearer`` or ``X-API-Key``)."""
-    keys: KeyRing | None = request.app.state.keys
-    if keys is None:
-        return ANONYMOUS
-    key = _presented_key(request)
-    if key is None:
-        raise errors.AuthenticationError(
-            "this service needs an API key: send 'Authorization: Bearer <key>' (create one "
-            "with `lora-memory keys create DIR --namespace 'PATTERN'`)"
-        )
-    found = keys.authenticate(key)
-    if found is None:
-        raise errors.AuthenticationError("unknown or revoked API key")
-    return found
-
-
-Grantee = Annotated[Grant, Depends(grant)]
-
-
-def namespace(
-    g: Grantee,
-    namespace: Annotated[str, PathParam(description="the namespace (tenant) to work on")],
-) -> str:
-    """The URL's namespace, when the request's key is granted it."""
-    if not g.allows(namespace):
-        raise errors.PermissionDeniedError(
-            f"this API key is not granted namespace {namespace!r} (it may use "
-            f"{', '.join(repr(p) for p in g.namespaces)})"
-        )
-    return validate_namespace(namespace)
-
-
-Namespace = Annotated[str, Depends(namespace)]
-
-
 def routes_needing_a_key(app: FastAPI) -> list[tuple[str, str]]:
     """(method, path) of every route a request without a valid key must not reach."""
     out: list[tuple[str, str]] = []
@@ -320,14 +284,6 @@ def routes_needing_a_key(app: FastAPI) -> list[tuple[str, str]]:
             continue
         out.extend((m, path) for m in sorted(methods - {"HEAD", "OPTIONS"}))
     return out
-
-
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("x-api-key") or None
 
 
 def _manifest(m: ModuleManifest) -> dict[str, Any]:
