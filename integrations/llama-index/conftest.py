@@ -9,8 +9,10 @@ it needs (``llama_index/core/_static``), so nothing is fetched at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,9 +27,11 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def facts(facts_store: ConsolidatedFacts) -> ConsolidatedFacts:
-    """The session's consolidated store: ``mem``, namespace "facts", its module and records."""
-    return facts_store
+def facts(facts_store: ConsolidatedFacts, served: Any) -> ConsolidatedFacts:
+    """The session's consolidated store: ``mem``, namespace "facts", its module and records.
+    Each test runs twice: on the store itself, and with ``mem`` a RemoteMemory on a memory
+    service over it."""
+    return dataclasses.replace(facts_store, mem=served(facts_store.mem))
 
 
 @pytest.fixture

@@ -40,9 +40,11 @@ from .generation.prompts import format_record
 
 if TYPE_CHECKING:
     from .memory import LoRAMemory
+    from .remote import RemoteMemory
 
 __all__ = [
     "BUFFER_ROLES",
+    "Memory",
     "MemoryArg",
     "MemoryBacked",
     "PathArg",
@@ -53,8 +55,11 @@ __all__ = [
     "resolve_memory",
 ]
 
-#: What ``memory=`` takes: an open store, or None (then ``path=`` names one).
-MemoryArg: TypeAlias = "LoRAMemory | None"
+#: The memory an integration works on: a local store or a memory service's client (the same
+#: methods, result types and errors).
+Memory: TypeAlias = "LoRAMemory | RemoteMemory"
+#: What ``memory=`` takes: a :data:`Memory`, or None (then ``path=`` names a store).
+MemoryArg: TypeAlias = "LoRAMemory | RemoteMemory | None"
 #: What ``path=`` takes: a store directory, or None (then ``memory=`` is the store).
 PathArg: TypeAlias = "str | Path | None"
 
@@ -77,19 +82,22 @@ _ROLE_OF: dict[str, str] = {
 }
 
 
-def resolve_memory(memory: MemoryArg, path: PathArg, *, owner: str = "") -> LoRAMemory:
-    """The one store a class works on: ``memory`` (an open store) or ``path`` (opened here).
+def resolve_memory(memory: MemoryArg, path: PathArg, *, owner: str = "") -> Memory:
+    """The one store a class works on: ``memory`` (an open store or a service client) or
+    ``path`` (a store opened here).
 
     Args:
-        memory: an open :class:`~lora_memory_plugin.LoRAMemory`, or None.
+        memory: an open :class:`~lora_memory_plugin.LoRAMemory`, a
+            :class:`~lora_memory_plugin.remote.RemoteMemory`, or None.
         path: a store directory, or None; exactly one of ``memory`` and ``path`` is given.
         owner: the class asking (its name prefixes the error messages).
 
     Raises:
         InvalidInputError: both or neither were given.
-        InvalidTypeError: ``memory`` is not a ``LoRAMemory``.
+        InvalidTypeError: ``memory`` is neither a ``LoRAMemory`` nor a ``RemoteMemory``.
     """
     from .memory import LoRAMemory  # noqa: PLC0415 (keeps this module import light)
+    from .remote import RemoteMemory  # noqa: PLC0415
 
     who = f"{owner}: " if owner else ""
     if memory is not None and path is not None:
@@ -104,10 +112,11 @@ def resolve_memory(memory: MemoryArg, path: PathArg, *, owner: str = "") -> LoRA
             f"{who}pass memory= (an open LoRAMemory) or path= (a store directory, e.g. "
             "'./memory'): exactly one of memory= or path= is needed, got neither"
         )
-    if not isinstance(memory, LoRAMemory):
+    if not isinstance(memory, (LoRAMemory, RemoteMemory)):
         raise InvalidTypeError(
-            f"{who}memory= must be a LoRAMemory, got {type(memory).__name__}; open one "
-            "with LoRAMemory.open(path)"
+            f"{who}memory= must be a LoRAMemory or a RemoteMemory, got "
+            f"{type(memory).__name__}; open one with LoRAMemory.open(path), or connect to a "
+            "service with RemoteMemory(url, api_key=...)"
         )
     return memory
 
@@ -186,7 +195,8 @@ class MemoryBacked:
     """Base of an integration class that works on one store: ``memory=`` or ``path=``.
 
     Put it first among the bases, before the framework's own. Its ``__init__`` takes
-    ``memory=`` (an open :class:`~lora_memory_plugin.LoRAMemory`) or ``path=`` (a store
+    ``memory=`` (an open :class:`~lora_memory_plugin.LoRAMemory`, or a
+    :class:`~lora_memory_plugin.remote.RemoteMemory` for a memory service) or ``path=`` (a store
     directory, opened here), exactly one, as keyword arguments; it passes every other keyword
     argument on to the next base's ``__init__`` (the framework's), then resolves the store
     (:func:`resolve_memory`, the class name prefixing its errors), which :attr:`memory` returns.
@@ -197,7 +207,7 @@ class MemoryBacked:
     it only passes its arguments on: type checkers type a pydantic model's constructor from its
     fields unless the class itself defines ``__init__``::
 
-        _memory: LoRAMemory = PrivateAttr()
+        _memory: Memory = PrivateAttr()
 
         def __init__(self, *, memory: MemoryArg = None, path: PathArg = None, **data: Any) -> None:
             super().__init__(memory=memory, path=path, **data)
@@ -206,7 +216,7 @@ class MemoryBacked:
     ``_keep_path = True``: ``path`` is then also passed on, as a ``str`` (None when not given).
     """
 
-    _memory: LoRAMemory
+    _memory: Memory
     _keep_path: ClassVar[bool] = False
 
     def __init__(self, *, memory: MemoryArg = None, path: PathArg = None, **kwargs: Any) -> None:
@@ -216,6 +226,6 @@ class MemoryBacked:
         self._memory = resolve_memory(memory, path, owner=type(self).__name__)
 
     @property
-    def memory(self) -> LoRAMemory:
-        """The open lora-memory store this object works on."""
+    def memory(self) -> Memory:
+        """The lora-memory store (or service) this object works on."""
         return self._memory

@@ -9,17 +9,21 @@ Fixtures, all offline and real:
 - ``chroma_server`` (session): a real ``chroma run`` on 127.0.0.1 and a free port;
 - ``facts_store`` (session): a store on the sharpened tiny model whose namespace ``facts`` holds
   :data:`~lora_memory_plugin.testing.FACTS` consolidated into one committed module
-  (:class:`~lora_memory_plugin.testing.ConsolidatedFacts`).
+  (:class:`~lora_memory_plugin.testing.ConsolidatedFacts`);
+- ``served`` (session, parametrized ``local`` / ``remote``): runs a test on the store itself and
+  again through the memory service (a :class:`~lora_memory_plugin.remote.RemoteMemory`).
 
 Loading it sets the Hugging Face libraries offline: nothing is downloaded at test time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +35,7 @@ from .testing import (
     build_tiny_model,
     consolidate_facts,
     one_torch_thread,
+    serve_in_thread,
     sharpen_model,
 )
 
@@ -78,3 +83,27 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.start()
     yield server.url
     server.stop(signal.SIGTERM)
+
+
+@pytest.fixture(scope="session", params=["local", "remote"])
+def served(request: pytest.FixtureRequest) -> Iterator[Callable[[LoRAMemory], Any]]:
+    """Run a test twice: on the store itself (``local``) and through the memory service
+    (``remote``). Yields a function that gives back a store as the test should see it: the
+    store, or a :class:`~.remote.RemoteMemory` on a service over it (one keyless service per
+    store, on 127.0.0.1, stopped at the end of the session)."""
+    if request.param == "local":
+        yield lambda mem: mem
+        return
+    from .remote import RemoteMemory  # noqa: PLC0415 (httpx, only for the remote runs)
+
+    with contextlib.ExitStack() as stack:
+        clients: dict[int, RemoteMemory] = {}
+
+        def through_service(mem: LoRAMemory) -> RemoteMemory:
+            if id(mem) not in clients:
+                url = stack.enter_context(serve_in_thread(mem, None))
+                clients[id(mem)] = RemoteMemory(url)
+                stack.callback(clients[id(mem)].close)
+            return clients[id(mem)]
+
+        yield through_service

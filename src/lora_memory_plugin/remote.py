@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -24,14 +25,14 @@ import types
 import typing
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import httpx
 
 from . import errors
+from .config import StoreConfig
 from .registry.modules import ModuleManifest
-from .routing.router import RouteDecision
 from .types import (
     Answer,
     AnswerOptions,
@@ -39,6 +40,7 @@ from .types import (
     ConsolidationReport,
     DocumentFields,
     ForgetReport,
+    Generation,
     GetOptions,
     Hit,
     Recall,
@@ -48,6 +50,9 @@ from .types import (
     StoreStatus,
     TurnFields,
 )
+
+if TYPE_CHECKING:
+    from .routing.router import RouteDecision
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
@@ -131,7 +136,9 @@ class RemoteMemory:
         self._timeout = timeout
         self._sync_client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._config: StoreConfig | None = None
 
     def __repr__(self) -> str:
         return f"RemoteMemory(url={self.url!r})"
@@ -146,10 +153,14 @@ class RemoteMemory:
             return self._sync_client
 
     def _aclient(self) -> httpx.AsyncClient:
-        if self._async_client is None:
+        # an async client's connections belong to the event loop that opened them: a new loop
+        # (asyncio.run called again, a test's own loop) gets a client of its own
+        loop = asyncio.get_running_loop()
+        if self._async_client is None or self._async_loop is not loop:
             self._async_client = httpx.AsyncClient(
                 base_url=self.url, headers=self._headers, timeout=self._timeout
             )
+            self._async_loop = loop
         return self._async_client
 
     def close(self) -> None:
@@ -169,6 +180,20 @@ class RemoteMemory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- the store and its model -------------------------------------------------------
+    @property
+    def config(self) -> StoreConfig:
+        """The service store's settings (read once; where Chroma is stays on the server)."""
+        if self._config is None:
+            data = self._result(self._client().get("/v1/config"))
+            self._config = StoreConfig.from_dict(data, source=f"{self.url}/v1/config")
+        return self._config
+
+    def generator(self) -> RemoteGenerator:
+        """The service's base model, for a plain chat with no memory (``chat``) and its
+        ``context_window``."""
+        return RemoteGenerator(self)
 
     @staticmethod
     def _result(response: httpx.Response) -> Any:
@@ -298,6 +323,8 @@ class RemoteMemory:
 
     def _route(self, namespace: str, query: str) -> _Call[RouteDecision]:
         """The routing decision for ``query``."""
+        from .routing.router import RouteDecision  # noqa: PLC0415 (routing loads chromadb)
+
         body = {"query": query}
         return _Call("POST", _ns(namespace, "route"), body, lambda d: decode(RouteDecision, d))
 
@@ -346,6 +373,27 @@ class RemoteMemory:
     route, aroute = _sync(_route), _async(_route)
     consolidate, aconsolidate = _sync(_consolidate), _async(_consolidate)
     forget, aforget = _sync(_forget), _async(_forget)
+
+
+class RemoteGenerator:
+    """The service's base model with the two things frameworks ask of a local ``Generator``:
+    its ``context_window`` and a plain ``chat`` (no memory, no namespace)."""
+
+    def __init__(self, memory: RemoteMemory) -> None:
+        self._memory = memory
+        self._window: int | None = None
+
+    @property
+    def context_window(self) -> int:
+        if self._window is None:
+            m = self._memory
+            self._window = int(m._result(m._client().get("/v1/model"))["context_window"])
+        return self._window
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 64) -> Generation:
+        m = self._memory
+        body = {"messages": messages, "max_new_tokens": max_new_tokens}
+        return decode(Generation, m._result(m._client().post("/v1/generate", json=body)))
 
 
 # ---- the wire --------------------------------------------------------------------------
@@ -418,4 +466,4 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
 
 
-__all__ = ["RemoteMemory", "decode"]
+__all__ = ["RemoteGenerator", "RemoteMemory", "decode"]

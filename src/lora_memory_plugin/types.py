@@ -106,6 +106,17 @@ class ChatOptions(TypedDict, total=False):
 
 
 @dataclass(frozen=True)
+class Generation:
+    """One greedy generation of the base model (``Generator.chat``): the text, the prompt's
+    and the answer's tokens, and the seconds it took."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Hit:
     """One buffer search result.
 

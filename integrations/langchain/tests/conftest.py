@@ -23,15 +23,16 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def memory(tmp_path: Path, tiny_model_dir: Path) -> Any:
-    """A fresh store answering with the tiny model."""
+def memory(tmp_path: Path, tiny_model_dir: Path, served: Any) -> Any:
+    """A fresh store answering with the tiny model: the store itself, and (a second run of each
+    test) a RemoteMemory on a memory service over it."""
     from lora_memory_plugin import LoRAMemory
 
-    return LoRAMemory.open(tmp_path / "store", base_model=str(tiny_model_dir))
+    return served(LoRAMemory.open(tmp_path / "store", base_model=str(tiny_model_dir)))
 
 
 @pytest.fixture(scope="session")
-def consolidated(tmp_path_factory: pytest.TempPathFactory, sharp_model_dir: Path) -> Any:
+def consolidated_store(tmp_path_factory: pytest.TempPathFactory, sharp_model_dir: Path) -> Any:
     """A store whose namespace ``boxes`` has the FACTS consolidated into one module."""
     from lora_memory_plugin import LoRAMemory
 
@@ -39,3 +40,9 @@ def consolidated(tmp_path_factory: pytest.TempPathFactory, sharp_model_dir: Path
         tmp_path_factory.mktemp("consolidated") / "store", base_model=str(sharp_model_dir)
     )
     return consolidate_facts(mem, "boxes").mem
+
+
+@pytest.fixture(scope="session")
+def consolidated(consolidated_store: Any, served: Any) -> Any:
+    """That store, local and (a second run) through the memory service."""
+    return served(consolidated_store)

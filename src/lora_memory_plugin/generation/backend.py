@@ -16,7 +16,6 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,10 @@ from ..models.pull import (
     fingerprint_model_dir,
     is_default_base_model_ready,
 )
+from ..types import Generation
 from . import multilora, prefix
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    prompt_tokens: int
-    new_tokens: int
-    seconds: float
 
 
 class TextDone:

@@ -13,6 +13,7 @@ The OpenAPI schema is at ``/openapi.json`` and the interactive docs at ``/docs``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from .schemas import (
     DeleteIn,
     DocumentIn,
     ForgetIn,
+    GenerateIn,
     GetIn,
     MetadataIn,
     QueryIn,
@@ -69,6 +71,16 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (errors.ModelError, 503),
     (errors.ConfigError, 500),
 )
+
+
+SERVER_ONLY = (
+    "chroma_url",
+    "chroma_database",
+    "chroma_auth",
+    "chroma_token_header",
+    "chroma_ca_file",
+)
+"""``[buffer]`` settings ``/v1/config`` keeps to the server: where Chroma is and how to log in."""
 
 
 def status_for(error: Exception) -> int:
@@ -161,6 +173,29 @@ def create_app(
         d["namespaces"] = [n for n in d["namespaces"] if g.allows(n["namespace"])]
         d["records"] = sum(n["records"] for n in d["namespaces"])
         return d
+
+    @app.get("/v1/config", tags=["store"])
+    def config(g: Grantee) -> dict[str, Any]:
+        """The store's settings, without how the service reaches Chroma (URL, database,
+        credentials stay on the server)."""
+        d = mem.config.to_dict()
+        for key in SERVER_ONLY:
+            d["buffer"].pop(key, None)
+        return d
+
+    @app.get("/v1/model", tags=["answer"])
+    def model(g: Grantee) -> dict[str, Any]:
+        """The base model: its name and context window (loads it on first use)."""
+        gen = mem.generator()
+        return {"base_model": mem.config.models.base_model, "context_window": gen.context_window}
+
+    @app.post("/v1/generate", tags=["answer"])
+    def generate(g: Grantee, body: GenerateIn) -> dict[str, Any]:
+        """The base model alone on a conversation: no memory, no namespace (what a framework's
+        plain LLM call needs)."""
+        messages = [m.model_dump() for m in body.messages]
+        out = mem.generator().chat(messages, max_new_tokens=body.max_new_tokens)
+        return dataclasses.asdict(out)
 
     # ---- writes --------------------------------------------------------------------------
     prefix = "/v1/namespaces/{namespace:path}"

@@ -89,6 +89,11 @@ class ChatIn(_Body):
     max_new_tokens: int | None = None
 
 
+class GenerateIn(_Body):
+    messages: list[Message] = Field(min_length=1)
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+
+
 class QueryIn(_Body):
     query: str
     max_new_tokens: int | None = None

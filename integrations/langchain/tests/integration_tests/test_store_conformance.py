@@ -26,11 +26,16 @@ from langgraph.store.base import (
 )
 from langgraph.store.memory import InMemoryStore
 
+from lora_memory_plugin.store.embedder import MiniLMEmbeddingFunction
+
 
 @pytest.fixture
 def stores(memory: Any) -> tuple[InMemoryStore, LoRAMemoryStore]:
+    # the store's embedder: the default MiniLM (through a service, the same one runs there)
+    embedder = getattr(memory, "embedder", None) or MiniLMEmbeddingFunction()
+
     def embed(texts: list[str]) -> list[list[float]]:
-        return [list(map(float, v)) for v in memory.embedder.embed(texts)]
+        return [list(map(float, v)) for v in embedder.embed(texts)]
 
     ref = InMemoryStore(index={"dims": 384, "embed": embed, "fields": ["$"]})
     return ref, LoRAMemoryStore(memory=memory)

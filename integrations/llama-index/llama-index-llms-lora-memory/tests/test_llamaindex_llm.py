@@ -107,10 +107,10 @@ def test_base_model_and_fallback_are_reported(facts, fresh_ns, use_async):
     assert r.raw["sources"][0]["text"] == "The spare key is under the blue flower pot."
 
 
-def test_metadata_constructor_and_errors(facts, fresh_ns):
+def test_metadata_constructor_and_errors(facts, facts_store, fresh_ns):  # path=: a local store
     assert pkg.__all__ == ["LoRAMemoryLLM"]
-    llm = LoRAMemoryLLM(path=facts.mem.path, namespace=facts.namespace, max_new_tokens=7)
-    assert isinstance(llm, LLM) and llm.memory.path == facts.mem.path
+    llm = LoRAMemoryLLM(path=facts_store.mem.path, namespace=facts.namespace, max_new_tokens=7)
+    assert isinstance(llm, LLM) and llm.memory.path == facts_store.mem.path
     meta = llm.metadata
     assert meta.is_chat_model and meta.num_output == 7
     assert meta.model_name == facts.mem.config.models.base_model
@@ -120,7 +120,7 @@ def test_metadata_constructor_and_errors(facts, fresh_ns):
     with pytest.raises(InvalidInputError, match="mode must be one of"):
         LoRAMemoryLLM(memory=facts.mem, namespace=facts.namespace, mode="fast")
     with pytest.raises(InvalidInputError, match="exactly one of memory="):
-        LoRAMemoryLLM(memory=facts.mem, path=facts.mem.path)
+        LoRAMemoryLLM(memory=facts.mem, path=facts_store.mem.path)
     rag = LoRAMemoryLLM(memory=facts.mem, namespace=fresh_ns, mode="rag")
     with pytest.raises(InvalidInputError, match="last user message"):
         rag.chat([ChatMessage(role="system", content="Be brief.")])

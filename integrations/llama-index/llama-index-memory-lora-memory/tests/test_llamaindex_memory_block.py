@@ -169,14 +169,14 @@ def test_a_message_cannot_choose_the_namespace_it_is_written_to(facts, fresh_ns)
     assert "victim" not in facts.mem.namespaces()
 
 
-def test_constructor_and_public_api(facts, fresh_ns):
+def test_constructor_and_public_api(facts, facts_store, fresh_ns):  # path=: a local store
     assert pkg.__all__ == ["LoRAMemoryBlock"]
     assert issubclass(LoRAMemoryBlock, BaseMemoryBlock)
-    by_path = LoRAMemoryBlock(path=facts.mem.path, namespace=fresh_ns)
-    assert by_path.memory.path == facts.mem.path and by_path.path == str(facts.mem.path)
+    by_path = LoRAMemoryBlock(path=facts_store.mem.path, namespace=fresh_ns)
+    assert by_path.memory.path == facts_store.mem.path and by_path.path == str(facts_store.mem.path)
     assert by_path.name == "lora_memory" and by_path.priority == 0
     with pytest.raises(InvalidInputError, match=r"exactly one of memory= .* got both"):
-        LoRAMemoryBlock(memory=facts.mem, path=facts.mem.path)
+        LoRAMemoryBlock(memory=facts.mem, path=facts_store.mem.path)
     with pytest.raises(InvalidInputError, match="got neither"):
         LoRAMemoryBlock()
     with pytest.raises(InvalidTypeError, match="must be a LoRAMemory"):

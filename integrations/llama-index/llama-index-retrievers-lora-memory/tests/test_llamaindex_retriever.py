@@ -150,10 +150,10 @@ def test_query_engine_with_lora_memory_llm(facts, llm_events, use_async):
     assert response.source_nodes[0].node.metadata["memory_tier"] == "parametric"
 
 
-def test_constructor_and_public_api(facts, fresh_ns):
+def test_constructor_and_public_api(facts, facts_store, fresh_ns):  # path=: a local store
     assert pkg.__all__ == ["LoRAMemoryRetriever"]
-    by_path = LoRAMemoryRetriever(path=facts.mem.path, namespace=facts.namespace)
-    assert by_path.memory.path == facts.mem.path
+    by_path = LoRAMemoryRetriever(path=facts_store.mem.path, namespace=facts.namespace)
+    assert by_path.memory.path == facts_store.mem.path
     first, *_ = by_path.retrieve(QUESTION)
     assert first.node.metadata["memory_tier"] == "parametric"
     with pytest.raises(InvalidInputError, match="exactly one of memory="):
