@@ -22,7 +22,7 @@ LOCK := requirements.lock
 PYTEST_ARGS ?=
 
 LLAMA_INDEX := $(wildcard integrations/llama-index/llama-index-*-lora-memory)
-EDITABLES := -e ".[dev,bench,langchain,serve]" -e "integrations/langchain[test]" \
+EDITABLES := -e ".[dev,bench,langchain,serve,ray]" -e "integrations/langchain[test]" \
 	$(foreach d,$(LLAMA_INDEX),-e "$(d)[test]")
 PYPROJECTS := pyproject.toml integrations/langchain/pyproject.toml \
 	$(addsuffix /pyproject.toml,$(LLAMA_INDEX))

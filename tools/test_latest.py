@@ -48,7 +48,7 @@ LLAMA_INDEX = sorted((ROOT / "integrations" / "llama-index").glob("llama-index-*
 PYPROJECTS = [ROOT, ROOT / "integrations" / "langchain", *LLAMA_INDEX]
 EDITABLES = [
     "-e",
-    f"{ROOT}[dev,bench,langchain,serve]",
+    f"{ROOT}[dev,bench,langchain,serve,ray]",
     "-e",
     f"{ROOT / 'integrations' / 'langchain'}[test]",
     *[arg for d in LLAMA_INDEX for arg in ("-e", f"{d}[test]")],

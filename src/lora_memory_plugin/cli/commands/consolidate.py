@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ...errors import InvalidInputError
 from .._common import (
     EXIT_FAILED,
     EXIT_LOCKED,
@@ -60,6 +61,16 @@ def register(sub: Subparsers, parents: Parents) -> None:
         default=None,
         help="synthetic-data writer: the local base model, or none (default: config)",
     )
+    sp.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="with --all: one Ray task per namespace (a GPU each when the cluster has them); "
+        "ADDRESS of a running cluster (ray://host:10001, auto), or none to start a local one "
+        "(needs the ray extra)",
+    )
     sp.set_defaults(func=cmd_consolidate)
 
 
@@ -71,7 +82,15 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
         if value is not None:
             options[name] = value
     ns = None if args.all else args.namespace
-    reports = mem.consolidate(ns, progress=sys.stderr.isatty() and not args.json, **options)
+    if args.ray is not None:
+        if not args.all:
+            raise InvalidInputError("--ray fans out over namespaces: use it with --all")
+        from ...fanout import consolidate_on_ray  # noqa: PLC0415 (imports ray)
+
+        address = None if args.ray == "local" else args.ray
+        reports = consolidate_on_ray(mem, address=address, options=options)
+    else:
+        reports = mem.consolidate(ns, progress=sys.stderr.isatty() and not args.json, **options)
 
     def human() -> None:
         if not reports:
