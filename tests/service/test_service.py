@@ -169,7 +169,7 @@ BODIES: dict[str, dict[str, Any]] = {
 def test_every_route_refuses_a_missing_a_wrong_and_a_foreign_key(
     service: Any, method: str, path: str
 ) -> None:
-    url = service.url + path.replace("{namespace:path}", "admin-only")
+    url = service.url + path.replace("{namespace:path}", "admin-only").replace("{job_id}", "j1")
     body = BODIES.get(path, {})
     for headers in ({}, {"Authorization": "Bearer lmk_wrong"}, {"X-API-Key": "nope"}):
         r = httpx.request(method, url, json=body, headers=headers)
@@ -182,6 +182,8 @@ def test_every_route_refuses_a_missing_a_wrong_and_a_foreign_key(
     if "{namespace" in path or path in ("/v1/ask_many", "/v1/chat/completions"):
         assert r.status_code == 403, r.text
         assert r.json()["error"]["type"] == "PermissionDeniedError"
+    elif "{job_id}" in path:  # no such job for this key
+        assert r.status_code == 404, r.text
     else:  # store-wide reads: only the namespaces the key may use
         assert r.status_code == 200
         assert "admin-only" not in json.dumps(r.json())

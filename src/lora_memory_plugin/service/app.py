@@ -30,6 +30,7 @@ from ..memory import LoRAMemory
 from ..registry.modules import ModuleManifest
 from .auth import Grantee, Namespace, check_namespace
 from .batching import AskBatcher
+from .jobs import JobRunner
 from .keys import KeyRing
 from .openai_compat import add_openai_routes
 from .schemas import (
@@ -101,6 +102,8 @@ def create_app(
     *,
     max_batch: int = 16,
     batch_wait_s: float = 0.005,
+    consolidate_every: float | None = None,
+    min_new_records: int = 8,
 ) -> FastAPI:
     """The service app over an open store.
 
@@ -110,14 +113,20 @@ def create_app(
             caller: ``lora-memory serve --no-auth`` allows that on loopback only).
         max_batch: the most questions answered in one forward pass.
         batch_wait_s: how long a question waits for others to share its batch.
+        consolidate_every: seconds between checks for namespaces to consolidate in the
+            background (None: only when a client asks).
+        min_new_records: buffered records that make a namespace due at a check.
     """
     batcher = AskBatcher(mem.ask_many, max_batch=max_batch, wait_s=batch_wait_s)
+    jobs = JobRunner(mem, every_s=consolidate_every, min_records=min_new_records)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await batcher.start()
             stack.push_async_callback(batcher.stop)
+            await jobs.start()
+            stack.push_async_callback(jobs.stop)
             for enter in app.state.lifespans:  # what mounted parts run while the app runs
                 await stack.enter_async_context(enter())
             yield
@@ -131,6 +140,7 @@ def create_app(
     app.state.memory = mem
     app.state.keys = keys
     app.state.batcher = batcher
+    app.state.jobs = jobs
     # async context manager factories entered at start-up and left at shut-down, in order: a
     # mounted part that needs a running task (the MCP session manager) adds one
     app.state.lifespans = []
@@ -286,12 +296,29 @@ def create_app(
         return mem.route(ns, body.query).to_dict()
 
     # ---- consolidation -------------------------------------------------------------------
-    @app.post(f"{prefix}/consolidate", tags=["consolidation"])
-    def consolidate(ns: Namespace, body: ConsolidateIn) -> dict[str, Any]:
-        """Train the namespace's buffered records into modules (runs to the end; 409 while
-        another process consolidates the namespace)."""
+    @app.post(f"{prefix}/consolidate", tags=["consolidation"], response_model=None)
+    def consolidate(ns: Namespace, body: ConsolidateIn) -> Any:
+        """Train the namespace's buffered records into modules: to the end (409 while another
+        process consolidates the namespace), or with ``"wait": false`` as a background job
+        (202 and the job; see ``/v1/jobs``)."""
+        if not body.wait:
+            job = jobs.submit(ns, options=body.options)
+            return JSONResponse({"job": job.to_dict()}, 202)
         reports = mem.consolidate(ns, **body.options)
         return {"reports": [r.to_dict() for r in reports]}
+
+    @app.get("/v1/jobs", tags=["consolidation"])
+    def list_jobs(g: Grantee) -> dict[str, Any]:
+        """Background consolidation jobs of the namespaces this key may use, oldest first."""
+        return {"jobs": [j.to_dict() for j in jobs.jobs() if g.allows(j.namespace)]}
+
+    @app.get("/v1/jobs/{job_id}", tags=["consolidation"])
+    def get_job(g: Grantee, job_id: str) -> dict[str, Any]:
+        """One job (404 for a job of a namespace this key may not use, as for an unknown one)."""
+        job = jobs.job(job_id)
+        if not g.allows(job.namespace):
+            raise errors.RecordNotFoundError(f"no job {job_id!r} (finished jobs are kept a while)")
+        return job.to_dict()
 
     @app.post(f"{prefix}/forget", tags=["consolidation"])
     def forget(ns: Namespace, body: ForgetIn) -> dict[str, Any]:

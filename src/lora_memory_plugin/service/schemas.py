@@ -104,6 +104,7 @@ class ConsolidateIn(_Body):
         default_factory=dict,
         description="consolidation options: min_records, max_minutes, target, rank, lr, ...",
     )
+    wait: bool = Field(True, description="false: run it as a background job (202 + the job)")
 
 
 class ForgetIn(_Body):

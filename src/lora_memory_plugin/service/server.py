@@ -64,6 +64,8 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     max_batch: int = 16,
+    consolidate_every: float | None = None,
+    min_new_records: int = 8,
     log_level: str = "info",
 ) -> None:
     """Serve ``mem`` until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
@@ -77,6 +79,12 @@ def serve(
             f"lora-memory serve needs the serve extra: pip install 'lora-memory-plugin[serve]' "
             f"({e})"
         ) from e
-    app = create_app(mem, keys, max_batch=max_batch)
+    app = create_app(
+        mem,
+        keys,
+        max_batch=max_batch,
+        consolidate_every=consolidate_every,
+        min_new_records=min_new_records,
+    )
     logger.info("serving %s on http://%s:%d", mem.path, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

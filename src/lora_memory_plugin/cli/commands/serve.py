@@ -37,6 +37,21 @@ def register(sub: Subparsers, parents: Parents) -> None:
     sp.add_argument(
         "--max-batch", type=int, default=16, help="most questions in one forward pass (16)"
     )
+    sp.add_argument(
+        "--consolidate-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="check every namespace this often and consolidate those with --min-new-records "
+        "buffered records, one job at a time (default: only when a client asks)",
+    )
+    sp.add_argument(
+        "--min-new-records",
+        type=int,
+        default=8,
+        metavar="N",
+        help="buffered records that make a namespace due at a check (default 8)",
+    )
     sp.set_defaults(func=cmd_serve)
 
     kp = sub.add_parser("keys", help="create, list and revoke the service's API keys")
@@ -76,7 +91,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     keys = None if args.no_auth else _ring(args)
     check_auth_setting(args.host, keys)  # before loading anything
     mem = open_store(args)
-    serve(mem, keys, host=args.host, port=args.port, max_batch=args.max_batch)
+    serve(
+        mem,
+        keys,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        consolidate_every=args.consolidate_every,
+        min_new_records=args.min_new_records,
+    )
     return EXIT_OK
 
 

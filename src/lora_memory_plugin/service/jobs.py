@@ -1,0 +1,162 @@
+"""Background consolidation in the service: requested or scheduled, one training job at a time.
+
+A namespace gets a job when a client asks (``POST .../consolidate`` with ``"wait": false``)
+or, with a schedule, when it holds at least ``min_records`` buffered records at a check
+(every ``every_s`` seconds). One job runs at a time (one model, one device); a namespace has at
+most one job queued or running. A cron ``consolidate`` on the same store at the same time is
+safe: whichever starts second on a namespace finds its lock held, and the job says ``locked``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from ..errors import LockHeldError, RecordNotFoundError
+from ..memory import LoRAMemory
+
+logger = logging.getLogger(__name__)
+
+JobStatus = Literal["queued", "running", "done", "locked", "failed"]
+KEEP_FINISHED = 200
+"""Finished jobs remembered for ``/v1/jobs`` (the oldest are forgotten first)."""
+
+
+@dataclass
+class Job:
+    """One consolidation of one namespace, as ``/v1/jobs`` shows it."""
+
+    job_id: str
+    namespace: str
+    reason: Literal["requested", "scheduled"]
+    status: JobStatus = "queued"
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JobRunner:
+    """Runs consolidation jobs for one service, one at a time.
+
+    Args:
+        mem: the service's store.
+        every_s: seconds between scheduled checks of every namespace (None: no schedule).
+        min_records: buffered records a namespace needs for a scheduled job.
+        options: consolidation options for scheduled jobs.
+    """
+
+    def __init__(
+        self,
+        mem: LoRAMemory,
+        *,
+        every_s: float | None = None,
+        min_records: int = 8,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.mem = mem
+        self.every_s = every_s
+        self.min_records = min_records
+        self.options = dict(options or {})
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._queue: asyncio.Queue[Job] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._tasks.append(asyncio.create_task(self._work(), name="lora-memory-jobs"))
+        if self.every_s:
+            self._tasks.append(asyncio.create_task(self._schedule(), name="lora-memory-cron"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+
+    # ---- jobs --------------------------------------------------------------------------
+    def submit(
+        self,
+        namespace: str,
+        *,
+        reason: Literal["requested", "scheduled"] = "requested",
+        options: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Queue a job for ``namespace``, or return the one already queued or running."""
+        if self._queue is None:
+            raise RuntimeError("JobRunner.start() was not awaited (the app's lifespan runs it)")
+        for job in self._jobs.values():
+            if job.namespace == namespace and job.status in ("queued", "running"):
+                return job
+        job = Job(uuid.uuid4().hex[:16], namespace, reason, options=dict(options or {}))
+        self._jobs[job.job_id] = job
+        self._forget_old()
+        self._queue.put_nowait(job)
+        return job
+
+    def jobs(self) -> list[Job]:
+        """Every remembered job, oldest first."""
+        return list(self._jobs.values())
+
+    def job(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise RecordNotFoundError(
+                f"no job {job_id!r} (finished jobs are kept a while)"
+            ) from None
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.status not in ("queued", "running")]
+        for j in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self._jobs[j.job_id]
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = await self._queue.get()
+            job.status, job.started_at = "running", time.time()
+            try:
+                [report] = await asyncio.to_thread(
+                    self.mem.consolidate, job.namespace, **job.options
+                )
+                job.report, job.status = report.to_dict(), "done"
+            except LockHeldError as e:  # cron (or another service) is consolidating it
+                job.status, job.error = "locked", str(e)
+            except Exception as e:
+                logger.error("consolidation job %s failed", job.job_id, exc_info=True)
+                job.status, job.error = "failed", f"{type(e).__name__}: {e}"
+            job.finished_at = time.time()
+
+    async def _schedule(self) -> None:
+        assert self.every_s
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                due = await asyncio.to_thread(self._due)
+            except Exception:  # a failed check must not end the schedule
+                logger.error("scheduled consolidation check failed", exc_info=True)
+                continue
+            for ns in due:
+                self.submit(ns, reason="scheduled", options=self.options)
+
+    def _due(self) -> list[str]:
+        return [
+            ns
+            for ns in self.mem.namespaces()
+            if self.mem.count(ns, status="buffered") >= self.min_records
+        ]
