@@ -1,5 +1,5 @@
-"""``lora-memory``: init, add, search, ask, consolidate, calibrate, modules, status, serve, keys,
-models pull.
+"""``lora-memory``: init, add, search, ask, consolidate, calibrate, modules, status, serve,
+keys, mcp, models pull.
 
 Exit codes (for cron): 0 done (or nothing to do), 1 failed, 2 bad usage, 3 a lock is held.
 ``--json`` prints one machine-readable object on stdout; human output and progress go to stderr

@@ -30,8 +30,10 @@ from ..memory import LoRAMemory
 from ..registry.modules import ModuleManifest
 from .auth import Grantee, Namespace, check_namespace
 from .batching import AskBatcher
+from .http import error_body, status_for
 from .jobs import JobRunner
 from .keys import KeyRing
+from .mcp import mount_mcp
 from .openai_compat import add_openai_routes
 from .schemas import (
     AskIn,
@@ -57,23 +59,6 @@ PUBLIC_PATHS = frozenset(
 )
 """Routes that need no key: liveness and the API's own description."""
 
-# most specific first: a subclass is matched before its base
-STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (errors.AuthenticationError, 401),
-    (errors.PermissionDeniedError, 403),
-    (errors.TextTooLargeError, 413),
-    (errors.UnknownNamespaceError, 404),
-    (errors.RecordNotFoundError, 404),
-    (errors.InvalidInputError, 422),
-    (errors.InvalidTypeError, 422),
-    (errors.LockHeldError, 409),
-    (errors.MissingRecordsError, 409),
-    (errors.BackendError, 503),
-    (errors.ModelError, 503),
-    (errors.ConfigError, 500),
-)
-
-
 SERVER_ONLY = (
     "chroma_url",
     "chroma_database",
@@ -82,18 +67,6 @@ SERVER_ONLY = (
     "chroma_ca_file",
 )
 """``[buffer]`` settings ``/v1/config`` keeps to the server: where Chroma is and how to log in."""
-
-
-def status_for(error: Exception) -> int:
-    """The HTTP status of a typed error (500 for anything unexpected)."""
-    for cls, code in STATUS:
-        if isinstance(error, cls):
-            return code
-    return 500
-
-
-def error_body(kind: str, message: str, status: int) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, "status": status}}
 
 
 def create_app(
@@ -163,6 +136,7 @@ def create_app(
         return JSONResponse(error_body("InvalidInputError", message, 422), 422)
 
     add_openai_routes(app)  # /v1/models, /v1/chat/completions
+    mount_mcp(app, mem, keys)  # /mcp: the MCP tools over streamable HTTP, behind the same keys
 
     # ---- store-wide ----------------------------------------------------------------------
     @app.get("/v1/health", tags=["service"])
@@ -341,7 +315,8 @@ def routes_needing_a_key(app: FastAPI) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for r in app.routes:
         path: str = getattr(r, "path", "")
-        methods: set[str] = getattr(r, "methods", None) or set()
+        # an ASGI endpoint (the MCP one) takes every method
+        methods: set[str] = getattr(r, "methods", None) or {"GET", "POST", "DELETE"}
         if path in PUBLIC_PATHS:
             continue
         out.extend((m, path) for m in sorted(methods - {"HEAD", "OPTIONS"}))

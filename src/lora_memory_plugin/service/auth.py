@@ -8,6 +8,7 @@ request is :data:`ANONYMOUS`, granted every namespace.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,12 +21,12 @@ from .keys import Grant, KeyRing
 ANONYMOUS = Grant("anonymous", "no keys (--no-auth)", "", ("*",))
 
 
-def grant(request: Request) -> Grant:
-    """The request's grant: from its API key (``Authorization: Bearer`` or ``X-API-Key``)."""
-    keys: KeyRing | None = request.app.state.keys
+def authenticate(keys: KeyRing | None, headers: Mapping[str, str]) -> Grant:
+    """The grant of the key in ``headers`` (``Authorization: Bearer`` or ``X-API-Key``);
+    :data:`ANONYMOUS` without a key ring. Reads the key file: call it off the event loop."""
     if keys is None:
         return ANONYMOUS
-    key = _presented_key(request)
+    key = presented_key(headers)
     if key is None:
         raise errors.AuthenticationError(
             "this service needs an API key: send 'Authorization: Bearer <key>' (create one "
@@ -35,6 +36,11 @@ def grant(request: Request) -> Grant:
     if found is None:
         raise errors.AuthenticationError("unknown or revoked API key")
     return found
+
+
+def grant(request: Request) -> Grant:
+    """The request's grant (a FastAPI dependency; FastAPI runs it on a worker thread)."""
+    return authenticate(request.app.state.keys, request.headers)
 
 
 Grantee = Annotated[Grant, Depends(grant)]
@@ -61,9 +67,9 @@ def namespace(
 Namespace = Annotated[str, Depends(namespace)]
 
 
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key of ``Authorization: Bearer <key>``, else of ``X-API-Key``."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("x-api-key") or None
+    return headers.get("x-api-key") or None

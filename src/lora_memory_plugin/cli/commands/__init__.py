@@ -13,6 +13,7 @@ from . import (
     consolidate,
     forget,
     init,
+    mcp,
     models,
     modules,
     search,
@@ -31,6 +32,7 @@ REGISTER: tuple[Callable[[Subparsers, Parents], None], ...] = (
     modules.register,
     status.register,
     serve.register,
+    mcp.register,
     bench.register,
     models.register,
 )
