@@ -1,6 +1,6 @@
 """``lora-memory bench``: the paper's core experiments through the public API, side by side with
 RAG and ICL. Suites: capacity, modes, consolidation, write, updates, multimodule (the default
-set), and conversation, mixtures, recall (asked for by name).
+set), and conversation, mixtures, recall, serve (asked for by name).
 
 Each suite writes ``<out>/bench[-quick]-<suite>.json`` (config, environment, every raw number) and
 ``.png`` (its plot); the run writes ``<out>/bench[-quick].md`` with every table and the paper's
@@ -26,6 +26,7 @@ from . import (
     modes,
     multimodule,
     recall,
+    serve,
     updates,
     write,
 )
@@ -46,14 +47,16 @@ SUITES: dict[str, ModuleType] = {
         conversation,
         mixtures,
         recall,
+        serve,
     )
 }
 # `lora-memory bench` with no suite named (and `make bench`): the paper's experiments, < 10
 # minutes together at --quick on 2 cores. `conversation` consolidates whole conversations twice
 # (two methods side by side), `mixtures` once per mixture, and `recall` (~2 min more) asks
-# every question in five modes: these are asked for by name.
+# every question in five modes, and `serve` loads the memory service (not a paper experiment):
+# these are asked for by name.
 DEFAULT_SUITES = tuple(
-    name for name in SUITES if name not in ("conversation", "mixtures", "recall")
+    name for name in SUITES if name not in ("conversation", "mixtures", "recall", "serve")
 )
 PACKAGES = ("torch", "transformers", "peft", "chromadb", "lora-memory-plugin")
 

@@ -20,13 +20,13 @@ def register(sub: Subparsers, parents: Parents) -> None:
         "writes OUT/bench[-quick]-SUITE.{json,png} and OUT/bench[-quick].md (tables and the "
         "paper's findings checked against the numbers). Suites: capacity, modes, "
         "consolidation, write, updates, multimodule (the default), and conversation, mixtures, "
-        "recall (by name).",
+        "recall, serve (by name).",
     )
     sp.add_argument(
         "suites",
         nargs="*",
         metavar="SUITE",
-        help="suites to run (default: all but conversation, mixtures and recall)",
+        help="suites to run (default: all but conversation, mixtures, recall and serve)",
     )
     sp.add_argument(
         "--quick",
