@@ -4,16 +4,18 @@ micro-batching of their questions buys.
 The service runs as users run it, ``lora-memory serve STORE --no-auth`` in its own process, on a
 store of a few pre-filled namespaces. (a) **Load**: C clients (threads, each its own
 ``RemoteMemory``) run N operations each in a fixed mix, 3 add_turn : 3 search : 2 get : 1 count :
-1 ask (mode rag), every client starting at its own point of the cycle so the operations overlap;
-latency is measured at the client (HTTP included), errors are counted (the target is none).
-(b) **Micro-batching**: one client asks Q questions one at a time, then C clients ask the same Q
-questions at once; the service gathers concurrent questions into one ``ask_many`` forward pass,
+1 ask (mode rag unless ``mode`` says otherwise), every client starting at its own point of the
+cycle so the operations overlap; latency is measured at the client (HTTP included), errors
+are counted (the target is none).
+(b) **Micro-batching**: one client asks Q questions one at a time, then C clients ask the same
+Q questions at once; the service gathers concurrent questions into one ``ask_many`` forward pass,
 so questions/s should rise with C.
 
 Sizes (``--set NAME=VALUE``; quick / full): ``clients`` 8 / 32, ``ops`` (per client) 10 / 100,
 ``questions`` 16 / 64, ``namespaces`` 4 / 8, ``prefill`` (turns per namespace) 20 / 100,
-``new_tokens`` 8 / 16, ``max_batch`` (the service's ``--max-batch``) 16. ``base_model`` (or
-``--base-model``) picks the service's base model (default: the store default).
+``new_tokens`` 8 / 16, ``max_batch`` (the service's ``--max-batch``) 16, ``mode`` (of every
+question) rag. ``base_model`` (or ``--base-model``) picks the service's base model (default: the
+store default).
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ class Client:
         self.turns = turns  # its add_turn texts, distinct from every other client's
         self.queries = make_queries(cfg["ops"], cfg["seed"] + 11 + index)
         self.new_tokens = cfg["new_tokens"]
+        self.mode = cfg["mode"]
         self.samples: dict[str, list[float]] = {op: [] for op in OPS}
         self.errors: list[tuple[str, str]] = []
 
@@ -158,7 +161,7 @@ class Client:
         elif op == "count":
             r.count(self.ns)
         else:
-            r.ask(self.ns, self.queries[i], mode="rag", k=K, max_new_tokens=self.new_tokens)
+            r.ask(self.ns, self.queries[i], mode=self.mode, k=K, max_new_tokens=self.new_tokens)
 
     def run(self, ops: int) -> None:
         for i in range(ops):
@@ -233,7 +236,7 @@ def batching(ctx: Context, url: str, cfg: dict[str, Any]) -> dict[str, Any]:
     answers: dict[str, list[str]] = {"one": [""] * q, "many": [""] * q}
 
     def ask(remote: RemoteMemory, who: str, i: int) -> None:
-        a = remote.ask(where[i], questions[i], mode="rag", k=K, max_new_tokens=tokens)
+        a = remote.ask(where[i], questions[i], mode=cfg["mode"], k=K, max_new_tokens=tokens)
         answers[who][i] = a.text
 
     remotes = [RemoteMemory(url, timeout=600) for _ in range(n)]
@@ -281,6 +284,7 @@ def _config(ctx: Context) -> dict[str, Any]:
         "prefill": int(ctx.size("prefill", 20, 100)),
         "new_tokens": int(ctx.size("new_tokens", 8, 16)),
         "max_batch": int(ctx.size("max_batch", 16, 16)),
+        "mode": str(ctx.size("mode", "rag", "rag")),
         "k": K,
         "mix": {op: CYCLE.count(op) for op in OPS},
         "seed": ctx.options.seed,
@@ -406,7 +410,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"- {cfg['clients']} clients x {cfg['ops']} operations, mix "
         + ", ".join(f"{op} {w}" for op, w in cfg["mix"].items())
         + f" (of {len(CYCLE)}); {cfg['namespaces']} namespaces pre-filled with "
-        f"{cfg['prefill']} turns each; ask: mode rag, k={cfg['k']}, "
+        f"{cfg['prefill']} turns each; ask: mode {cfg['mode']}, k={cfg['k']}, "
         f"max_new_tokens={cfg['new_tokens']}; service --max-batch {cfg['max_batch']}; "
         f"base model {cfg['base_model'] or 'the store default'}.",
         f"- Errors under load: {ld['errors']} (target 0: "
