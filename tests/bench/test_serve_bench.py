@@ -41,7 +41,10 @@ def test_serve_suite_writes_json_markdown_and_png(tmp_path: Path, tiny_model_dir
 
     load = saved["load"]
     assert saved["errors"] == load["errors"] == 0, load["error_samples"]
-    assert saved["targets"] == {"no errors under load": True, "every write stored": True}
+    targets = saved["targets"]
+    assert targets["no errors under load"] and targets["every write stored"]
+    # the gain target is reported (the tiny model's few questions need not reach it)
+    assert isinstance(targets["micro-batching >= 3x"], bool)
     assert load["operations"] == 4 * 10
     assert load["records"] == 2 * 4 + 4 * cfg["mix"]["add_turn"]  # pre-filled + written
     for op, weight in cfg["mix"].items():
