@@ -329,10 +329,15 @@ class RemoteMemory:
         return _Call("POST", _ns(namespace, "route"), body, lambda d: decode(RouteDecision, d))
 
     # ---- consolidation -----------------------------------------------------------------
-    def _consolidate(self, /, namespace: str, **options: Any) -> _Call[list[ConsolidationReport]]:
-        """Train the namespace's buffered records into modules, on the service's device."""
+    def _consolidate(
+        self, /, namespace: str | None = None, **options: Any
+    ) -> _Call[list[ConsolidationReport]]:
+        """Train the namespace's buffered records into modules, on the service's device; with
+        no namespace, every namespace the key may use, each standing alone (``locked`` or
+        ``failed`` in its report)."""
         read = lambda d: _list(ConsolidationReport, d["reports"])  # noqa: E731
-        return _Call("POST", _ns(namespace, "consolidate"), {"options": options}, read)
+        path = "/v1/consolidate" if namespace is None else _ns(namespace, "consolidate")
+        return _Call("POST", path, {"options": options}, read)
 
     def _forget(
         self,

@@ -88,3 +88,23 @@ def test_the_schedule_consolidates_due_namespaces_and_cron_can_run_beside_it(
                 break
             time.sleep(0.2)
         assert ran and ran[0]["report"]["namespace"] == "due", client.get("/v1/jobs").json()
+
+
+def test_consolidate_all_over_http_covers_the_keys_namespaces_each_standing_alone(
+    tmp_path: Path, sharp_model_dir: Path
+) -> None:
+    from lora_memory_plugin.remote import RemoteMemory
+
+    mem = LoRAMemory.open(tmp_path / "store", base_model=str(sharp_model_dir))
+    for ns in ("user-a", "user-b", "other"):
+        _facts(mem, ns)
+    ring = KeyRing(tmp_path / "keys.json")
+    key, _ = ring.create(["user-*"])
+    lock = mem.path / "locks" / f"consolidate-{encode_namespace('user-b')}.lock"
+    with serve_in_thread(mem, ring) as url, file_lock(lock):
+        reports = RemoteMemory(url, api_key=key).consolidate(**FAST)
+    assert [(r.namespace, r.status) for r in reports] == [
+        ("user-a", "consolidated"),
+        ("user-b", "locked"),
+    ]
+    assert len(mem.modules("user-a")) == 1 and mem.modules("other") == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from .. import errors
 from .._version import __version__
 from ..memory import LoRAMemory
 from ..registry.modules import ModuleManifest
+from ..types import ConsolidationReport
 from .auth import Grantee, Namespace, check_namespace
 from .batching import AskBatcher
 from .http import error_body, status_for
@@ -280,6 +282,36 @@ def create_app(
             return JSONResponse({"job": job.to_dict()}, 202)
         reports = mem.consolidate(ns, **body.options)
         return {"reports": [r.to_dict() for r in reports]}
+
+    @app.post("/v1/consolidate", tags=["consolidation"])
+    def consolidate_all(g: Grantee, body: ConsolidateIn) -> dict[str, Any]:
+        """Every namespace this key may use, one after another, each standing alone (as
+        ``consolidate --all``): a namespace another process holds is ``locked``, one that
+        fails is ``failed``, and the others go on."""
+        granted = sorted(ns for ns in mem.namespaces() if g.allows(ns))
+        if not body.wait:
+            return {"jobs": [jobs.submit(ns, options=body.options).to_dict() for ns in granted]}
+        reports = []
+        for ns in granted:
+            t0 = time.perf_counter()
+            try:
+                reports.append(mem.consolidate(ns, **body.options)[0].to_dict())
+            except errors.LockHeldError as e:
+                reports.append(ConsolidationReport(ns, "locked", notes=(str(e),)).to_dict())
+            except errors.InvalidInputError:  # bad options: the request's fault, not a namespace's
+                raise
+            except Exception as e:
+                logger.error(
+                    "consolidation of %r failed; going on with the others", ns, exc_info=True
+                )
+                failed = ConsolidationReport(
+                    ns,
+                    "failed",
+                    seconds=time.perf_counter() - t0,
+                    notes=(f"{type(e).__name__}: {e}",),
+                )
+                reports.append(failed.to_dict())
+        return {"reports": reports}
 
     @app.get("/v1/jobs", tags=["consolidation"])
     def list_jobs(g: Grantee) -> dict[str, Any]:
