@@ -74,7 +74,9 @@ def test_resolve_memory_takes_exactly_one_of_memory_and_path(mem: LoRAMemory) ->
         resolve_memory(mem, mem.path, owner="Owner")
     with pytest.raises(InvalidInputError, match="got neither"):
         resolve_memory(None, None)
-    with pytest.raises(InvalidTypeError, match="memory= must be a LoRAMemory or a RemoteMemory, got str"):
+    with pytest.raises(
+        InvalidTypeError, match="memory= must be a LoRAMemory or a RemoteMemory, got str"
+    ):
         resolve_memory("./store", None)  # type: ignore[arg-type]
 
 
