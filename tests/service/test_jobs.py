@@ -108,3 +108,26 @@ def test_consolidate_all_over_http_covers_the_keys_namespaces_each_standing_alon
         ("user-b", "locked"),
     ]
     assert len(mem.modules("user-a")) == 1 and mem.modules("other") == []
+
+
+def test_schedules_per_namespace_pattern(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from lora_memory_plugin.errors import InvalidInputError
+    from lora_memory_plugin.service.jobs import JobRunner, Schedule
+
+    assert Schedule.parse("team-*=600:4") == Schedule("team-*", 600.0, 4)
+    assert Schedule.parse("a=b=c=1.5", default_min=3) == Schedule("a=b=c", 1.5, 3)
+    for bad in ("team-*", "=60", "x=0", "x=ten", "x=60:0"):
+        with pytest.raises(InvalidInputError, match="PATTERN=SECONDS"):
+            Schedule.parse(bad)
+
+    mem = LoRAMemory.open(tmp_path / "store", base_model=str(tiny_model_dir))
+    for ns, n in (("team-a", 3), ("team-b", 1), ("solo", 3)):
+        mem.add_turns(ns, [{"content": f"{ns} fact {i}"} for i in range(n)])
+    only_teams = JobRunner(mem, schedules=[Schedule("team-*", 10, 2)])
+    assert only_teams._due(now=5, started=0) == []  # not yet ten seconds
+    assert only_teams._due(now=10, started=0) == ["team-a"]  # team-b holds 1 < 2; solo: none
+    assert only_teams._due(now=15, started=0) == []  # checked at 10: next at 20
+    assert only_teams._due(now=20, started=0) == ["team-a"]
+    with_default = JobRunner(mem, every_s=30, min_records=3, schedules=[Schedule("team-*", 10, 2)])
+    assert with_default.schedule_for("solo") == Schedule("*", 30, 3)
+    assert sorted(with_default._due(now=30, started=0)) == ["solo", "team-a"]

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -33,7 +33,7 @@ from ..types import ConsolidationReport
 from .auth import Grantee, Namespace, check_namespace
 from .batching import AskBatcher
 from .http import error_body, status_for
-from .jobs import JobRunner
+from .jobs import JobRunner, Schedule
 from .keys import KeyRing
 from .mcp import mount_mcp
 from .openai_compat import add_openai_routes
@@ -79,6 +79,7 @@ def create_app(
     batch_wait_s: float = 0.005,
     consolidate_every: float | None = None,
     min_new_records: int = 8,
+    schedules: Sequence[Schedule] = (),
 ) -> FastAPI:
     """The service app over an open store.
 
@@ -91,9 +92,13 @@ def create_app(
         consolidate_every: seconds between checks for namespaces to consolidate in the
             background (None: only when a client asks).
         min_new_records: buffered records that make a namespace due at a check.
+        schedules: per-pattern check intervals and minimums (the first match wins; the two
+            settings above for the namespaces none matches).
     """
     batcher = AskBatcher(mem.ask_many, max_batch=max_batch, wait_s=batch_wait_s)
-    jobs = JobRunner(mem, every_s=consolidate_every, min_records=min_new_records)
+    jobs = JobRunner(
+        mem, every_s=consolidate_every, min_records=min_new_records, schedules=schedules
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

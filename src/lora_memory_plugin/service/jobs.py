@@ -1,25 +1,28 @@
 """Background consolidation in the service: requested or scheduled, one training job at a time.
 
 A namespace gets a job when a client asks (``POST .../consolidate`` with ``"wait": false``)
-or, with a schedule, when it holds at least ``min_records`` buffered records at a check
-(every ``every_s`` seconds). One job runs at a time (one model, one device); a namespace has at
-most one job queued or running. A cron ``consolidate`` on the same store at the same time is
-safe: whichever starts second on a namespace finds its lock held, and the job says ``locked``.
+or, on a schedule, when it holds at least ``min_records`` buffered records at one of its
+checks, every ``every_s`` seconds. Schedules are per namespace pattern (the first
+:class:`Schedule` whose pattern matches; the service's default for the others). One job runs
+at a time (one model, one device); a namespace has at most one job queued or running. A cron
+``consolidate`` on the same store at the same time is safe: whichever starts second on a
+namespace finds its lock held, and the job says ``locked``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ..errors import LockHeldError, RecordNotFoundError
+from ..errors import InvalidInputError, LockHeldError, RecordNotFoundError
 from ..memory import LoRAMemory
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,35 @@ logger = logging.getLogger(__name__)
 JobStatus = Literal["queued", "running", "done", "locked", "failed"]
 KEEP_FINISHED = 200
 """Finished jobs remembered for ``/v1/jobs`` (the oldest are forgotten first)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the namespaces ``pattern`` matches (shell-style, as key grants) are checked:
+    every ``every_s`` seconds, due with ``min_records`` buffered records or more."""
+
+    pattern: str
+    every_s: float
+    min_records: int = 8
+
+    def matches(self, namespace: str) -> bool:
+        return fnmatch.fnmatchcase(namespace, self.pattern)
+
+    @classmethod
+    def parse(cls, spec: str, default_min: int = 8) -> Schedule:
+        """``PATTERN=SECONDS[:MIN_RECORDS]``, e.g. ``team-*=600:4``."""
+        pattern, sep, rest = spec.rpartition("=")
+        every, _, least = rest.partition(":")
+        try:
+            out = cls(pattern, float(every), int(least) if least else default_min)
+        except ValueError:
+            out = None
+        if not sep or not pattern or out is None or out.every_s <= 0 or out.min_records < 1:
+            raise InvalidInputError(
+                f"a schedule is PATTERN=SECONDS[:MIN_RECORDS] with SECONDS > 0 and "
+                f"MIN_RECORDS >= 1, e.g. 'team-*=600:4'; got {spec!r}"
+            )
+        return out
 
 
 @dataclass
@@ -53,9 +85,11 @@ class JobRunner:
 
     Args:
         mem: the service's store.
-        every_s: seconds between scheduled checks of every namespace (None: no schedule).
-        min_records: buffered records a namespace needs for a scheduled job.
+        every_s: seconds between the scheduled checks of a namespace no schedule matches
+            (None: those are consolidated only when a client asks).
+        min_records: buffered records such a namespace needs for a scheduled job.
         options: consolidation options for scheduled jobs.
+        schedules: per-pattern schedules, the first match wins.
     """
 
     def __init__(
@@ -65,11 +99,13 @@ class JobRunner:
         every_s: float | None = None,
         min_records: int = 8,
         options: Mapping[str, Any] | None = None,
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         self.mem = mem
-        self.every_s = every_s
-        self.min_records = min_records
+        self.schedules = list(schedules)
+        self.default = Schedule("*", every_s, min_records) if every_s else None
         self.options = dict(options or {})
+        self._checked: dict[str, float] = {}  # namespace -> when it was last checked
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._queue: asyncio.Queue[Job] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,7 +113,7 @@ class JobRunner:
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._tasks.append(asyncio.create_task(self._work(), name="lora-memory-jobs"))
-        if self.every_s:
+        if self.default is not None or self.schedules:
             self._tasks.append(asyncio.create_task(self._schedule(), name="lora-memory-cron"))
 
     async def stop(self) -> None:
@@ -142,21 +178,32 @@ class JobRunner:
                 job.status, job.error = "failed", f"{type(e).__name__}: {e}"
             job.finished_at = time.time()
 
+    def schedule_for(self, namespace: str) -> Schedule | None:
+        """The namespace's schedule: the first pattern that matches, else the default."""
+        return next((r for r in self.schedules if r.matches(namespace)), self.default)
+
     async def _schedule(self) -> None:
-        assert self.every_s
+        rules = [*self.schedules, *([self.default] if self.default else [])]
+        tick = max(0.05, min(r.every_s for r in rules) / 2)
+        started = time.monotonic()
         while True:
-            await asyncio.sleep(self.every_s)
+            await asyncio.sleep(tick)
             try:
-                due = await asyncio.to_thread(self._due)
+                due = await asyncio.to_thread(self._due, time.monotonic(), started)
             except Exception:  # a failed check must not end the schedule
                 logger.error("scheduled consolidation check failed", exc_info=True)
                 continue
             for ns in due:
                 self.submit(ns, reason="scheduled", options=self.options)
 
-    def _due(self) -> list[str]:
-        return [
-            ns
-            for ns in self.mem.namespaces()
-            if self.mem.count(ns, status="buffered") >= self.min_records
-        ]
+    def _due(self, now: float, started: float) -> list[str]:
+        """Namespaces whose check is due now and that hold enough buffered records."""
+        due = []
+        for ns in self.mem.namespaces():
+            rule = self.schedule_for(ns)
+            if rule is None or now - self._checked.get(ns, started) < rule.every_s:
+                continue
+            self._checked[ns] = now
+            if self.mem.count(ns, status="buffered") >= rule.min_records:
+                due.append(ns)
+        return due

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, MissingExtraError
 from ..memory import LoRAMemory
+from .jobs import Schedule
 from .keys import KeyRing
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ def serve(
     max_batch: int = 16,
     consolidate_every: float | None = None,
     min_new_records: int = 8,
+    schedules: Sequence[Schedule] = (),
     log_level: str = "info",
 ) -> None:
     """Serve ``mem`` until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
@@ -85,6 +88,7 @@ def serve(
         max_batch=max_batch,
         consolidate_every=consolidate_every,
         min_new_records=min_new_records,
+        schedules=schedules,
     )
     logger.info("serving %s on http://%s:%d", mem.path, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -52,6 +52,14 @@ def register(sub: Subparsers, parents: Parents) -> None:
         metavar="N",
         help="buffered records that make a namespace due at a check (default 8)",
     )
+    sp.add_argument(
+        "--schedule",
+        action="append",
+        default=[],
+        metavar="PATTERN=SECONDS[:MIN]",
+        help="another interval (and minimum) for the namespaces PATTERN matches, e.g. "
+        "'team-*=600:4'; repeat for more, the first match wins",
+    )
     sp.set_defaults(func=cmd_serve)
 
     kp = sub.add_parser("keys", help="create, list and revoke the service's API keys")
@@ -86,8 +94,10 @@ def _ring(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ...service.jobs import Schedule  # noqa: PLC0415
     from ...service.server import check_auth_setting, serve  # noqa: PLC0415
 
+    schedules = [Schedule.parse(s, args.min_new_records) for s in args.schedule]
     keys = None if args.no_auth else _ring(args)
     check_auth_setting(args.host, keys)  # before loading anything
     mem = open_store(args)
@@ -99,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         consolidate_every=args.consolidate_every,
         min_new_records=args.min_new_records,
+        schedules=schedules,
     )
     return EXIT_OK
 
