@@ -21,6 +21,7 @@ from lora_memory_plugin import (
     LoRAMemory,
     PermissionDeniedError,
     RecordNotFoundError,
+    TextTooLargeError,
 )
 from lora_memory_plugin.cli.main import main
 from lora_memory_plugin.remote import RemoteMemory
@@ -138,7 +139,7 @@ def test_namespaces_with_slashes_and_dots_stay_distinct(service: Any) -> None:
 
 
 # ---- auth over the whole route table: a new route cannot skip it ------------------------
-_APP = create_app(cast(Any, SimpleNamespace(ask_many=None)), KeyRing(None))
+_APP = create_app(cast(Any, SimpleNamespace(ask_many=None)), KeyRing(None), max_body_bytes=1 << 20)
 ROUTES = routes_needing_a_key(_APP)
 
 
@@ -274,3 +275,27 @@ def test_concurrent_questions_share_forward_passes(tmp_path: Path, tiny_model_di
     assert [a.text for a in together] == [a.text for a in alone]
     assert [a.sources[0].text for a in together] == [f"Fact {i} is {i * 7}." for i in range(8)]
     assert stats["batching"]["questions"] == 8 and stats["batching"]["batches"] < 8
+
+
+def test_oversized_bodies_and_unknown_routes_get_typed_errors(service: Any) -> None:
+    with serve_in_thread(service.mem, None, max_body_bytes=4000) as url:
+        remote = RemoteMemory(url)
+        with pytest.raises(TextTooLargeError, match="4,000 bytes"):
+            remote.add_document("user-big", "word " * 2000)
+        assert "user-big" not in service.mem.namespaces()
+
+        def chunks() -> Any:  # no Content-Length: the chunks add up past the limit
+            yield b'{"text": "'
+            for _ in range(10):
+                yield b"word " * 100
+            yield b'"}'
+
+        r = httpx.post(f"{url}/v1/namespaces/user-big/documents", content=chunks())
+        assert r.status_code == 413 and r.json()["error"]["type"] == "TextTooLargeError"
+        assert "user-big" not in service.mem.namespaces()
+        r = httpx.get(url + "/v1/nope")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "InvalidInputError"
+        r = httpx.get(url + "/v1/namespaces/user-1/ask")  # a POST route
+        assert (
+            r.status_code == 405 and "GET /v1/namespaces/user-1/ask" in r.json()["error"]["message"]
+        )

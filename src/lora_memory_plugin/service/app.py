@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
 from .._version import __version__
@@ -32,7 +33,7 @@ from ..registry.modules import ModuleManifest
 from ..types import ConsolidationReport
 from .auth import Grantee, Namespace, check_namespace
 from .batching import AskBatcher
-from .http import error_body, status_for
+from .http import BodyLimit, error_body, status_for
 from .jobs import JobRunner, Schedule
 from .keys import KeyRing
 from .mcp import mount_mcp
@@ -80,6 +81,7 @@ def create_app(
     consolidate_every: float | None = None,
     min_new_records: int = 8,
     schedules: Sequence[Schedule] = (),
+    max_body_bytes: int | None = None,
 ) -> FastAPI:
     """The service app over an open store.
 
@@ -94,7 +96,11 @@ def create_app(
         min_new_records: buffered records that make a namespace due at a check.
         schedules: per-pattern check intervals and minimums (the first match wins; the two
             settings above for the namespaces none matches).
+        max_body_bytes: the largest request body read (413 ``TextTooLargeError`` above it);
+            default: room for the largest document the store accepts, JSON-escaped.
     """
+    if max_body_bytes is None:
+        max_body_bytes = 6 * mem.config.buffer.max_document_chars + (1 << 20)
     batcher = AskBatcher(mem.ask_many, max_batch=max_batch, wait_s=batch_wait_s)
     jobs = JobRunner(
         mem, every_s=consolidate_every, min_records=min_new_records, schedules=schedules
@@ -117,6 +123,7 @@ def create_app(
         summary="Parametric memory for LLM agents: a Chroma buffer plus routed LoRA modules.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.state.memory = mem
     app.state.keys = keys
     app.state.batcher = batcher
@@ -132,6 +139,14 @@ def create_app(
             logger.error("%s %s failed: %r", request.method, request.url.path, exc)
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
         return JSONResponse(error_body(type(exc).__name__, str(exc), code), code, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the framework's own refusals (no such route, wrong method) in the typed errors' shape
+        kind = "InvalidInputError" if exc.status_code < 500 else "LoraMemoryError"
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        body = error_body(kind, message, exc.status_code)
+        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import errors
 
@@ -34,3 +37,56 @@ def status_for(error: Exception) -> int:
 
 def error_body(kind: str, message: str, status: int) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, "status": status}}
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is refused with 413 and the typed
+    ``TextTooLargeError`` body, whether its Content-Length says so up front or its chunks add up
+    to it; nothing of it reaches the store."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = refused = False
+
+        async def counted() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit and not refused:
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    # the app sees the client gone and stops reading; what it sends is dropped
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted, watched)
+
+    async def _refuse(self, send: Send) -> None:
+        message = (
+            f"the request body is over {self.limit:,} bytes: send a smaller document, or fewer "
+            "turns per request"
+        )
+        body = json.dumps(error_body("TextTooLargeError", message, 413)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
