@@ -26,8 +26,10 @@ from .types import (
     Answer,
     AnswerOptions,
     ChatOptions,
+    ConsolidateOptions,
     ConsolidationReport,
     DocumentFields,
+    ForgetOptions,
     ForgetReport,
     GetOptions,
     Hit,
@@ -268,12 +270,16 @@ class LoRAMemory:
 
     # ---- consolidation (consolidation.service.Consolidator) -----------------------------
     def consolidate(
-        self, namespace: str | None = None, *, progress: bool = False, **options: Any
+        self,
+        namespace: str | None = None,
+        *,
+        progress: bool = False,
+        **options: Unpack[ConsolidateOptions],
     ) -> list[ConsolidationReport]:
         """Train the buffered records of ``namespace`` (or of every namespace) into modules.
 
-        Options: ``min_records``, ``max_minutes``, ``target``, ``rank``, ``lr``, ``max_steps``,
-        ``seed``, ... (:class:`~.consolidation.engine.ConsolidationOptions`). For one namespace
+        ``options`` (:class:`~.types.ConsolidateOptions`): ``min_records``, ``max_minutes``,
+        ``target``, ``rank``, ``lr``, ``max_steps``, ``mixture``, ``seed``, ... For one namespace
         its errors raise (LockHeldError when another process consolidates it); for ``None``
         each namespace stands alone (status ``"locked"`` or ``"failed"`` in its report).
         """
@@ -281,32 +287,17 @@ class LoRAMemory:
         return self._consolidator.consolidate(ns, progress=progress, **options)
 
     def forget(
-        self,
-        namespace: str,
-        ids: Sequence[str] | None = None,
-        *,
-        where: dict[str, Any] | None = None,
-        missing: bool = False,
-        rebuild: bool = True,
-        progress: bool = False,
-        **options: Any,
+        self, namespace: str, ids: Sequence[str] | None = None, **options: Unpack[ForgetOptions]
     ) -> ForgetReport:
         """Delete records (``ids=[...]`` or ``where={...}``) from the buffer and the modules.
 
         Each module that held one is removed at once; its other records go back to
-        ``buffered`` and, with ``rebuild=True``, are consolidated again (``options`` as for
-        :meth:`consolidate`). ``missing=True`` forgets what the modules hold that the buffer
-        lost (the answer to MissingRecordsError). Holds the namespace's consolidation lock.
+        ``buffered`` and, with ``rebuild=True`` (the default), are consolidated again (with the
+        :class:`~.types.ConsolidateOptions` among ``options``). ``missing=True`` forgets what the
+        modules hold that the buffer lost (the answer to MissingRecordsError). Holds the
+        namespace's consolidation lock.
         """
-        return self._consolidator.forget(
-            self._ns(namespace),
-            ids,
-            where=where,
-            missing=missing,
-            rebuild=rebuild,
-            progress=progress,
-            **options,
-        )
+        return self._consolidator.forget(self._ns(namespace), ids, **options)
 
     def calibrate(
         self, ranks: Sequence[int] = (4, 16), *, progress: bool = False, **options: Any

@@ -37,8 +37,10 @@ from .types import (
     Answer,
     AnswerOptions,
     ChatOptions,
+    ConsolidateOptions,
     ConsolidationReport,
     DocumentFields,
+    ForgetOptions,
     ForgetReport,
     Generation,
     GetOptions,
@@ -330,7 +332,7 @@ class RemoteMemory:
 
     # ---- consolidation -----------------------------------------------------------------
     def _consolidate(
-        self, /, namespace: str | None = None, **options: Any
+        self, /, namespace: str | None = None, **options: Unpack[ConsolidateOptions]
     ) -> _Call[list[ConsolidationReport]]:
         """Train the namespace's buffered records into modules, on the service's device; with
         no namespace, every namespace the key may use, each standing alone (``locked`` or
@@ -340,23 +342,18 @@ class RemoteMemory:
         return _Call("POST", path, {"options": options}, read)
 
     def _forget(
-        self,
-        /,
-        namespace: str,
-        ids: Sequence[str] | None = None,
-        *,
-        where: dict[str, Any] | None = None,
-        missing: bool = False,
-        rebuild: bool = True,
-        **options: Any,
+        self, /, namespace: str, ids: Sequence[str] | None = None, **options: Unpack[ForgetOptions]
     ) -> _Call[ForgetReport]:
-        """Delete records from the buffer and the modules that hold them."""
+        """Delete records from the buffer and the modules that hold them (``progress`` shows
+        on the service, not here)."""
+        opts: dict[str, Any] = dict(options)
+        opts.pop("progress", None)
         body = {
             "ids": None if ids is None else _ids(ids),
-            "where": where,
-            "missing": missing,
-            "rebuild": rebuild,
-            "options": options,
+            "where": opts.pop("where", None),
+            "missing": opts.pop("missing", False),
+            "rebuild": opts.pop("rebuild", True),
+            "options": opts,  # the retraining's consolidation options
         }
         return _Call("POST", _ns(namespace, "forget"), body, lambda d: decode(ForgetReport, d))
 

@@ -98,6 +98,36 @@ class AnswerOptions(TypedDict, total=False):
     max_new_tokens: int | None
 
 
+class ConsolidateOptions(TypedDict, total=False):
+    """``consolidate``'s options (each None or missing: the store's ``[consolidation]``
+    setting): ``min_records`` (do nothing below it; 1), ``max_minutes`` (training wall budget),
+    ``target`` (probe agreement to commit, 0-1), ``rank``, ``lr``, ``max_steps`` (per module),
+    ``mixture`` ('distill', 'qa+original', ...), ``writer`` ('local', 'none', a DataWriter or a
+    LangChain chat model), ``drift_max`` (relative perplexity rise allowed), ``seed``."""
+
+    min_records: int
+    max_minutes: float | None
+    target: float | None
+    rank: int | None
+    lr: float | None
+    max_steps: int | None
+    mixture: str | None
+    writer: Any
+    drift_max: float | None
+    seed: int
+
+
+class ForgetOptions(ConsolidateOptions, total=False):
+    """``forget``'s options: ``where`` (a filter, instead of ids), ``missing`` (forget what the
+    modules hold that the buffer lost), ``rebuild`` (retrain the removed modules' other records;
+    True), ``progress``, and the :class:`ConsolidateOptions` of that retraining."""
+
+    where: dict[str, Any] | None
+    missing: bool
+    rebuild: bool
+    progress: bool
+
+
 class ChatOptions(TypedDict, total=False):
     """``chat``'s options: ``mode`` ('lora', the default, or 'base') and ``max_new_tokens``."""
 

@@ -29,7 +29,7 @@ from lora_memory_plugin.service.app import PUBLIC_PATHS, create_app, routes_need
 from lora_memory_plugin.service.keys import ENV_KEYS, KeyRing, hash_key
 from lora_memory_plugin.service.server import check_auth_setting
 from lora_memory_plugin.testing import serve_in_thread
-from lora_memory_plugin.types import Answer, Hit, Recall, Record, StoreStatus
+from lora_memory_plugin.types import Answer, ForgetReport, Hit, Recall, Record, StoreStatus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,6 +87,8 @@ def test_remote_memory_does_what_the_local_store_does(service: Any) -> None:
 
     assert remote.delete(ns, [ids[1]]) == 1
     assert remote.count(ns) == 3
+    gone = remote.forget(ns, where={"source": "pets.txt"}, rebuild=False, progress=True)
+    assert isinstance(gone, ForgetReport) and gone.deleted == 1 and remote.count(ns) == 2
 
 
 def test_the_service_raises_the_stores_typed_errors(service: Any) -> None:

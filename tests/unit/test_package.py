@@ -72,3 +72,28 @@ def test_every_error_is_a_lora_memory_error_and_exported():
     assert issubclass(errors.UnknownNamespaceError, KeyError)
     assert issubclass(errors.InvalidTypeError, TypeError)
     assert str(errors.UnknownNamespaceError("plain message")) == "plain message"
+
+
+def test_typed_options_name_what_the_services_take():
+    """The facade's TypedDict options are the keywords the code under it accepts: a new
+    consolidation option, or a renamed filter, must be added to both."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from lora_memory_plugin import types
+    from lora_memory_plugin.consolidation.engine import ConsolidationOptions
+    from lora_memory_plugin.store.filters import build_where
+    from lora_memory_plugin.store.service import Records
+
+    consolidation = {f.name for f in dataclasses.fields(ConsolidationOptions)}
+    assert set(typing.get_type_hints(types.ConsolidateOptions)) == consolidation
+    forget_extra = set(typing.get_type_hints(types.ForgetOptions)) - consolidation
+    assert forget_extra == {"where", "missing", "rebuild", "progress"}
+    filters = set(inspect.signature(build_where).parameters)
+    assert set(typing.get_type_hints(types.SearchFilters)) == filters
+    assert set(typing.get_type_hints(types.RecordFilters)) <= filters
+    turn = set(inspect.signature(Records.add_turn).parameters) - {"self", "namespace", "content"}
+    assert set(typing.get_type_hints(types.TurnFields)) == turn
+    doc = set(inspect.signature(Records.add_document).parameters) - {"self", "namespace", "text"}
+    assert set(typing.get_type_hints(types.DocumentFields)) == doc
