@@ -56,12 +56,13 @@ MAX_ERROR_SAMPLES = 10
 
 # ---- the service in its own process --------------------------------------------------------
 @contextmanager
-def service(store: Path, log: Path, max_batch: int) -> Iterator[str]:
+def service(store: Path, log: Path, max_batch: int, wait_ms: float) -> Iterator[str]:
     """``lora-memory serve STORE --no-auth`` on a free loopback port; yields its URL once
     /v1/health answers, and stops it (SIGTERM, then SIGKILL) on exit."""
     port = free_port()
     cmd = [sys.executable, "-m", "lora_memory_plugin.cli.main", "serve", str(store)]
     cmd += ["--no-auth", "--port", str(port), "--max-batch", str(max_batch)]
+    cmd += ["--batch-wait-ms", str(wait_ms)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -291,6 +292,7 @@ def _config(ctx: Context) -> dict[str, Any]:
         "prefill": int(ctx.size("prefill", 20, 100)),
         "new_tokens": int(ctx.size("new_tokens", 8, 16)),
         "max_batch": int(ctx.size("max_batch", 16, 16)),
+        "batch_wait_ms": float(ctx.size("batch_wait_ms", 5.0, 5.0)),
         "mode": str(ctx.size("mode", "rag", "rag")),
         "k": K,
         "mix": {op: CYCLE.count(op) for op in OPS},
@@ -345,7 +347,7 @@ def run(ctx: Context) -> dict[str, Any]:
     # every stored text distinct (a record's id comes from its text: a repeat adds nothing)
     n_prefill = cfg["namespaces"] * cfg["prefill"]
     turns = make_turns(n_prefill + cfg["clients"] * cfg["ops"], cfg["seed"])
-    with service(store, ctx.workdir / "serve.log", cfg["max_batch"]) as url:
+    with service(store, ctx.workdir / "serve.log", cfg["max_batch"], cfg["batch_wait_ms"]) as url:
         timings["start"] = time.perf_counter() - t_start
         t0 = time.perf_counter()
         prefilled = _prefill(ctx, url, cfg, turns[:n_prefill])
@@ -420,7 +422,8 @@ def markdown(res: dict[str, Any]) -> str:
         + ", ".join(f"{op} {w}" for op, w in cfg["mix"].items())
         + f" (of {len(CYCLE)}); {cfg['namespaces']} namespaces pre-filled with "
         f"{cfg['prefill']} turns each; ask: mode {cfg['mode']}, k={cfg['k']}, "
-        f"max_new_tokens={cfg['new_tokens']}; service --max-batch {cfg['max_batch']}; "
+        f"max_new_tokens={cfg['new_tokens']}; service --max-batch {cfg['max_batch']} "
+        f"--batch-wait-ms {cfg['batch_wait_ms']:g}; "
         f"base model {cfg['base_model'] or 'the store default'}.",
         f"- Errors under load: {ld['errors']} (target 0: "
         f"{'met' if ld['errors'] == 0 else '**not met**'}); records after it: {ld['records']} "

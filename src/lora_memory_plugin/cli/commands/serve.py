@@ -38,6 +38,13 @@ def register(sub: Subparsers, parents: Parents) -> None:
         "--max-batch", type=int, default=16, help="most questions in one forward pass (16)"
     )
     sp.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="how long a question waits for others to share its forward pass (default 5)",
+    )
+    sp.add_argument(
         "--consolidate-every",
         type=float,
         default=None,
@@ -107,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         max_batch=args.max_batch,
+        batch_wait_s=args.batch_wait_ms / 1000,
         consolidate_every=args.consolidate_every,
         min_new_records=args.min_new_records,
         schedules=schedules,
