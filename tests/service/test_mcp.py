@@ -99,12 +99,15 @@ async def test_the_tools_over_streamable_http(service: Any) -> None:
         assert hits[0]["id"] == rid and hits[0]["text"] == fact
         assert hits[0]["metadata"]["role"] == "user"
 
+        before = httpx.get(f"{service.url}/v1/health").json()["batching"]["questions"]
         answer = data(
             await session.call_tool(
                 "ask", {"namespace": ns, "question": "What is my locker code?", "mode": "rag"}
             )
         )
         assert answer["mode"] == "rag" and answer["requested_mode"] == "rag"
+        # it went through the service's micro-batcher, with the REST and OpenAI questions
+        assert httpx.get(f"{service.url}/v1/health").json()["batching"]["questions"] == before + 1
         assert isinstance(answer["text"], str) and answer["modules"] == []
         assert rid in [s["id"] for s in answer["sources"]]
 

@@ -19,7 +19,7 @@ the store's work runs on worker threads, never on the event loop.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
@@ -39,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 from .. import errors
 from .._version import __version__
 from ..memory import LoRAMemory
-from ..types import Mode
+from ..types import Answer, Mode
 from .auth import authenticate
 from .http import error_body, status_for
 from .keys import Grant, KeyRing
@@ -54,6 +54,8 @@ MCP_PATH = "/mcp"
 
 Allowed = Callable[[str], bool]
 """Whether the caller may use a namespace."""
+BatchedAsk = Callable[[str, str, str, "int | None", "int | None"], Awaitable[Answer]]
+"""``AskBatcher.ask``: namespace, question, mode, k, max_new_tokens."""
 
 T = TypeVar("T")
 
@@ -75,7 +77,9 @@ NamespaceArg = Annotated[
 ]
 
 
-def build_mcp_server(mem: LoRAMemory, *, allowed: Allowed | None = None) -> MCPServer:
+def build_mcp_server(
+    mem: LoRAMemory, *, allowed: Allowed | None = None, batched_ask: BatchedAsk | None = None
+) -> MCPServer:
     """An MCP server whose tools work on ``mem``.
 
     Args:
@@ -83,6 +87,8 @@ def build_mcp_server(mem: LoRAMemory, *, allowed: Allowed | None = None) -> MCPS
         allowed: called with the namespace of each tool call before anything runs; False
             refuses the call (a ``PermissionDeniedError`` tool error naming the namespace).
             None allows every namespace.
+        batched_ask: the service's micro-batcher (``AskBatcher.ask``): questions asked through
+            MCP then share forward passes with the REST and OpenAI ones. None: ``mem.ask``.
     """
     check: Allowed = allowed if allowed is not None else _everything
     server: MCPServer = MCPServer(
@@ -97,13 +103,16 @@ def build_mcp_server(mem: LoRAMemory, *, allowed: Allowed | None = None) -> MCPS
     async def run(namespace: str, work: Callable[[], T]) -> T:
         """``work()`` on a worker thread once ``namespace`` is allowed; typed store errors
         become tool errors that carry their message."""
+        return await run_async(namespace, lambda: anyio.to_thread.run_sync(work))
+
+    async def run_async(namespace: str, work: Callable[[], Awaitable[T]]) -> T:
         try:
             if not check(namespace):
                 raise errors.PermissionDeniedError(
                     f"namespace {namespace!r} is not granted to this caller (its API key may "
                     "use only the namespaces it was created for)"
                 )
-            return await anyio.to_thread.run_sync(work)
+            return await work()
         except errors.LoraMemoryError as e:
             raise ToolError(f"{type(e).__name__}: {e}") from e
 
@@ -187,7 +196,13 @@ def build_mcp_server(mem: LoRAMemory, *, allowed: Allowed | None = None) -> MCPS
         question: Annotated[str, Field(description="The question to answer.")],
         mode: Annotated[Mode, Field(description="How to answer; 'auto' unless told.")] = "auto",
     ) -> dict[str, Any]:
-        answer = await run(namespace, lambda: mem.ask(namespace, question, mode))
+        if batched_ask is None:
+            answer = await run(namespace, lambda: mem.ask(namespace, question, mode))
+        else:
+            ask_it = batched_ask
+            answer = await run_async(
+                namespace, lambda: ask_it(namespace, question, mode, None, None)
+            )
         return {
             "text": answer.text,
             "mode": answer.mode,
@@ -266,7 +281,7 @@ def mount_mcp(
     every namespace without keys (loopback Host and Origin only). The session manager runs
     while the app does (``app.state.lifespans``). Returns the MCP server.
     """
-    server = build_mcp_server(mem, allowed=_granted)
+    server = build_mcp_server(mem, allowed=_granted, batched_ask=app.state.batcher.ask)
     security = (
         LOOPBACK
         if keys is None
