@@ -226,3 +226,32 @@ async def test_stdio_serves_the_local_store(tmp_path: Path, tiny_model_dir: Path
             )["hits"]
             assert [h["id"] for h in hits] == [rid] and hits[0]["text"] == fact
     assert LoRAMemory.open(store).get("anyone", [rid])[0].text == fact  # on disk
+
+
+async def test_mcp_openai_and_remote_memory_share_one_service(service: Any) -> None:
+    """Three kinds of agent on one running service: an MCP agent remembers, a Python agent
+    (RemoteMemory, as the LangChain and LlamaIndex classes use it) finds it and adds to it, and an
+    OpenAI client's answer reads both from the same namespace."""
+    import openai
+
+    from lora_memory_plugin.remote import RemoteMemory
+
+    ns = "user-shared"
+    async with http_session(service.url, service.user_key) as session:
+        said = "My bike is a green Brompton."
+        rid = data(await session.call_tool("remember", {"namespace": ns, "text": said}))["id"]
+    python_agent = RemoteMemory(service.url, api_key=service.user_key)
+    assert python_agent.search(ns, "bike", k=1)[0].id == rid
+    python_agent.add_turn(ns, "I keep the bike in the hallway.")
+    client = openai.AsyncOpenAI(base_url=service.url + "/v1", api_key=service.user_key)
+    done = await client.chat.completions.create(
+        model=ns,
+        messages=[{"role": "user", "content": "Where is my bike and what is it?"}],
+        max_tokens=4,
+        extra_body={"mode": "rag"},
+    )
+    sources = {s["text"] for s in done.model_extra["lora_memory"]["sources"]}
+    assert sources == {said, "I keep the bike in the hallway."}
+    async with http_session(service.url, service.user_key) as session:
+        hits = data(await session.call_tool("search", {"namespace": ns, "query": "hallway"}))
+    assert hits["hits"][0]["text"] == "I keep the bike in the hallway."
