@@ -85,7 +85,7 @@ def _sync(
     @functools.wraps(build)
     def call(self: RemoteMemory, *args: P.args, **kwargs: P.kwargs) -> R:
         c = build(self, *args, **kwargs)
-        return c.read(self._result(self._client().request(c.method, c.path, json=c.body)))
+        return c.read(self._request(c.method, c.path, c.body))
 
     call.__name__ = call.__qualname__ = build.__name__.lstrip("_")
     return typing.cast("Callable[Concatenate[RemoteMemory, P], R]", call)
@@ -97,7 +97,10 @@ def _async(
     @functools.wraps(build)
     async def call(self: RemoteMemory, *args: P.args, **kwargs: P.kwargs) -> R:
         c = build(self, *args, **kwargs)
-        response = await self._aclient().request(c.method, c.path, json=c.body)
+        try:
+            response = await self._aclient().request(c.method, c.path, json=c.body)
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
         return c.read(self._result(response))
 
     call.__name__ = call.__qualname__ = "a" + build.__name__.lstrip("_")
@@ -188,7 +191,7 @@ class RemoteMemory:
     def config(self) -> StoreConfig:
         """The service store's settings (read once; where Chroma is stays on the server)."""
         if self._config is None:
-            data = self._result(self._client().get("/v1/config"))
+            data = self._request("GET", "/v1/config")
             self._config = StoreConfig.from_dict(data, source=f"{self.url}/v1/config")
         return self._config
 
@@ -196,6 +199,20 @@ class RemoteMemory:
         """The service's base model, for a plain chat with no memory (``chat``) and its
         ``context_window``."""
         return RemoteGenerator(self)
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        """One request on the sync client; its JSON answer, or the typed error it carries."""
+        try:
+            response = self._client().request(method, path, json=body)
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
+        return self._result(response)
+
+    def _unreachable(self, e: httpx.TransportError) -> errors.BackendError:
+        return errors.BackendError(
+            f"cannot reach the memory service at {self.url} ({type(e).__name__}: {e}); is "
+            "`lora-memory serve` running there?"
+        )
 
     @staticmethod
     def _result(response: httpx.Response) -> Any:
@@ -389,13 +406,13 @@ class RemoteGenerator:
     def context_window(self) -> int:
         if self._window is None:
             m = self._memory
-            self._window = int(m._result(m._client().get("/v1/model"))["context_window"])
+            self._window = int(m._request("GET", "/v1/model")["context_window"])
         return self._window
 
     def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 64) -> Generation:
         m = self._memory
         body = {"messages": messages, "max_new_tokens": max_new_tokens}
-        return decode(Generation, m._result(m._client().post("/v1/generate", json=body)))
+        return decode(Generation, m._request("POST", "/v1/generate", body))
 
 
 # ---- the wire --------------------------------------------------------------------------

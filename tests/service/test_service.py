@@ -301,3 +301,17 @@ def test_oversized_bodies_and_unknown_routes_get_typed_errors(service: Any) -> N
         assert (
             r.status_code == 405 and "GET /v1/namespaces/user-1/ask" in r.json()["error"]["message"]
         )
+
+
+async def test_an_unreachable_service_is_a_typed_error() -> None:
+    from lora_memory_plugin import BackendError
+    from lora_memory_plugin.testing import free_port
+
+    remote = RemoteMemory(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(BackendError, match="cannot reach the memory service"):
+        remote.count("user-1")
+    with pytest.raises(BackendError, match="lora-memory serve"):
+        await remote.acount("user-1")
+    with pytest.raises(BackendError):
+        remote.config  # noqa: B018
+    await remote.aclose()
