@@ -61,13 +61,9 @@ class Context:
         return quick if self.options.quick else full
 
     def train_options(self) -> dict[str, Any]:
-        """Extra ``consolidate`` options from ``--set max_steps=N``, ``rank=R``, ``lr=X``."""
-        out: dict[str, Any] = {}
-        for name, kind in (("max_steps", int), ("rank", int), ("lr", float)):
-            value = self.size(name, None, None)
-            if value is not None:
-                out[name] = kind(value)
-        return out
+        """Extra ``consolidate`` / ``TrainConfig`` options from ``--set max_steps=N``."""
+        steps = self.size("max_steps", None, None)
+        return {} if steps is None else {"max_steps": int(steps)}
 
     def store(self, name: str) -> LoRAMemory:
         """A fresh store for one suite (deleted when the run ends)."""
