@@ -12,36 +12,25 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import LockHeldError, MissingExtraError
+from .consolidation.service import standing_alone
+from .errors import MissingExtraError
 from .memory import LoRAMemory
 from .types import ConsolidationReport
-
-logger = logging.getLogger(__name__)
 
 
 def consolidate_one(
     path: str, chroma_url: str | None, namespace: str, options: Mapping[str, Any]
 ) -> ConsolidationReport:
     """One namespace, in a Ray worker (or anywhere): its report, never its exception."""
-    t0 = time.perf_counter()
-    try:
-        mem = LoRAMemory.open(path, chroma_url, create=False)
-        return mem.consolidate(namespace, **options)[0]
-    except LockHeldError as e:
-        return ConsolidationReport(namespace, "locked", notes=(str(e),))
-    except Exception as e:  # one namespace's failure is its report; the others go on
-        logger.error("consolidation of %r failed", namespace, exc_info=True)
-        return ConsolidationReport(
-            namespace,
-            "failed",
-            seconds=time.perf_counter() - t0,
-            notes=(f"{type(e).__name__}: {e}",),
-        )
+
+    def run() -> ConsolidationReport:
+        return LoRAMemory.open(path, chroma_url, create=False).consolidate(namespace, **options)[0]
+
+    return standing_alone(namespace, run)
 
 
 def consolidate_on_ray(

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lora_memory_plugin import LoRAMemory
+from lora_memory_plugin import InvalidInputError, LoRAMemory
 from lora_memory_plugin._filelock import file_lock
 from lora_memory_plugin.service.keys import KeyRing
 from lora_memory_plugin.store.namespaces import encode_namespace
@@ -102,6 +102,8 @@ def test_consolidate_all_over_http_covers_the_keys_namespaces_each_standing_alon
     key, _ = ring.create(["user-*"])
     lock = mem.path / "locks" / f"consolidate-{encode_namespace('user-b')}.lock"
     with serve_in_thread(mem, ring) as url, file_lock(lock):
+        with pytest.raises(InvalidInputError, match="consolidation option"):  # not per namespace
+            RemoteMemory(url, api_key=key).consolidate(colour="red")  # type: ignore[call-arg]
         reports = RemoteMemory(url, api_key=key).consolidate(**FAST)
     assert [(r.namespace, r.status) for r in reports] == [
         ("user-a", "consolidated"),
@@ -111,7 +113,6 @@ def test_consolidate_all_over_http_covers_the_keys_namespaces_each_standing_alon
 
 
 def test_schedules_per_namespace_pattern(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from lora_memory_plugin.errors import InvalidInputError
     from lora_memory_plugin.service.jobs import JobRunner, Schedule
 
     assert Schedule.parse("team-*=600:4") == Schedule("team-*", 600.0, 4)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, LockHeldError, StoreIOError, UnknownNamespaceError
@@ -38,7 +38,7 @@ class Consolidator:
     ) -> list[ConsolidationReport]:
         """One namespace (its errors raise), or every namespace (``None``: each one's error,
         or a lock another process holds, becomes its report and the others go on)."""
-        opts = _options(options)
+        opts = check_options(options)
         if namespace is not None:
             self._require(namespace)
             return [self._one(namespace, opts, progress)]
@@ -56,7 +56,7 @@ class Consolidator:
         **options: Any,
     ) -> ForgetReport:
         self._require(namespace)
-        opts = _options(options)
+        opts = check_options(options)
 
         def again() -> ConsolidationReport:  # under the lock forget holds
             return engine.run_locked(self.svc, namespace, opts, progress=progress)
@@ -89,21 +89,37 @@ class Consolidator:
     def _one_of_all(
         self, ns: str, opts: ConsolidationOptions, progress: bool
     ) -> ConsolidationReport:
-        """A cron job consolidates every namespace in one run; a record that breaks training,
-        or a namespace whose buffer lost its records, must not starve the namespaces after it."""
-        t0 = time.perf_counter()
-        try:
-            return self._one(ns, opts, progress)
-        except LockHeldError as e:  # another process is consolidating it: not a failure
-            return ConsolidationReport(ns, "locked", notes=(str(e),))
-        except Exception as e:  # not KeyboardInterrupt / SystemExit: those stop the run
-            logger.error("consolidation of %r failed; going on with the others", ns, exc_info=True)
-            return ConsolidationReport(
-                ns, "failed", seconds=time.perf_counter() - t0, notes=(f"{type(e).__name__}: {e}",)
-            )
+        return standing_alone(ns, lambda: self._one(ns, opts, progress))
 
 
-def _options(options: Mapping[str, Any]) -> ConsolidationOptions:
+def standing_alone(namespace: str, run: Callable[[], ConsolidationReport]) -> ConsolidationReport:
+    """``run()``'s report, or the report of its failure: one namespace of a run over many.
+
+    A cron job consolidates every namespace in one run; a record that breaks training, or a
+    namespace whose buffer lost its records, must not starve the namespaces after it. A lock
+    another process holds is ``locked`` (not a failure); any other error is ``failed``, with its
+    class and message in the notes. KeyboardInterrupt and SystemExit still stop the run.
+    """
+    t0 = time.perf_counter()
+    try:
+        return run()
+    except LockHeldError as e:
+        return ConsolidationReport(namespace, "locked", notes=(str(e),))
+    except Exception as e:
+        logger.error(
+            "consolidation of %r failed; going on with the others", namespace, exc_info=True
+        )
+        return ConsolidationReport(
+            namespace,
+            "failed",
+            seconds=time.perf_counter() - t0,
+            notes=(f"{type(e).__name__}: {e}",),
+        )
+
+
+def check_options(options: Mapping[str, Any]) -> ConsolidationOptions:
+    """``consolidate()``'s keyword options, checked (InvalidInputError for an unknown one or a
+    bad value)."""
     try:
         return ConsolidationOptions(**options)
     except TypeError as e:
@@ -120,4 +136,4 @@ def io_error(what: str, namespace: str, e: OSError) -> StoreIOError:
     )
 
 
-__all__ = ["Consolidator", "io_error"]
+__all__ = ["Consolidator", "check_options", "io_error", "standing_alone"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -28,9 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
 from .._version import __version__
+from ..consolidation.service import check_options, standing_alone
 from ..memory import LoRAMemory
 from ..registry.modules import ModuleManifest
-from ..types import ConsolidationReport
 from .auth import Grantee, Namespace, check_namespace
 from .batching import AskBatcher
 from .http import BodyLimit, error_body, status_for
@@ -311,27 +310,12 @@ def create_app(
         granted = sorted(ns for ns in mem.namespaces() if g.allows(ns))
         if not body.wait:
             return {"jobs": [jobs.submit(ns, options=body.options).to_dict() for ns in granted]}
-        reports = []
-        for ns in granted:
-            t0 = time.perf_counter()
-            try:
-                reports.append(mem.consolidate(ns, **body.options)[0].to_dict())
-            except errors.LockHeldError as e:
-                reports.append(ConsolidationReport(ns, "locked", notes=(str(e),)).to_dict())
-            except errors.InvalidInputError:  # bad options: the request's fault, not a namespace's
-                raise
-            except Exception as e:
-                logger.error(
-                    "consolidation of %r failed; going on with the others", ns, exc_info=True
-                )
-                failed = ConsolidationReport(
-                    ns,
-                    "failed",
-                    seconds=time.perf_counter() - t0,
-                    notes=(f"{type(e).__name__}: {e}",),
-                )
-                reports.append(failed.to_dict())
-        return {"reports": reports}
+        check_options(body.options)  # bad options are the request's fault: 422, not per namespace
+
+        def one(ns: str) -> dict[str, Any]:
+            return standing_alone(ns, lambda: mem.consolidate(ns, **body.options)[0]).to_dict()
+
+        return {"reports": [one(ns) for ns in granted]}
 
     @app.get("/v1/jobs", tags=["consolidation"])
     def list_jobs(g: Grantee) -> dict[str, Any]:
