@@ -8,8 +8,9 @@ about +-0.6), which consolidation tests need to pass a probe gate. ``consolidate
 namespace)`` writes :data:`FACTS` as user turns and consolidates them with :data:`FAST` into one
 committed module. ``ChromaServer(data)`` starts a real ``chroma run`` (and kills and restarts it
 on the same data); ``free_port()`` and ``chroma_bin()`` are its parts. ``serve_in_thread(mem)``
-runs the memory service (``lora-memory serve``) on a free port in a thread. The pytest
-fixtures over these live in :mod:`.pytest_plugin`.
+runs the memory service (``lora-memory serve``) on a free port in a thread;
+``ServiceProcess(store, logs)`` runs it in a process of its own, as users do (ChromaServer and it
+share :class:`ServerProcess`). The pytest fixtures over these live in :mod:`.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ __all__ = [
     "FAST",
     "ChromaServer",
     "ConsolidatedFacts",
+    "ServerProcess",
+    "ServiceProcess",
     "build_tiny_model",
     "chroma_bin",
     "consolidate_facts",
@@ -186,61 +189,96 @@ def chroma_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
 
 
-class ChromaServer:
-    """A real ``chroma run`` on 127.0.0.1 (a free port unless given) that can be killed and
-    restarted on the same data and port; each start logs to ``data/server-N.log``."""
+class ServerProcess:
+    """A server in a process of its own on 127.0.0.1, started and stopped (by any signal) and
+    restarted on the same port; each start logs to ``logs/<name>-N.log``. Subclasses name the
+    command and the URL that answers once it is up."""
 
-    def __init__(self, data: Path, port: int | None = None) -> None:
-        self.data = data
+    name = "server"
+    what = "server"
+    probe = "/"
+
+    def __init__(self, logs: Path, port: int | None = None) -> None:
+        self.logs = logs
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 60) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        log = self.data / f"server-{self.starts}.log"
-        logf = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                chroma_bin(),
-                "run",
-                "--path",
-                str(self.data / "db"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
-        logf.close()
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60, env: dict[str, str] | None = None) -> None:
+        """Start it and wait until ``probe`` answers (RuntimeError with the log's tail if the
+        process ends first or ``timeout`` seconds pass)."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{self.name}-{self.starts}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, env=env
+            )
         self.starts += 1
-        deadline = time.time() + timeout
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1):
+                with urllib.request.urlopen(f"{self.url}{self.probe}", timeout=1):
                     return
             except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.proc.kill()
                     tail = log.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(
-                        f"chroma server did not start on {self.url}: {tail}"
-                    ) from None
+                    raise RuntimeError(f"{self.what} did not start on {self.url}: {tail}") from None
                 time.sleep(0.1)
 
-    def stop(self, sig: int = signal.SIGKILL) -> None:
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 20) -> int | None:
+        """Send ``sig`` (a kill after ``timeout`` s without exit); the exit code (None when it
+        was not running)."""
         if self.proc is None:
-            return
-        self.proc.send_signal(sig)
+            return None
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(sig)
         try:
-            self.proc.wait(timeout=20)
+            return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+            proc.kill()
+            return proc.wait()
+
+
+class ChromaServer(ServerProcess):
+    """A real ``chroma run`` on 127.0.0.1 (a free port unless given) that can be killed and
+    restarted on the same data and port; each start logs to ``data/server-N.log``."""
+
+    name = "server"
+    what = "chroma server"
+    probe = "/api/v2/heartbeat"
+
+    def __init__(self, data: Path, port: int | None = None) -> None:
+        super().__init__(data, port)
+        self.data = data
+
+    def command(self) -> list[str]:
+        db = str(self.data / "db")
+        return [chroma_bin(), "run", "--path", db, "--host", "127.0.0.1", "--port", str(self.port)]
+
+
+class ServiceProcess(ServerProcess):
+    """``lora-memory serve STORE --no-auth [ARGS]`` as users run it, in a process of its own on
+    127.0.0.1 (a free port unless given), restartable on the same store and port; each start
+    logs to ``logs/serve-N.log``."""
+
+    name = "serve"
+    what = "the memory service"
+    probe = "/v1/health"
+
+    def __init__(self, store: Path, logs: Path, *args: str, port: int | None = None) -> None:
+        super().__init__(logs, port)
+        self.store = store
+        self.args = args
+
+    def command(self) -> list[str]:
+        cli = [sys.executable, "-m", "lora_memory_plugin.cli.main", "serve", str(self.store)]
+        return [*cli, "--no-auth", "--port", str(self.port), *self.args]
 
 
 @contextlib.contextmanager

@@ -11,66 +11,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from lora_memory_plugin import LoRAMemory
 from lora_memory_plugin.remote import RemoteMemory
-from lora_memory_plugin.testing import free_port
+from lora_memory_plugin.testing import ServiceProcess
 
 WRITERS = 4
 NAMESPACES = ("user-0", "user-1")  # two writers per namespace: concurrent writes to each
 WRITE_SECONDS = 1.5  # writes under way before the kill
 MIN_ACKED = 8  # fewer acknowledged writes would not test much
-
-
-@contextmanager
-def serving(store: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``lora-memory serve STORE --no-auth`` on a free port, up once /v1/health answers; the
-    process is killed on exit if still alive."""
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lora_memory_plugin.cli.main",
-                "serve",
-                str(store),
-                "--no-auth",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"OMP_NUM_THREADS": "1"},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"the service did not start on {url}:\n{tail}")
-            time.sleep(0.1)
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
 
 
 def write_until_stopped(
@@ -109,7 +63,11 @@ def test_acknowledged_writes_survive_kill_9(
         LoRAMemory.open(store, base_model=str(tiny_model_dir)).close()
 
     acked: list[tuple[str, str, str]] = []
-    with serving(store, tmp_path / "serve-1.log") as (proc, url):
+    server = ServiceProcess(store, tmp_path)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    try:
+        server.start(timeout=60, env=env)
+        url = server.url
         # one write before the clock starts: the service loads its embedder on the first one
         first = RemoteMemory(url).add_turn(NAMESPACES[0], "warm-up: my name is Ada.")
         acked.append((NAMESPACES[0], first, "warm-up: my name is Ada."))
@@ -121,16 +79,17 @@ def test_acknowledged_writes_survive_kill_9(
         for t in threads:
             t.start()
         time.sleep(WRITE_SECONDS)
-        proc.send_signal(signal.SIGKILL)  # mid-traffic: requests are in flight
-        proc.wait(timeout=30)
+        code = server.stop(signal.SIGKILL, timeout=30)  # mid-traffic: requests are in flight
         stop.set()
         for t in threads:
             t.join(timeout=30)
         assert not any(t.is_alive() for t in threads)
-        assert proc.returncode == -signal.SIGKILL
-    assert len(acked) >= MIN_ACKED, f"only {len(acked)} writes were acknowledged before the kill"
+        assert code == -signal.SIGKILL
+        assert len(acked) >= MIN_ACKED, (
+            f"only {len(acked)} writes were acknowledged before the kill"
+        )
 
-    with serving(store, tmp_path / "serve-2.log") as (proc, url):
+        server.start(timeout=60, env=env)  # the same store (and port) again
         remote = RemoteMemory(url)
         for ns in NAMESPACES:
             stored = {r.id: r.text for r in remote.get(ns)}
@@ -144,5 +103,7 @@ def test_acknowledged_writes_survive_kill_9(
             "after the crash: my dog is called Biscuit."
         ]
         assert remote.search(NAMESPACES[0], "what is my dog called?", k=1)[0].id == rid
-        proc.send_signal(signal.SIGTERM)  # a clean stop after the recovery (uvicorn exits
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # by the signal it caught)
+        # a clean stop after the recovery (uvicorn exits by the signal it caught)
+        assert server.stop(signal.SIGTERM, timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        server.stop(signal.SIGKILL)  # a no-op when the test got this far

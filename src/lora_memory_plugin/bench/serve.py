@@ -24,8 +24,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -37,7 +35,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..memory import LoRAMemory
 from ..remote import RemoteMemory
-from ..testing import free_port
+from ..testing import ServiceProcess
 from ._common import Context, md_table
 from .write import Turn, latency_ms, make_queries, make_turns
 
@@ -56,32 +54,17 @@ MAX_ERROR_SAMPLES = 10
 
 # ---- the service in its own process --------------------------------------------------------
 @contextmanager
-def service(store: Path, log: Path, max_batch: int, wait_ms: float) -> Iterator[str]:
+def service(store: Path, logs: Path, max_batch: int, wait_ms: float) -> Iterator[str]:
     """``lora-memory serve STORE --no-auth`` on a free loopback port; yields its URL once
     /v1/health answers, and stops it (SIGTERM, then SIGKILL) on exit."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "lora_memory_plugin.cli.main", "serve", str(store)]
-    cmd += ["--no-auth", "--port", str(port), "--max-batch", str(max_batch)]
-    cmd += ["--batch-wait-ms", str(wait_ms)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = ServiceProcess(
+        store, logs, "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms)
+    )
+    server.start(timeout=START_TIMEOUT_S)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"serve: the service did not start on {url}:\n{tail}")
-            time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        server.stop(signal.SIGTERM, timeout=30)
 
 
 def health(url: str) -> dict[str, Any]:
@@ -89,13 +72,6 @@ def health(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}/v1/health", timeout=10) as r:
         data: dict[str, Any] = json.loads(r.read())
     return data
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return health(url).get("status") == "ok"
-    except (OSError, ValueError):
-        return False
 
 
 def batching_stats(url: str) -> dict[str, int]:
@@ -347,7 +323,7 @@ def run(ctx: Context) -> dict[str, Any]:
     # every stored text distinct (a record's id comes from its text: a repeat adds nothing)
     n_prefill = cfg["namespaces"] * cfg["prefill"]
     turns = make_turns(n_prefill + cfg["clients"] * cfg["ops"], cfg["seed"])
-    with service(store, ctx.workdir / "serve.log", cfg["max_batch"], cfg["batch_wait_ms"]) as url:
+    with service(store, ctx.workdir, cfg["max_batch"], cfg["batch_wait_ms"]) as url:
         timings["start"] = time.perf_counter() - t_start
         t0 = time.perf_counter()
         prefilled = _prefill(ctx, url, cfg, turns[:n_prefill])
