@@ -105,6 +105,8 @@ def test_consolidate_all_over_http_covers_the_keys_namespaces_each_standing_alon
         with pytest.raises(InvalidInputError, match="consolidation option"):  # not per namespace
             RemoteMemory(url, api_key=key).consolidate(colour="red")  # type: ignore[call-arg]
         reports = RemoteMemory(url, api_key=key).consolidate(**FAST)
+        # the committed module's manifest comes back whole over the wire
+        assert RemoteMemory(url, api_key=key).modules("user-a") == mem.modules("user-a")
     assert [(r.namespace, r.status) for r in reports] == [
         ("user-a", "consolidated"),
         ("user-b", "locked"),

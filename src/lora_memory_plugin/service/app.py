@@ -14,7 +14,6 @@ The OpenAPI schema is at ``/openapi.json`` and the interactive docs at ``/docs``
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -360,6 +359,4 @@ def routes_needing_a_key(app: FastAPI) -> list[tuple[str, str]]:
 
 
 def _manifest(m: ModuleManifest) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(m.to_json())
-    data["namespace"] = m.namespace
-    return data
+    return dataclasses.asdict(m)  # the namespace as it is (the file packs it as ASCII JSON)

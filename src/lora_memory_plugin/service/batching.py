@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..types import Answer
 
@@ -125,7 +124,7 @@ class AskBatcher:
 
 def _settle(
     p: _Pending, *, answer: Answer | None = None, error: BaseException | None = None
-) -> Any:
+) -> None:
     if p.future.done():
         return
     if error is not None:

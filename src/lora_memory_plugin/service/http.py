@@ -1,5 +1,7 @@
-"""How the service answers a failure: the HTTP status of each typed error, and the JSON body
-(``{"error": {"type", "message", "status"}}``) every route and the MCP endpoint send."""
+"""What the service sends back besides the core result types: the HTTP status of each typed
+error and the JSON body (``{"error": {"type", "message", "status"}}``) every route and the MCP
+endpoint send; the request-body limit; an answer's provenance (which mode and modules
+answered, and from what), as the OpenAI route and the MCP ``ask`` tool report it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import errors
+from ..types import Answer
 
 # most specific first: a subclass is matched before its base
 STATUS: tuple[tuple[type[Exception], int], ...] = (
@@ -33,6 +36,18 @@ def status_for(error: Exception) -> int:
         if isinstance(error, cls):
             return code
     return 500
+
+
+def provenance(a: Answer) -> dict[str, Any]:
+    """Which mode and modules answered, how sure the router was, the notes and the sources."""
+    return {
+        "mode": a.mode,
+        "requested_mode": a.requested_mode,
+        "modules": list(a.modules),
+        "confidence": a.confidence,
+        "notes": list(a.notes),
+        "sources": [{"id": h.id, "text": h.text, "score": h.score} for h in a.sources],
+    }
 
 
 def error_body(kind: str, message: str, status: int) -> dict[str, Any]:

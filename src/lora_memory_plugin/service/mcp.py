@@ -41,7 +41,7 @@ from .._version import __version__
 from ..memory import LoRAMemory
 from ..types import Answer, Mode
 from .auth import authenticate
-from .http import error_body, status_for
+from .http import error_body, provenance, status_for
 from .keys import Grant, KeyRing
 
 if TYPE_CHECKING:
@@ -203,15 +203,7 @@ def build_mcp_server(
             answer = await run_async(
                 namespace, lambda: ask_it(namespace, question, mode, None, None)
             )
-        return {
-            "text": answer.text,
-            "mode": answer.mode,
-            "requested_mode": answer.requested_mode,
-            "modules": list(answer.modules),
-            "confidence": answer.confidence,
-            "notes": list(answer.notes),
-            "sources": [{"id": h.id, "text": h.text, "score": h.score} for h in answer.sources],
-        }
+        return {"text": answer.text, **provenance(answer)}
 
     @server.tool(
         title="Forget",

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import errors
 from ..types import Answer
 from .auth import Grantee, check_namespace
+from .http import provenance
 
 
 def add_openai_routes(app: FastAPI) -> None:
@@ -111,7 +112,7 @@ async def chat_completions(
             }
         ],
         "usage": _usage(answer),
-        "lora_memory": _provenance(answer),
+        "lora_memory": provenance(answer),
     }
 
 
@@ -141,42 +142,26 @@ def _usage(a: Answer) -> dict[str, int]:
     }
 
 
-def _provenance(a: Answer) -> dict[str, Any]:
-    return {
-        "mode": a.mode,
-        "requested_mode": a.requested_mode,
-        "modules": list(a.modules),
-        "confidence": a.confidence,
-        "notes": list(a.notes),
-        "sources": [{"id": h.id, "text": h.text, "score": h.score} for h in a.sources],
-    }
-
-
 def _stream(cid: str, created: int, model: str, a: Answer, *, include_usage: bool) -> Iterator[str]:
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    def event(**fields: Any) -> str:
         body = {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-            **extra,
+            **fields,
         }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""}, lora_memory=_provenance(a))
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return event(choices=[choice], **extra)
+
+    yield chunk({"role": "assistant", "content": ""}, lora_memory=provenance(a))
     words = a.text.split(" ")
     for i, w in enumerate(words):
         yield chunk({"content": w if i == 0 else " " + w})
     yield chunk({}, "stop")
     if include_usage:
-        body = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": _usage(a),
-        }
-        yield f"data: {json.dumps(body)}\n\n"
+        yield event(choices=[], usage=_usage(a))
     yield "data: [DONE]\n\n"
