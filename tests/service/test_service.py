@@ -223,6 +223,15 @@ def test_keys_are_stored_hashed_private_and_revocable(service: Any, tmp_path: Pa
         remote.count("user-1")
 
 
+def test_keys_created_at_once_are_all_kept(tmp_path: Path) -> None:
+    ring = KeyRing(tmp_path / "keys.json")
+    with cf.ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda i: ring.create([f"user-{i}"])[0], range(8)))
+    again = KeyRing(tmp_path / "keys.json")  # read from the file, not this ring's cache
+    assert len(again.grants()) == 8
+    assert all(again.authenticate(k) is not None for k in made)
+
+
 def test_environment_keys_are_hashed_on_load(tmp_path: Path) -> None:
     ring = KeyRing(None, env={ENV_KEYS: json.dumps({"secret-1": ["a-*"]})})
     g = ring.authenticate("secret-1")

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._filelock import file_lock
 from .._fsutil import fsync_dir
 from ..errors import ConfigError, InvalidInputError
 
@@ -72,10 +73,14 @@ class KeyRing:
     def __init__(self, path: str | Path | None = None, env: Mapping[str, str] | None = None):
         self.path = Path(path) if path is not None else None
         self._env = os.environ if env is None else env
+        # every request authenticates: the file is parsed (and the environment's keys hashed)
+        # again only when it changed; a write replaces the file, so a revoke is seen at once
+        self._file_cache: tuple[tuple[int, int, int], list[Grant]] | None = None
+        self._env_cache: tuple[str, list[Grant]] | None = None
 
     # ---- reading -----------------------------------------------------------------------
     def grants(self) -> list[Grant]:
-        """Every accepted key (the file is read again each call: a revoke takes effect now)."""
+        """Every accepted key (the file as it is now: a revoke takes effect at once)."""
         return self._file_grants() + self._env_grants()
 
     def authenticate(self, key: str | None) -> Grant | None:
@@ -91,8 +96,21 @@ class KeyRing:
         return found
 
     def _file_grants(self) -> list[Grant]:
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return []
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise ConfigError(f"{self.path} is not a valid lora-memory key file: {e}") from e
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._file_cache is None or self._file_cache[0] != stamp:
+            self._file_cache = (stamp, self._parse_file())
+        return list(self._file_cache[1])
+
+    def _parse_file(self) -> list[Grant]:
+        assert self.path is not None
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             return [
@@ -110,8 +128,11 @@ class KeyRing:
 
     def _env_grants(self) -> list[Grant]:
         raw = self._env.get(ENV_KEYS, "").strip()
-        if not raw:
-            return []
+        if self._env_cache is None or self._env_cache[0] != raw:
+            self._env_cache = (raw, self._parse_env(raw) if raw else [])
+        return list(self._env_cache[1])
+
+    def _parse_env(self, raw: str) -> list[Grant]:
         try:
             data = json.loads(raw)
             if not isinstance(data, dict):
@@ -133,21 +154,28 @@ class KeyRing:
         key_id = secrets.token_hex(4)
         key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         grant = Grant(key_id, name, hash_key(key), patterns, time.time())
-        self._write([*self._file_grants(), grant])
+        with self._writing():
+            self._write([*self._file_grants(), grant])
         return key, grant
 
     def revoke(self, key_id: str) -> bool:
         """Remove the key ``key_id`` from the file; False when there was none."""
-        kept = [g for g in self._file_grants() if g.key_id != key_id]
-        if len(kept) == len(self._file_grants()):
-            return False
-        self._write(kept)
+        with self._writing():
+            grants = self._file_grants()
+            kept = [g for g in grants if g.key_id != key_id]
+            if len(kept) == len(grants):
+                return False
+            self._write(kept)
         return True
 
-    def _write(self, grants: list[Grant]) -> None:
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """The key file's lock: two ``keys create`` at once must not lose one of the keys."""
         if self.path is None:
             raise ConfigError("no key file: pass a path to keep keys in")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return file_lock(self.path.with_name(f".{self.path.name}.lock"), what="the key file")
+
+    def _write(self, grants: list[Grant]) -> None:
+        assert self.path is not None  # _writing() checked it
         body = {"format": KEYS_FORMAT, "keys": [asdict(g) for g in grants]}
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(
