@@ -20,6 +20,17 @@ def check_k(k: object, what: str = "k") -> int:
     return k
 
 
+def check_ids(ids: object) -> list[str]:
+    """A list (or tuple) of str record ids."""
+    if (
+        isinstance(ids, str)
+        or not isinstance(ids, (list, tuple))
+        or not all(isinstance(i, str) for i in ids)
+    ):
+        raise InvalidTypeError("ids must be a list of str record ids")
+    return list(ids)
+
+
 def check_time(created_at: object) -> float:
     """Finite epoch seconds; None is now."""
     if created_at is None:

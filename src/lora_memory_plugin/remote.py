@@ -31,6 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from . import errors
+from ._validate import check_ids
 from .config import StoreConfig
 from .registry.modules import ModuleManifest
 from .types import (
@@ -257,14 +258,14 @@ class RemoteMemory:
 
     def _delete(self, namespace: str, ids: Sequence[str]) -> _Call[int]:
         """Delete records from the buffer; returns how many existed."""
-        body = {"ids": _ids(ids)}
+        body = {"ids": check_ids(ids)}
         return _Call("POST", _ns(namespace, "records/delete"), body, lambda d: int(d["deleted"]))
 
     def _update_metadata(
         self, namespace: str, ids: Sequence[str], metadata: dict[str, Any]
     ) -> _Call[None]:
         """Set user metadata keys on records."""
-        body = {"ids": _ids(ids), "metadata": metadata}
+        body = {"ids": check_ids(ids), "metadata": metadata}
         return _Call("POST", _ns(namespace, "records/metadata"), body, lambda d: None)
 
     # ---- reads -------------------------------------------------------------------------
@@ -279,7 +280,7 @@ class RemoteMemory:
         self, namespace: str, ids: list[str] | None = None, **options: Unpack[GetOptions]
     ) -> _Call[list[Record]]:
         """Records by id (in that order) or by filter."""
-        body = {"ids": None if ids is None else _ids(ids), **options}
+        body = {"ids": None if ids is None else check_ids(ids), **options}
         read = lambda d: _list(Record, d["records"])  # noqa: E731
         return _Call("POST", _ns(namespace, "records/get"), body, read)
 
@@ -366,7 +367,7 @@ class RemoteMemory:
         opts: dict[str, Any] = dict(options)
         opts.pop("progress", None)
         body = {
-            "ids": None if ids is None else _ids(ids),
+            "ids": None if ids is None else check_ids(ids),
             "where": opts.pop("where", None),
             "missing": opts.pop("missing", False),
             "rebuild": opts.pop("rebuild", True),
@@ -421,12 +422,6 @@ def _ns(namespace: str, rest: str) -> str:
         raise errors.InvalidInputError(f"namespace must be a non-empty str, got {namespace!r}")
     # every reserved character is escaped, '.' too: '..' must stay a name, not a path step
     return f"/v1/namespaces/{quote(namespace, safe='').replace('.', '%2E')}/{rest}"
-
-
-def _ids(ids: object) -> list[str]:
-    if isinstance(ids, str) or not isinstance(ids, (list, tuple)):
-        raise errors.InvalidTypeError(f"ids must be a list of str, got {type(ids).__name__}")
-    return list(ids)
 
 
 def _times(filters: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._validate import MAX_QUERY_CHARS, check_k, check_time
+from .._validate import MAX_QUERY_CHARS, check_ids, check_k, check_time
 from ..config import BufferConfig
 from ..errors import InvalidInputError, InvalidTypeError, LoraMemoryError
 from ..types import Hit, Record
@@ -205,17 +205,6 @@ class Records:
         )
 
 
-def check_ids(ids: object) -> list[str]:
-    """A list (or tuple) of str record ids."""
-    if (
-        isinstance(ids, str)
-        or not isinstance(ids, (list, tuple))
-        or not all(isinstance(i, str) for i in ids)
-    ):
-        raise InvalidTypeError("ids must be a list of str record ids")
-    return list(ids)
-
-
 def _extra(metadata: object) -> dict[str, Any]:
     return check_extra(dict(metadata) if isinstance(metadata, Mapping) else metadata)
 
@@ -228,4 +217,4 @@ def _optional_int(value: object, what: str, *, minimum: int) -> int | None:
     return value
 
 
-__all__ = ["Records", "check_ids"]
+__all__ = ["Records"]
