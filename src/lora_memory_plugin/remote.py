@@ -98,11 +98,7 @@ def _async(
     @functools.wraps(build)
     async def call(self: RemoteMemory, *args: P.args, **kwargs: P.kwargs) -> R:
         c = build(self, *args, **kwargs)
-        try:
-            response = await self._aclient().request(c.method, c.path, json=c.body)
-        except httpx.TransportError as e:
-            raise self._unreachable(e) from e
-        return c.read(self._result(response))
+        return c.read(await self._arequest(c.method, c.path, c.body))
 
     call.__name__ = call.__qualname__ = "a" + build.__name__.lstrip("_")
     call.__doc__ = f"Async twin of :meth:`{build.__name__.lstrip('_')}`."
@@ -205,6 +201,14 @@ class RemoteMemory:
         """One request on the sync client; its JSON answer, or the typed error it carries."""
         try:
             response = self._client().request(method, path, json=body)
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
+        return self._result(response)
+
+    async def _arequest(self, method: str, path: str, body: Any = None) -> Any:
+        """:meth:`_request` on the async client."""
+        try:
+            response = await self._aclient().request(method, path, json=body)
         except httpx.TransportError as e:
             raise self._unreachable(e) from e
         return self._result(response)
