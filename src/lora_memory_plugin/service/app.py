@@ -324,10 +324,7 @@ def create_app(
     @app.get("/v1/jobs/{job_id}", tags=["consolidation"])
     def get_job(g: Grantee, job_id: str) -> dict[str, Any]:
         """One job (404 for a job of a namespace this key may not use, as for an unknown one)."""
-        job = jobs.job(job_id)
-        if not g.allows(job.namespace):
-            raise errors.RecordNotFoundError(f"no job {job_id!r} (finished jobs are kept a while)")
-        return job.to_dict()
+        return jobs.job(job_id, visible=g.allows).to_dict()
 
     @app.post(f"{prefix}/forget", tags=["consolidation"])
     def forget(ns: Namespace, body: ForgetIn) -> dict[str, Any]:

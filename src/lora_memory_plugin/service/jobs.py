@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -107,11 +108,15 @@ class JobRunner:
         self.options = dict(options or {})
         self._checked: dict[str, float] = {}  # namespace -> when it was last checked
         self._jobs: OrderedDict[str, Job] = OrderedDict()
+        # submit() runs on the service's worker threads (sync routes) as well as on the loop
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Job] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self._work(), name="lora-memory-jobs"))
         if self.default is not None or self.schedules:
             self._tasks.append(asyncio.create_task(self._schedule(), name="lora-memory-cron"))
@@ -132,29 +137,33 @@ class JobRunner:
         reason: Literal["requested", "scheduled"] = "requested",
         options: Mapping[str, Any] | None = None,
     ) -> Job:
-        """Queue a job for ``namespace``, or return the one already queued or running."""
-        if self._queue is None:
+        """Queue a job for ``namespace``, or return the one already queued or running. Safe
+        from any thread: the queue is fed on the loop's own thread."""
+        if self._queue is None or self._loop is None:
             raise RuntimeError("JobRunner.start() was not awaited (the app's lifespan runs it)")
-        for job in self._jobs.values():
-            if job.namespace == namespace and job.status in ("queued", "running"):
-                return job
-        job = Job(uuid.uuid4().hex[:16], namespace, reason, options=dict(options or {}))
-        self._jobs[job.job_id] = job
-        self._forget_old()
-        self._queue.put_nowait(job)
+        with self._lock:
+            for job in self._jobs.values():
+                if job.namespace == namespace and job.status in ("queued", "running"):
+                    return job
+            job = Job(uuid.uuid4().hex[:16], namespace, reason, options=dict(options or {}))
+            self._jobs[job.job_id] = job
+            self._forget_old()
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
         return job
 
     def jobs(self) -> list[Job]:
         """Every remembered job, oldest first."""
-        return list(self._jobs.values())
+        with self._lock:
+            return list(self._jobs.values())
 
-    def job(self, job_id: str) -> Job:
-        try:
-            return self._jobs[job_id]
-        except KeyError:
-            raise RecordNotFoundError(
-                f"no job {job_id!r} (finished jobs are kept a while)"
-            ) from None
+    def job(self, job_id: str, visible: Callable[[str], bool] = lambda namespace: True) -> Job:
+        """The job ``job_id``, when its namespace is ``visible`` to the caller; a job the caller
+        may not see is not found, as an unknown one."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or not visible(job.namespace):
+            raise RecordNotFoundError(f"no job {job_id!r} (finished jobs are kept a while)")
+        return job
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.status not in ("queued", "running")]
