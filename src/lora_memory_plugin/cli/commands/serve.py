@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from typing import TYPE_CHECKING
 
 from .._common import EXIT_FAILED, EXIT_OK, Parents, Subparsers, emit, open_store, store_dir
+
+if TYPE_CHECKING:
+    from ...service.keys import KeyRing
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
@@ -93,7 +97,7 @@ def register(sub: Subparsers, parents: Parents) -> None:
         a.set_defaults(func=cmd_keys)
 
 
-def _ring(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _ring(args: argparse.Namespace) -> KeyRing:
     from ...service.keys import KeyRing  # noqa: PLC0415 (stdlib only, but keeps --help light)
     from ...service.server import default_keys_path  # noqa: PLC0415
 
