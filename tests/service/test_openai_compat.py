@@ -51,6 +51,16 @@ def test_openai_client_lists_namespaces_and_answers_from_one(service: Any) -> No
     assert provenance["sources"][0]["text"] == "My locker code is 4471."
     assert done.usage is not None and done.usage.completion_tokens == local.new_tokens
 
+    parts = client.chat.completions.create(  # content as OpenAI's list of parts
+        model="user-1",
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "What is my locker code?"}]}
+        ],
+        max_tokens=4,
+        extra_body={"mode": "rag"},
+    )
+    assert parts.choices[0].message.content == local.text
+
     auto = client.chat.completions.create(
         model="user-1", messages=[{"role": "user", "content": "What is my locker code?"}]
     )

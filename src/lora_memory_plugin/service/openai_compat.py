@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import errors
+from ..integration import message_text
 from ..types import Answer
 from .auth import Grantee, check_namespace
 from .http import provenance
@@ -120,12 +121,7 @@ def _last_user_text(messages: list[ChatMessage]) -> str:
     for m in reversed(messages):
         if m.role != "user":
             continue
-        if isinstance(m.content, list):
-            text = " ".join(
-                str(p.get("text", "")) for p in m.content if p.get("type") == "text"
-            ).strip()
-        else:
-            text = (m.content or "").strip()
+        text = message_text(m.content or "").strip()  # a str, or OpenAI's content parts
         if text:
             return text
     raise errors.InvalidInputError(
