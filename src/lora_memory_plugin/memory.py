@@ -1,21 +1,17 @@
-"""``LoRAMemory``: the one core API every CLI command and integration goes through.
+"""``LoRAMemory``: the one core API every CLI command, integration and the service go through.
 
-A thin facade: it validates the namespace (the tenant boundary) and hands each call to the
-service that does it -- :class:`.store.service.Records` (writes and reads of the buffer),
-:class:`.generation.service.Answerer` (every way of answering) and
-:class:`.consolidation.service.Consolidator` (consolidate, forget, calibrate) -- over the
-:class:`._store.Store` that :meth:`LoRAMemory.open` builds. Nothing below imports this module.
-"""
+A thin facade over the :class:`._store.Store` that :meth:`LoRAMemory.open` builds: it validates
+the namespace (the tenant boundary) and hands each call to ``store.service.Records`` (the
+buffer), ``generation.service.Answerer`` or ``consolidation.service.Consolidator``.
+Nothing below imports this module."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from ._async import async_twin
 from ._store import Store
 from .config import StoreConfig
 from .consolidation.service import Consolidator
@@ -40,12 +36,8 @@ from .types import (
     SearchFilters,
     StoreStatus,
     TurnFields,
+    Unpack,
 )
-
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # pragma: no cover
-    from typing_extensions import Unpack
 
 if TYPE_CHECKING:
     from .consolidation.capacity import CalibrationReport
@@ -55,23 +47,13 @@ if TYPE_CHECKING:
     from .routing.router import RouteDecision
     from .store.buffer import Buffer
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _async_twin(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
-    @functools.wraps(fn)
-    async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-    twin.__doc__ = f"Async twin of :meth:`{fn.__name__}` (runs it in a worker thread)."
-    return twin
-
 
 class LoRAMemory:
     """A memory store: a Chroma buffer searchable at once, answered from by a local model.
 
-    Open one with :meth:`open`; it creates the store on first use.
+    Open one with :meth:`open`; it creates the store on first use. Its attributes ``path``,
+    ``chroma_url``, ``embedder``, ``buffer`` (the :class:`~.store.buffer.Buffer`) and ``routing``
+    (the :class:`~.routing.RoutingIndex`) are the opened store's, for advanced use.
 
     Example:
         >>> from lora_memory_plugin import LoRAMemory
@@ -90,6 +72,8 @@ class LoRAMemory:
 
         self._store = store
         self.path, self.chroma_url, self.embedder = store.path, store.chroma_url, store.embedder
+        self.buffer: Buffer = store.buffer
+        self.routing: RoutingIndex = store.routing
         settings = lambda: store.config.buffer  # noqa: E731 (update_config swaps the config)
         self._records = Records(store.buffer, settings, store.routing.delete_record_keys)
         self._answerer = Answerer(store)
@@ -109,8 +93,7 @@ class LoRAMemory:
 
         ``chroma_url`` (``http://host:port``) uses a Chroma server instead of embedded Chroma:
         saved in a new store's config, for an existing one it overrides for this process only.
-        ``options`` (:class:`~.types.OpenOptions`): ``create``, ``base_model``, ``embedder``,
-        ``chroma_database``.
+        ``options``: :class:`~.types.OpenOptions` (create, base_model, embedder, chroma_database).
 
         Raises:
             StoreError: ``path`` is a file, or a non-empty directory that is not a store.
@@ -135,10 +118,8 @@ class LoRAMemory:
     # ---- writes ------------------------------------------------------------------------
     def add_turn(self, namespace: str, content: str, **fields: Unpack[TurnFields]) -> str:
         """Store one conversation turn; returns its record id (the same id for a duplicate).
-
-        ``fields`` (:class:`~.types.TurnFields`): ``role`` ('user' by default), ``session_id``,
-        ``metadata``, ``created_at``.
-        """
+        ``fields`` (:class:`~.types.TurnFields`): role ('user'), session_id, metadata,
+        created_at."""
         return self._records.add_turn(self._ns(namespace), content, **fields)
 
     def add_turns(
@@ -158,19 +139,16 @@ class LoRAMemory:
     def add_document(
         self, namespace: str, text: str, **fields: Unpack[DocumentFields]
     ) -> list[str]:
-        """Chunk a document on token boundaries (with overlap) and store the chunks; returns
-        one record id per chunk, in document order. ``fields``: ``source``, ``session_id``,
-        ``metadata``, ``created_at``."""
+        """Chunk a document on token boundaries (with overlap) and store the chunks; returns a
+        record id per chunk, in order. ``fields``: :class:`~.types.DocumentFields`."""
         return self._records.add_document(self._ns(namespace), text, **fields)
 
     def delete(self, namespace: str, ids: Sequence[str]) -> int:
-        """Delete records from the buffer now, and their routing keys; returns how many existed.
+        """Delete records from the buffer and their routing keys now; returns how many existed.
 
-        A consolidated record still lives in its module until the namespace's next
-        ``consolidate``, which quarantines that module and retrains its other records (or,
-        when more than half of what the modules hold is missing, changes nothing and raises
-        MissingRecordsError). :meth:`forget` is the deliberate way: it removes modules at once.
-        """
+        A consolidated record stays in its module until the next ``consolidate`` quarantines
+        that module and retrains its other records (MissingRecordsError, changing nothing, when
+        over half of what the modules hold is gone). :meth:`forget` removes modules at once."""
         return self._records.delete(self._ns(namespace), ids)
 
     def update_metadata(self, namespace: str, ids: Sequence[str], metadata: dict[str, Any]) -> None:
@@ -183,11 +161,8 @@ class LoRAMemory:
         self, namespace: str, query: str, k: int = 5, **filters: Unpack[SearchFilters]
     ) -> list[Hit]:
         """Semantic search of the buffer (RAG), best first (``score``: cosine similarity).
-
-        ``filters`` (:class:`~.types.SearchFilters`): ``kind`` ('turn' / 'document'),
-        ``session_id``, ``role``, ``status`` ('buffered' / 'consolidated'), ``since`` /
-        ``until`` (datetime or epoch seconds) and a raw Chroma ``where``.
-        """
+        ``filters`` (:class:`~.types.SearchFilters`): kind, session_id, role, status, since,
+        until (datetime or epoch seconds) and a raw Chroma ``where``."""
         return self._records.search(self._ns(namespace), query, k, **filters)
 
     def get(
@@ -206,8 +181,7 @@ class LoRAMemory:
         return self._store.buffer.namespaces()
 
     def status(self) -> StoreStatus:
-        """Counts per namespace (records, modules, quarantined) and whether the base model is
-        ready."""
+        """Counts per namespace (records, modules, quarantined); is the base model ready."""
         return self._store.status()
 
     def modules(self, namespace: str) -> list[ModuleManifest]:
@@ -218,15 +192,12 @@ class LoRAMemory:
     def ask(
         self, namespace: str, question: str, mode: str = "auto", **options: Unpack[AnswerOptions]
     ) -> Answer:
-        """Answer ``question`` from this namespace's memory (``options``: ``k``,
-        ``max_new_tokens``).
+        """Answer ``question`` from the namespace's memory (``options``: k, max_new_tokens).
 
-        Modes: ``auto`` (per question: lora, hybrid or rag, from routing confidence and the
-        module's measured agreement), ``base`` (model alone), ``rag`` (top-k buffer hits in
-        context), ``icl`` (the whole namespace in context, up to the budget), ``lora`` /
-        ``hybrid`` (consolidated modules; without modules they answer as ``rag`` and
-        ``Answer.notes`` says so).
-        """
+        Modes (:data:`~.types.Mode`): ``auto`` picks lora, hybrid or rag per question from
+        routing confidence and the module's measured agreement; ``base`` (model alone), ``rag``
+        (top-k hits in context), ``icl`` (the whole namespace in context), ``lora`` / ``hybrid``
+        (the routed module; without one they answer as rag and ``Answer.notes`` says so)."""
         return self._answerer.ask(self._ns(namespace), question, mode, **options)
 
     def ask_many(
@@ -238,11 +209,9 @@ class LoRAMemory:
         batch_size: int = 16,
         **options: Unpack[AnswerOptions],
     ) -> list[Answer]:
-        """Answer many questions at once; ``namespace`` is one name or one per question.
-
-        Each question is routed on its own; generation runs in batches of ``batch_size`` rows,
-        each row with its own module (or none), in one forward pass.
-        """
+        """Answer many questions at once; ``namespace`` is one name or one per question. Each
+        is routed on its own; a batch of ``batch_size`` rows, each with its own module (or
+        none), runs in one forward pass."""
         if isinstance(namespace, str):
             nss = [self._ns(namespace)] * (0 if isinstance(questions, str) else len(questions))
         else:
@@ -264,8 +233,7 @@ class LoRAMemory:
         return self._answerer.recall(self._ns(namespace), query, max_new_tokens=max_new_tokens)
 
     def route(self, namespace: str, query: str) -> RouteDecision:
-        """The routing decision for ``query`` (a ``RouteDecision``: ranked modules, the chosen
-        one and why)."""
+        """The routing decision for ``query``: ranked modules, the chosen one and why."""
         return self._answerer.route(self._ns(namespace), query)
 
     # ---- consolidation (consolidation.service.Consolidator) -----------------------------
@@ -276,13 +244,10 @@ class LoRAMemory:
         progress: bool = False,
         **options: Unpack[ConsolidateOptions],
     ) -> list[ConsolidationReport]:
-        """Train the buffered records of ``namespace`` (or of every namespace) into modules.
-
-        ``options`` (:class:`~.types.ConsolidateOptions`): ``min_records``, ``max_minutes``,
-        ``target``, ``rank``, ``lr``, ``max_steps``, ``mixture``, ``seed``, ... For one namespace
-        its errors raise (LockHeldError when another process consolidates it); for ``None``
-        each namespace stands alone (status ``"locked"`` or ``"failed"`` in its report).
-        """
+        """Train the buffered records of ``namespace`` (or of every one) into modules; options:
+        :class:`~.types.ConsolidateOptions`. For one namespace errors raise (LockHeldError if
+        another process consolidates it); for ``None`` each namespace stands alone (status
+        ``"locked"`` or ``"failed"`` in its report)."""
         ns = self._ns(namespace) if namespace is not None else None
         return self._consolidator.consolidate(ns, progress=progress, **options)
 
@@ -291,12 +256,9 @@ class LoRAMemory:
     ) -> ForgetReport:
         """Delete records (``ids=[...]`` or ``where={...}``) from the buffer and the modules.
 
-        Each module that held one is removed at once; its other records go back to
-        ``buffered`` and, with ``rebuild=True`` (the default), are consolidated again (with the
-        :class:`~.types.ConsolidateOptions` among ``options``). ``missing=True`` forgets what the
-        modules hold that the buffer lost (the answer to MissingRecordsError). Holds the
-        namespace's consolidation lock.
-        """
+        Each module that held one is removed at once; its other records go back to buffered
+        and, with ``rebuild=True`` (default), are consolidated again. ``missing=True`` forgets
+        what the modules hold that the buffer lost (the answer to MissingRecordsError)."""
         return self._consolidator.forget(self._ns(namespace), ids, **options)
 
     def calibrate(
@@ -312,38 +274,27 @@ class LoRAMemory:
         validated like the file, written atomically under the store's config lock."""
         return self._store.update_config(**sections)
 
-    # ---- async twins -------------------------------------------------------------------
-    aadd_turn = _async_twin(add_turn)
-    aadd_turns = _async_twin(add_turns)
-    aadd_document = _async_twin(add_document)
-    asearch = _async_twin(search)
-    aget = _async_twin(get)
-    acount = _async_twin(count)
-    anamespaces = _async_twin(namespaces)
-    astatus = _async_twin(status)
-    aask = _async_twin(ask)
-    aask_many = _async_twin(ask_many)
-    arecall = _async_twin(recall)
-    achat = _async_twin(chat)
-    aroute = _async_twin(route)
-    adelete = _async_twin(delete)
-    aupdate_metadata = _async_twin(update_metadata)
-    aconsolidate = _async_twin(consolidate)
-    aforget = _async_twin(forget)
-
-    # ---- advanced use ------------------------------------------------------------------
-    @property
-    def routing(self) -> RoutingIndex:
-        """The :class:`~lora_memory_plugin.routing.RoutingIndex`."""
-        return self._store.routing
-
-    @property
-    def buffer(self) -> Buffer:
-        """The underlying :class:`~lora_memory_plugin.store.buffer.Buffer`."""
-        return self._store.buffer
-
     def generator(self) -> Generator:
         """The loaded base-model generator (loads on first use)."""
         return self._store.generator()
+
+    # ---- async twins -------------------------------------------------------------------
+    aadd_turn = async_twin(add_turn)
+    aadd_turns = async_twin(add_turns)
+    aadd_document = async_twin(add_document)
+    asearch = async_twin(search)
+    aget = async_twin(get)
+    acount = async_twin(count)
+    anamespaces = async_twin(namespaces)
+    astatus = async_twin(status)
+    aask = async_twin(ask)
+    aask_many = async_twin(ask_many)
+    arecall = async_twin(recall)
+    achat = async_twin(chat)
+    aroute = async_twin(route)
+    adelete = async_twin(delete)
+    aupdate_metadata = async_twin(update_metadata)
+    aconsolidate = async_twin(consolidate)
+    aforget = async_twin(forget)
 
     _ns = staticmethod(validate_namespace)

@@ -52,15 +52,11 @@ from .types import (
     SearchFilters,
     StoreStatus,
     TurnFields,
+    Unpack,
 )
 
 if TYPE_CHECKING:
     from .routing.router import RouteDecision
-
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # pragma: no cover
-    from typing_extensions import Unpack
 
 ENV_URL = "LORA_MEMORY_URL"
 ENV_KEY = "LORA_MEMORY_API_KEY"

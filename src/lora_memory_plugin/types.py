@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypedDict, get_args
+
+# re-exported for the typed ``**options`` of LoRAMemory and RemoteMemory
+if sys.version_info >= (3, 11):
+    from typing import Unpack as Unpack  # noqa: PLC0414 (an explicit re-export, for mypy)
+else:  # pragma: no cover
+    from typing_extensions import Unpack as Unpack  # noqa: PLC0414
 
 Metadata = dict[str, Any]
 
