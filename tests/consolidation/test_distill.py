@@ -15,6 +15,8 @@ from lora_memory_plugin.consolidation.distill import collect_questions, distill
 from lora_memory_plugin.consolidation.gate import agreement, gate
 from lora_memory_plugin.consolidation.questions import (
     QuestionSet,
+    about,
+    base_form,
     parse_questions,
     speaker,
     template_questions,
@@ -26,6 +28,7 @@ from lora_memory_plugin.consolidation.teacher import (
     agrees,
     first_sentence,
     grounded_answer,
+    informative,
     past_first_sentence,
     teach,
     teacher_context,
@@ -164,13 +167,84 @@ class _Writer:
         return self.outputs[: len(prompts)]
 
 
+def test_events_plans_and_feelings_of_a_conversation_are_asked_back() -> None:
+    """What people tell each other (LoCoMo's turns): an event with its time, a plan, a feeling,
+    a reason -- asked about the speaker by name; a time is not checked as a value (the teacher
+    may give "yesterday" as the note's date)."""
+
+    def asked(text: str) -> dict[str, str | None]:
+        return {q.text: q.value for q in template_questions(text, "r", random.Random(0))}
+
+    went = asked("[8 May 2023] Caroline: I went to a LGBTQ support group yesterday and it was")
+    assert went == {
+        "Where did Caroline go?": "a LGBTQ support group",
+        "Where did Caroline go yesterday?": "a LGBTQ support group",
+        "When did Caroline go to a LGBTQ support group?": None,
+    }
+    painted = asked("Melanie: Yeah, I painted that lake sunrise last year! It's special to me.")
+    assert painted["What did Melanie paint last year?"] == "that lake sunrise"
+    assert "When did Melanie paint that lake sunrise?" in painted
+    ran = asked("Melanie: I ran a charity race for mental health last Saturday – it was great.")
+    assert ran["What did Melanie run?"] == "a charity race for mental health"  # a dash ends it
+    why = asked("Caroline: I chose them 'cause they help LGBTQ+ folks with adoption.")
+    assert why["Why did Caroline choose them?"] == "they help LGBTQ+ folks with adoption"
+    assert "What did Caroline choose?" not in why  # "them": nothing to ask about
+    plan = asked("Melanie: We're thinking about going camping next month.")
+    assert plan["What is Melanie planning?"] == "going camping next month"
+    keen = asked("Caroline: I'm keen on counseling or working in mental health - I'd love to.")
+    assert keen["What is Caroline keen on?"] == "counseling or working in mental health"
+    assert "What is Caroline thrilled about?" in asked("Caroline: I'm thrilled to make a family.")
+    assert not asked("Caroline: We met up last week.")  # a particle, not a thing met
+    # the user's own turn: first person, and "When" only with a time
+    assert "When did I go to the dentist?" in asked("I went to the dentist yesterday.")
+    assert "When did I go to the dentist?" not in asked("I went to the dentist.")
+    forms = {
+        "went": "go", "painted": "paint", "tried": "try", "stopped": "stop", "added": "add",
+        "moved": "move", "created": "create", "raised": "raise", "shared": "share",
+        "travelled": "travel", "called": "call", "agreed": "agree",
+    }  # fmt: skip
+    assert {v: base_form(v) for v in forms} == forms
+
+
+def test_writer_questions_about_what_the_turn_does_not_say_are_dropped() -> None:
+    turn = "[25 May 2023] Caroline: I'm thrilled to make a family for kids who need one."
+    assert not about("What's the name of Caroline's son?", turn)
+    assert not about("What is Caroline's favorite color?", turn)
+    assert about("What is Caroline thrilled to make?", turn)
+    assert about("Who needs a family?", turn)
+    records = [rec("a", "[25 May 2023] Caroline: Making a family for kids who need one!")]
+    writer = _Writer(["What's the name of Caroline's son?\nWho does Caroline make a family for?"])
+    qs, counts = collect_questions(records, writer, 0)
+    assert [q.text for q in qs.questions if q.source == "writer"] == [
+        "Who does Caroline make a family for?"
+    ]
+    assert counts["writer_unrelated"] == 1
+
+
+def test_an_answer_must_tell_what_the_question_did_not() -> None:
+    notes = [Hit("a", "[25 May 2023] Melanie: I ran a charity race for mental health.", 1.0, {})]
+    assert informative("Melanie ran it for mental health.", "What did Melanie run for?", notes)
+    # the question's own words back, or a sentence of the teacher's own around a shared word
+    assert not informative("The charity race is a race.", "What is the charity race?", notes)
+    assert not informative(
+        "The charity race is a non-profit organization that supports families and children.",
+        "What is the charity race?",
+        notes,
+    )
+    # "When" wants a time
+    when = "When did Melanie run a charity race?"
+    assert informative("On 25 May 2023, Melanie ran it.", when, notes)
+    assert not informative("Melanie ran a charity race for mental health.", when, notes)
+
+
 def test_writer_questions_rag_would_not_answer_from_their_record_are_dropped() -> None:
-    records = [rec("a", "Yeah, I painted that lake sunrise last year!"), rec("b", "Hi there!")]
-    writer = _Writer(["What did I paint last year?\nHow do I make a cup of tea?", ""])
-    on_topic = {"What did I paint last year?": {"a"}, "How do I make a cup of tea?": {"b"}}
+    records = [rec("a", "Yeah, my painting of that lake sunrise, last year!"), rec("b", "Hi!")]
+    # about the record's words, but rag would read "b" for the second
+    writer = _Writer(["What did I paint last year?\nWhich lake did I see last year?", ""])
+    on_topic = {"What did I paint last year?": {"a"}, "Which lake did I see last year?": {"b"}}
     qs, counts = collect_questions(records, writer, 0, lambda q: on_topic.get(q, set()))
     assert [q.text for q in qs.questions] == ["What did I paint last year?"]
-    assert (counts["writer"], counts["writer_off_topic"]) == (1, 1)
+    assert (counts["writer"], counts["writer_off_topic"], counts["writer_unrelated"]) == (1, 1, 0)
     qs, counts = collect_questions(records, writer, 0)  # no retriever: every question stays
     assert counts["writer"] == 2
 
@@ -739,8 +813,10 @@ def test_qa_parsing_keeps_its_meaning() -> None:
         "Question: q Answer: a" + " \n" * 100_000 + "y",
         "\n" * 200_000 + "Recalled: x",
         "Q" + " " * 200_000,
+        "I'm keen on " * 20_000,  # a value that never ends: quadratic before values were bounded
+        "I chose them " * 20_000,
     ],
-    ids=["blank-lines", "trailing-whitespace", "recalled", "q-mark"],
+    ids=["blank-lines", "trailing-whitespace", "recalled", "q-mark", "job-at", "why"],
 )
 def test_caller_text_is_parsed_in_linear_time(text: str) -> None:
     """Records are caller input: 200k characters of whitespace took minutes through the old

@@ -31,7 +31,7 @@ from ..generation.prompts import build_messages, created_at
 from ..types import Record
 from .clean import trainable_text
 from .data import Probe, qa_pairs, superseded
-from .questions import Question, QuestionSet, template_questions, writer_questions
+from .questions import Question, QuestionSet, about, template_questions, writer_questions
 from .teacher import Taught, note, teach
 from .trainer import Example, teacher_distributions
 from .writers import DataWriter
@@ -89,11 +89,12 @@ def collect_questions(
 ) -> tuple[QuestionSet, dict[str, Any]]:
     """Questions for the trainable records, deduplicated, with counts per source.
 
-    With ``retrieves``, a writer's question is kept only when rag would retrieve its record for
-    it: the small writer also asks off-topic questions ("What's the best way to make a cup of
-    tea?" of "I painted that lake sunrise last year"), which the teacher, reading the record
-    anyway, answers from world knowledge -- training on those teaches nothing about the records
-    and moves the model (on LoCoMo conv-26, first two sessions: 42 of 81 writer questions)."""
+    A writer's question is kept only when it is about its record (:func:`.questions.about`)
+    and, with ``retrieves``, when rag would retrieve its record for it: the small writer also
+    asks off-topic questions ("What's the best way to make a cup of tea?" of "I painted that
+    lake sunrise last year"), which the teacher, reading the record anyway, answers from world
+    knowledge -- training on those teaches nothing about the records and moves the model (on
+    LoCoMo conv-26, first two sessions: 42 of 81 writer questions)."""
     qs = QuestionSet()
     counts: dict[str, Any] = {
         "records": len(records),
@@ -126,6 +127,10 @@ def collect_questions(
     counts["writer"] = 0
     if writer is not None and ask_writer:
         made = writer_questions(writer, ask_writer)
+        texts = dict(ask_writer)
+        related = [q for q in made if about(q.text, texts[q.record_ids[0]])]
+        counts["writer_unrelated"] = len(made) - len(related)
+        made = related
         if retrieves is not None:
             on_topic = [q for q in made if set(q.record_ids) & set(retrieves(q.text))]
             counts["writer_off_topic"] = len(made) - len(on_topic)
@@ -199,7 +204,10 @@ def distill(
     counts.update(
         {
             "teacher_answers": sum(t.question.answer is None for t in taught),
-            "dropped_ungrounded": sum(not t.grounded and not t.misread for t in taught),
+            "dropped_ungrounded": sum(
+                not t.grounded and not t.misread and not t.empty for t in taught
+            ),
+            "dropped_uninformative": sum(t.empty and not t.misread for t in taught),
             "dropped_misread": sum(t.misread for t in taught),
             "trained_questions": len(held_in),
             "held_out_probes": sum(p.kind == "held_out" for p in probes),

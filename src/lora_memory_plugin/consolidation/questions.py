@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .synth import content_stems
+
 if TYPE_CHECKING:
     from .writers import DataWriter
 
@@ -45,7 +47,7 @@ class Question:
 # a capitalised word, with inner dots ("St.Kilda") but not a sentence's closing one: "Lisbon. I'm"
 _WORD = r"[A-Z][\w'&-]*(?:\.[\w'&-]+)*"
 _NAME = rf"{_WORD}(?:\s+(?:de|da|do|van|von|&|{_WORD}))*"
-_VALUE = r"[^.,;!?]+?"
+_VALUE = r"[^.,;!?]{1,100}?"  # bounded: a value is short, and caller text parses in linear time
 _END = r"(?=\s*(?:[.,;!?]|\band\b|\bbut\b|\bso\b|\bsince\b|$))"
 _RELATIVES = (
     "sister|brother|mother|mom|mum|father|dad|wife|husband|partner|girlfriend|boyfriend|son|"
@@ -202,6 +204,109 @@ _TEMPLATES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
 )
 
 
+# --- events, plans and feelings: what people tell each other in a conversation --------------
+_ADV = r"(?:(?:just|finally|recently|also|actually|really|so|super|truly|totally)\s+)?"
+_IRREGULAR = {
+    "went": "go", "ran": "run", "made": "make", "took": "take", "saw": "see", "got": "get",
+    "bought": "buy", "met": "meet", "won": "win", "began": "begin", "wrote": "write",
+    "chose": "choose", "found": "find", "gave": "give", "left": "leave", "built": "build",
+    "drew": "draw", "sang": "sing", "swam": "swim", "flew": "fly", "drove": "drive", "ate": "eat",
+    "came": "come", "spent": "spend", "taught": "teach", "caught": "catch", "heard": "hear",
+    "lost": "lose", "sold": "sell", "sent": "send", "brought": "bring", "held": "hold",
+    "rode": "ride", "created": "create", "threw": "throw", "wore": "wear", "grew": "grow",
+    "knew": "know",
+}  # fmt: skip
+_PAST = rf"(?P<verb>{'|'.join(_IRREGULAR)}|[a-z]{{2,}}ed)"
+_WHEN = (
+    r"(?P<when>yesterday|today|tonight|this\s+(?:morning|afternoon|evening|week|weekend)|"
+    r"last\s+(?:night|week|weekend|month|year|summer|winter|spring|fall|autumn|[A-Z][a-z]+day)|"
+    r"(?:a|one|two|three|four|five|a\s+few|a\s+couple\s+of)\s+(?:days|weeks|months|years|day|"
+    r"week|month|year)\s+ago|on\s+[A-Z][a-z]+day|next\s+(?:week|weekend|month|year|[A-Z][a-z]+day))"
+)
+# a clause ends at a sentence mark, a dash between spaces or a conjunction
+_CLAUSE_END = (
+    r"(?=\s*(?:[.,;!?]|\s[-\u2013\u2014]\s|\band\b|\bbut\b|\bso\b|\bsince\b|\bbecause\b|"
+    r"'cause\b|\bwhich\b|$))"
+)
+_CLAUSE = r"[^.,;!?\u2013\u2014]{1,100}?"  # bounded: linear time on caller text
+_PRONOUNS = frozenset(("it", "this", "that", "them", "him", "her", "me", "us", "you", "these"))
+_WE = r"\b(?:I|[Ww]e)"
+
+
+def base_form(verb: str) -> str:
+    """A past-tense verb's base form, for "When did I {base} ...?": a table of common irregular
+    verbs, else the regular -ed rules (tried -> try, stopped -> stop, added -> add, moved ->
+    move, raised -> raise, shared -> share, celebrated -> celebrate, painted -> paint). Crude,
+    as a small writer is: a wrong form asks an odd question, which the teacher's reading and the
+    gate judge like any other."""
+    if verb in _IRREGULAR:
+        return _IRREGULAR[verb]
+    if not verb.endswith("ed") or len(verb) < 4:
+        return verb
+    if verb.endswith("ied"):
+        return verb[:-3] + "y"
+    stem = verb[:-2]
+    # stopped, planned, travelled; not added, called, passed
+    doubled = stem[-1] == stem[-2] and stem[-1] not in "aeiousz" + ("l" if len(stem) < 6 else "")
+    if doubled and len(stem) >= 4 and stem[-3] in "aeiou":
+        return stem[:-1]
+    if re.search(_TAKES_E, stem) or (
+        len(stem) <= 3 and re.search(r"[^aeiou][aeiou][^aeiouwxy]$", stem)
+    ):
+        return stem + "e"
+    return stem
+
+
+_TAKES_E = r"(?:[^aeiou](?:at|ar|ir|or|ur)|[cv]|dg|rg|iz|ys|[aeio]s|^us|aus|fus|mus|e|[^aeioul]l)$"
+"""Stems that drop a final e before -ed: celebrat, shar, hir, stor, cur, danc, mov, judg, merg,
+organiz, analys, rais, clos, us, caus, refus, agre, settl."""
+
+
+_EVENTS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (  # "I went to a support group yesterday"
+        re.compile(
+            rf"{_WE}\s+{_ADV}(?P<verb>went|moved|travell?ed|flew|drove|came|walked)\s+to\s+"
+            rf"(?P<v>{_CLAUSE})(?:\s+{_WHEN})?{_CLAUSE_END}"
+        ),
+        ("Where did I {base}?", "Where did I {base} {when}?", "When did I {base} to {v}?|when"),
+    ),
+    (  # "I painted that lake sunrise last year"
+        re.compile(
+            rf"{_WE}\s+{_ADV}{_PAST}\s+(?!(?:to|about|up|out|off|back|with|in|on|at|for|from)\b|"
+            r"that\s+(?:I|we|it|he|she|they|you)\b)"  # "met up", "realized that I ..."
+            rf"(?P<v>{_CLAUSE})(?:\s+{_WHEN})?{_CLAUSE_END}"
+        ),
+        ("What did I {base}?", "What did I {base} {when}?", "When did I {base} {v}?|when"),
+    ),
+    (  # "I chose them 'cause they help LGBTQ+ folks"
+        re.compile(
+            rf"{_WE}\s+{_ADV}{_PAST}\s+(?P<obj>{_CLAUSE})\s+(?:because|'cause|cause)\s+"
+            rf"(?P<v>{_CLAUSE}){_CLAUSE_END}"
+        ),
+        ("Why did I {base} {obj}?|v", "Why did I decide to {base} {obj}?|v"),
+    ),
+    (  # "We're thinking about going camping next month"
+        re.compile(
+            rf"{_WE}(?:'re|'m|\s+are|\s+am)\s+{_ADV}(?:thinking\s+(?:about|of)|planning(?:\s+on|"
+            rf"\s+to)?|hoping\s+to|going\s+to|gonna)\s+(?P<v>{_CLAUSE}){_CLAUSE_END}"
+        ),
+        ("What am I planning?", "What are my plans?", "What am I thinking of doing?"),
+    ),
+    (  # "I'm keen on counseling", "I'm thrilled to make a family"
+        re.compile(
+            rf"\bI(?:'m|\s+am)\s+{_ADV}(?P<adj>keen|interested|excited|thrilled|passionate|"
+            rf"nervous|worried|scared|proud|grateful|thankful)\s+(?P<prep>on|in|about|for|of|to)\s+"
+            rf"(?P<v>{_CLAUSE}){_CLAUSE_END}"
+        ),
+        (
+            "What am I {adj} {prep}?",
+            "What is the user {adj} {prep}?",
+            "What do I feel {adj} {prep}?",
+        ),
+    ),
+)
+
+
 _SPEAKER = re.compile(
     r"^\s*(?:\[[^\]\n]{1,40}\]\s*)?(?P<name>[A-Z][\w'.-]{0,30}(?:\s[A-Z][\w'.-]{0,30})?):\s+\S"
 )
@@ -256,28 +361,52 @@ def template_questions(text: str, record_id: str, rng: random.Random) -> list[Qu
     """
     who = speaker(text)
     out: list[Question] = []
-    for i, (pattern, phrasings) in enumerate(_TEMPLATES):
-        for m in pattern.finditer(text):
-            fields = {
-                k: " ".join(v.split()).lower().rstrip(".") for k, v in m.groupdict().items() if v
-            }
-            asked: dict[str, str | None] = {}
-            try:
-                for p in phrasings:
-                    phrasing, _, slot = p.partition("|")
-                    asked_text = phrasing.format(**fields)
-                    if who is not None:
-                        asked_text = third_person(asked_text, who)
-                    asked.setdefault(asked_text, fields.get(slot or "v"))
-            except KeyError:
-                continue
-            held = rng.randrange(len(asked))
-            group = f"{record_id}:{i}:{m.start()}"
-            out.extend(
-                Question(t, (record_id,), "template", held_out=j == held, group=group, value=v)
-                for j, (t, v) in enumerate(asked.items())
-            )
+    tables = ((_TEMPLATES, True), (_EVENTS, False))
+    for t, (table, lower) in enumerate(tables):
+        for i, (pattern, phrasings) in enumerate(table):
+            for m in pattern.finditer(text):
+                asked = _phrasings(m, phrasings, who, lower=lower)
+                if not asked:
+                    continue
+                held = rng.randrange(len(asked))
+                group = f"{record_id}:{t}.{i}:{m.start()}"
+                out.extend(
+                    Question(q, (record_id,), "template", held_out=j == held, group=group, value=v)
+                    for j, (q, v) in enumerate(asked.items())
+                )
     return out
+
+
+def _phrasings(
+    m: re.Match[str], phrasings: Sequence[str], who: str | None, *, lower: bool
+) -> dict[str, str | None]:
+    """A template's questions for one match -> the value each must be answered with.
+
+    A phrasing names its answer's field after "|" (``v`` when it names none); "|when" asks for a
+    time, which the teacher may give as a date, so its value is not checked. A phrasing that
+    names a field the statement lacks is left out."""
+    fields = {k: " ".join(v.split()).rstrip(".") for k, v in m.groupdict().items() if v}
+    if lower:
+        fields = {k: v.lower() for k, v in fields.items()}
+    if "verb" in fields:
+        fields["base"] = base_form(fields["verb"].lower())
+    if fields.get("prep") == "to":  # "thrilled to make a family" -> "thrilled about"
+        fields["prep"] = "about"
+    if fields.get("v", "").lower() in _PRONOUNS:  # "We got this!": nothing to ask about
+        return {}
+    asked: dict[str, str | None] = {}
+    for p in phrasings:
+        phrasing, _, slot = p.partition("|")
+        try:
+            text = phrasing.format(**fields)
+        except KeyError:
+            continue
+        if slot == "when" and "when" not in fields:
+            continue
+        if who is not None:
+            text = third_person(text, who)
+        asked.setdefault(text, None if slot == "when" else fields.get(slot or "v"))
+    return asked
 
 
 _QUESTION_LINE = re.compile(
@@ -362,6 +491,17 @@ def writer_questions(
     return out
 
 
+def about(question: str, text: str) -> bool:
+    """Is a writer's ``question`` about ``text``: are at least half of its content words (by
+    stem; the turn's speaker's name aside) in the text? The 135M writer asks about what a turn
+    does not say ("What's the name of Caroline's son?" of "I'm thrilled to make a family for
+    kids who need one."); the teacher, reading the turn, then builds an answer from the
+    question's own words or the turn's first sentence."""
+    who = speaker(text)
+    asked = content_stems(question) - (content_stems(who) if who else set())
+    return 2 * len(asked & content_stems(text)) >= len(asked) > 0
+
+
 def key(question: str) -> str:
     """Normalised text for deduplication."""
     return " ".join(re.sub(r"[^\w\s]", " ", question.lower()).split())
@@ -410,6 +550,8 @@ class QuestionSet:
 __all__ = [
     "Question",
     "QuestionSet",
+    "about",
+    "base_form",
     "key",
     "parse_questions",
     "speaker",

@@ -187,6 +187,11 @@ def _stems(words: Iterable[str]) -> set[str]:
     return {w[:4] for w in words}
 
 
+def content_stems(text: str) -> set[str]:
+    """Stems of ``text``'s content words (words and numbers, not the common ones)."""
+    return _stems(t for t in tokens(text) if t[0].isalnum() and t not in _COMMON)
+
+
 # --- parsing writer output -----------------------------------------------------------------
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")

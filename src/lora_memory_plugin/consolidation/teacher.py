@@ -9,9 +9,10 @@ question's records as the notes, each with its date, oldest first when they span
 latest of two conflicting turns can win.
 
 Answers are generated greedily in batches, cut to their first sentence, and kept only when
-grounded in the records (no name or number the records lack, a content word they share) and not a
-refusal -- a tail that alone brings what the records lack is cut first ("..., Portugal."); a dropped
-question is counted, never trained.
+grounded in the records (no name or number the records lack, a content word they share), not a
+refusal -- a tail that alone brings what the records lack is cut first ("..., Portugal.") -- and
+informative (:func:`informative`: the answer tells something of the records the question did not
+say); a dropped question is counted, never trained.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from ..generation.prompts import build_messages, created_at
 from ..types import Hit, Record
 from .questions import Question
-from .synth import _COMMON, text_grounded, tokens
+from .synth import _COMMON, content_stems, text_grounded, tokens
 
 TEACHER_TOKENS = 40
 """Answer budget: one sentence."""
@@ -34,6 +35,13 @@ _REFUSAL = re.compile(
     r"unfortunately|there\s+is\s+no)\b",
     re.I,
 )
+_TIME = re.compile(
+    r"(?i)\b(?:\d|yesterday|today|tonight|tomorrow|ago|last|next|morning|afternoon|evening|"
+    r"night|week|weekend|month|year|spring|summer|autumn|fall|winter|"
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*|(?:mon|tues|wednes|thurs|fri|"
+    r"satur|sun)day)"
+)
+"""A time in an answer to a "When ...?" question."""
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _LABEL = re.compile(r"^(?:\[[^\]\n]{1,40}\]\s*)*(?:[A-Z][\w'.-]{0,30}:\s+)?")
 
@@ -47,6 +55,7 @@ class Taught:
     context: tuple[Hit, ...]
     grounded: bool
     misread: bool = False  # a template's value (the statement's "corgi") is not in the answer
+    empty: bool = False  # grounded, but tells nothing the question did not (:func:`informative`)
 
 
 def note(rec: Record) -> Hit:
@@ -87,6 +96,23 @@ def grounded_answer(answer: str, context: Sequence[Hit]) -> bool:
         return False
     source = " ".join(h.text for h in context)
     return text_grounded(answer, source)
+
+
+def informative(answer: str, question: str, context: Sequence[Hit]) -> bool:
+    """Does ``answer`` tell something of the notes that ``question`` did not already say?
+
+    At least one content word (by stem) comes from the notes and not from the question, and at
+    least half of the words the answer adds come from the notes. A 135M teacher reading a
+    chatty turn often restates the question around one of its own words ("What's the name of
+    Caroline's son?" -> "The name of Caroline's son is Caroline.") or builds a sentence of
+    its own around a shared word ("What is the charity race?" -> "The charity race is a type of
+    event where a charity or organization provides a prize ..."): grounded by
+    :func:`grounded_answer`'s measure, and wrong. An answer to "When ...?" must name a time."""
+    added = content_stems(answer) - content_stems(question)
+    from_notes = added & content_stems(" ".join(h.text for h in context))
+    if question.lstrip().lower().startswith("when ") and not _TIME.search(answer):
+        return False  # "When did Melanie run a charity race?" -> "Hey Caroline, since we ..."
+    return bool(from_notes) and 2 * len(from_notes) >= len(added)
 
 
 def trim_ungrounded(answer: str, context: Sequence[Hit]) -> str:
@@ -134,8 +160,10 @@ def teach(
     for q, ctx, out in zip(todo, contexts, outs, strict=True):
         answer = trim_ungrounded(first_sentence(out.text), ctx)
         misread = q.value is not None and not says_value(answer, q.value)
-        grounded = grounded_answer(answer, ctx) and not misread
-        taught[id(q)] = Taught(q, answer, ctx, grounded, misread)
+        ok = grounded_answer(answer, ctx)
+        empty = ok and not informative(answer, q.text, ctx)
+        grounded = ok and not misread and not empty
+        taught[id(q)] = Taught(q, answer, ctx, grounded, misread, empty)
     result = []
     for q in questions:
         if q.answer is not None:
@@ -179,6 +207,7 @@ __all__ = [
     "agrees",
     "first_sentence",
     "grounded_answer",
+    "informative",
     "past_first_sentence",
     "says_value",
     "teach",
