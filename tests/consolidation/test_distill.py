@@ -235,6 +235,9 @@ def test_an_answer_must_tell_what_the_question_did_not() -> None:
     when = "When did Melanie run a charity race?"
     assert informative("On 25 May 2023, Melanie ran it.", when, notes)
     assert not informative("Melanie ran a charity race for mental health.", when, notes)
+    since = "Hey Caroline, since we last chatted, I've had a lot of things happening to me."
+    assert not informative(since, when, [Hit("b", f"Melanie: {since}", 1.0, {})])
+    assert informative("Last Saturday.", when, [Hit("b", "I ran it last Saturday", 1.0, {})])
 
 
 def test_writer_questions_rag_would_not_answer_from_their_record_are_dropped() -> None:

@@ -35,11 +35,18 @@ _REFUSAL = re.compile(
     r"unfortunately|there\s+is\s+no)\b",
     re.I,
 )
+_WEEKDAY = r"(?:mon|tues|wednes|thurs|fri|satur|sun)day"
+_PERIOD = (
+    rf"(?:night|morning|afternoon|evening|week|weekend|month|year|spring|summer|autumn|fall|"
+    rf"winter|{_WEEKDAY})"
+)
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
 _TIME = re.compile(
-    r"(?i)\b(?:\d|yesterday|today|tonight|tomorrow|ago|last|next|morning|afternoon|evening|"
-    r"night|week|weekend|month|year|spring|summer|autumn|fall|winter|"
-    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*|(?:mon|tues|wednes|thurs|fri|"
-    r"satur|sun)day)"
+    rf"(?i)\b(?:\d|yesterday|today|tonight|tomorrow|ago|{_WEEKDAY}|{_MONTH}\b|"
+    rf"(?:last|next|this|that|every)\s+{_PERIOD})"
 )
 """A time in an answer to a "When ...?" question."""
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
