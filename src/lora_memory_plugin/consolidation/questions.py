@@ -4,11 +4,14 @@ Questions come from several sources and are deduplicated by their normalised tex
 
 - **templates** for first-person statements, in the forms users ask back: "I moved to Lisbon" ->
   "Which city do I live in now?", "Where do I live?", "What city does the user live in?"; my X is
-  Y, I work as/at, I'm allergic to, my sister Ines, our dog Biscuit is a corgi, ... Each template
-  gives several phrasings; one per statement is **held out** (never trained) so the gate can see
-  whether the module answers a question it was not shown;
+  Y, I work as/at, I'm allergic to, my sister Ines, our dog Biscuit is a corgi, ...; and what
+  people tell each other in a conversation: events with their time ("I went to a support group
+  yesterday" -> "Where did I go?", "When did I go to a support group?"), plans, feelings and
+  reasons. Each template gives several phrasings; one per statement is **held out** (never
+  trained) so the gate can see whether the module answers a question it was not shown;
 - **the writer** (the local model or any LangChain chat model): questions only -- the teacher
-  answers them, the writer's answers are never used;
+  answers them, the writer's answers are never used; a question not about its record
+  (:func:`about`) is dropped;
 - **QA-shaped records** keep their own question and answer (no teacher needed).
 
 Pure functions: no model is loaded here except through the writer passed in.
