@@ -219,6 +219,7 @@ _IRREGULAR = {
     "rode": "ride", "created": "create", "threw": "throw", "wore": "wear", "grew": "grow",
     "knew": "know",
 }  # fmt: skip
+# "created" is regular, but a vowel before its "at" keeps it out of _TAKES_E (treat, heat)
 _PAST = rf"(?P<verb>{'|'.join(_IRREGULAR)}|[a-z]{{2,}}ed)"
 _WHEN = (
     r"(?P<when>yesterday|today|tonight|this\s+(?:morning|afternoon|evening|week|weekend)|"
@@ -234,6 +235,11 @@ _CLAUSE_END = (
 _CLAUSE = r"[^.,;!?\u2013\u2014]{1,100}?"  # bounded: linear time on caller text
 _PRONOUNS = frozenset(("it", "this", "that", "them", "him", "her", "me", "us", "you", "these"))
 _WE = r"\b(?:I|[Ww]e)"
+
+
+_TAKES_E = r"(?:[^aeiou](?:at|ar|ir|or|ur)|[cv]|dg|rg|iz|ys|[aeio]s|^us|aus|fus|mus|e|[^aeioul]l)$"
+"""Stems that drop a final e before -ed: celebrat, shar, hir, stor, cur, danc, mov, judg, merg,
+organiz, analys, rais, clos, us, caus, refus, agre, settl."""
 
 
 def base_form(verb: str) -> str:
@@ -258,11 +264,6 @@ def base_form(verb: str) -> str:
     ):
         return stem + "e"
     return stem
-
-
-_TAKES_E = r"(?:[^aeiou](?:at|ar|ir|or|ur)|[cv]|dg|rg|iz|ys|[aeio]s|^us|aus|fus|mus|e|[^aeioul]l)$"
-"""Stems that drop a final e before -ed: celebrat, shar, hir, stor, cur, danc, mov, judg, merg,
-organiz, analys, rais, clos, us, caus, refus, agre, settl."""
 
 
 _EVENTS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (

@@ -115,10 +115,10 @@ def informative(answer: str, question: str, context: Sequence[Hit]) -> bool:
     its own around a shared word ("What is the charity race?" -> "The charity race is a type of
     event where a charity or organization provides a prize ..."): grounded by
     :func:`grounded_answer`'s measure, and wrong. An answer to "When ...?" must name a time."""
-    added = content_stems(answer) - content_stems(question)
-    from_notes = added & content_stems(" ".join(h.text for h in context))
     if question.lstrip().lower().startswith("when ") and not _TIME.search(answer):
         return False  # "When did Melanie run a charity race?" -> "Hey Caroline, since we ..."
+    added = content_stems(answer) - content_stems(question)
+    from_notes = added & content_stems(" ".join(h.text for h in context))
     return bool(from_notes) and 2 * len(from_notes) >= len(added)
 
 
